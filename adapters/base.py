@@ -1,0 +1,185 @@
+"""What every adapter is: two pure operations, verify and normalize.
+
+An adapter module (`adapters/<provider>.py`) holds everything about one provider: its Structs,
+its signature scheme, its type table and its mapping to `Facts`. This module holds what they
+share: the `Adapter` value the registry lists, and `assemble_event`, the single place a
+canonical event is built, so that every provider's events obey the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+
+from adapters.access import check_address, verify_unsigned
+from adapters.decoding import payload_bytes
+from adapters.errors import InvalidPayload
+from adapters.request import InboundRequest
+from adapters.source import SourceSettings
+from schemas.event import Account, CanonicalEvent, EventData, Verification, canonical_event_id
+from schemas.money import Money
+from schemas.taxonomy import UNMAPPED, EventKind, kind_of
+
+__all__ = [
+    "Adapter",
+    "Facts",
+    "SignatureCheck",
+    "Signer",
+    "assemble_event",
+    "map_type",
+]
+
+# (request, source settings, now) -> None, or raises InvalidSignature.
+SignatureCheck = Callable[[InboundRequest, SourceSettings, datetime], None]
+# (body, secret, now) -> the headers the provider would send: for tests, samples and benchmarks.
+Signer = Callable[[bytes, str, datetime], dict[str, str]]
+# (body, headers, settings, received_at) -> what the provider says happened.
+FactsReader = Callable[[bytes, Mapping[str, str], SourceSettings, datetime], "Facts"]
+
+_MAX_ATTRIBUTE = 1024
+# Leaves room for `<adapter>.` within the 256 characters the schema allows a type.
+_MAX_PROVIDER_TYPE = 200
+
+
+class Facts(msgspec.Struct, frozen=True, kw_only=True):
+    """What an adapter read from one webhook, before it becomes a canonical event.
+
+    `canonical_type` is None when the provider type is not in the adapter's table: the event is
+    then `<adapter>.<providertype>` of kind `unmapped`.
+    """
+
+    providertype: str
+    canonical_type: str | None
+    idempotency_key: str
+    occurred_at: datetime | None
+    subject: str | None = None
+    providerid: str | None = None
+    object_id: str | None = None
+    status: str | None = None
+    amount: Money | None = None
+    counter_amount: Money | None = None
+    account: Account | None = None
+    balance: Money | None = None
+    reference: str | None = None
+
+
+def map_type(
+    provider_type: str, table: Mapping[str, str], open_kinds: frozenset[str] = frozenset()
+) -> str | None:
+    """The canonical type of a provider type, or None when unmapped.
+
+    `open_kinds` are kinds whose every action the provider may name as it likes (FinAegis's
+    `workflow.*` and `system.*`).
+    """
+    mapped = table.get(provider_type)
+    if mapped is not None:
+        return mapped
+    kind, dot, action = provider_type.partition(".")
+    if dot and action and kind in open_kinds:
+        return provider_type
+    return None
+
+
+def assemble_event(
+    adapter: str,
+    facts: Facts,
+    body: bytes,
+    settings: SourceSettings,
+    received_at: datetime,
+    verification: Verification,
+) -> CanonicalEvent:
+    """The canonical event of `facts`: the one constructor every adapter goes through."""
+    providertype = _attribute(facts.providertype, "providertype", _MAX_PROVIDER_TYPE)
+    kind: EventKind
+    if facts.canonical_type is None:
+        event_type = f"{adapter}.{providertype}"
+        kind = UNMAPPED
+    else:
+        event_type = facts.canonical_type
+        kind = kind_of(event_type)
+    if any(ord(char) < 0x20 or char == "\x7f" for char in providertype):
+        raise InvalidPayload("$", "the event type contains control characters")
+    subject = msgspec.UNSET if facts.subject is None else _attribute(facts.subject, "subject")
+    providerid = (
+        msgspec.UNSET if facts.providerid is None else _attribute(facts.providerid, "providerid")
+    )
+    return CanonicalEvent(
+        id=canonical_event_id(settings.name, facts.idempotency_key),
+        source=settings.source_uri,
+        type=event_type,
+        subject=subject,
+        time=facts.occurred_at or received_at,
+        provider=adapter,
+        providertype=providertype,
+        providerid=providerid,
+        verification=verification,
+        data=EventData(
+            kind=kind,
+            id=facts.object_id,
+            status=facts.status,
+            amount=facts.amount,
+            counter_amount=facts.counter_amount,
+            account=facts.account,
+            balance=facts.balance,
+            reference=facts.reference,
+            occurred_at=facts.occurred_at,
+            provider_payload=msgspec.Raw(payload_bytes(body)),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """One provider's way in: how its requests are authenticated and read.
+
+    `check_signature` is None for providers that do not sign (FinchPay, account-lifecycle): their
+    sources authenticate with a token and/or an address allow-list instead.
+    """
+
+    name: str
+    read_facts: FactsReader
+    check_signature: SignatureCheck | None = None
+    sign: Signer | None = None
+
+    @property
+    def signed(self) -> bool:
+        return self.check_signature is not None
+
+    def verify(
+        self, request: InboundRequest, settings: SourceSettings, now: datetime
+    ) -> Verification:
+        """How the request is authenticated, or AuthenticationError saying what is wrong.
+
+        The address allow-list runs first for every source (CONTRACT.md 1: 403 before 401).
+        A signed source that also sets a token (Finexer suggests `?key=` in the URL) checks both.
+        """
+        check_address(request, settings)
+        if self.check_signature is None:
+            return verify_unsigned(request, settings)
+        self.check_signature(request, settings, now)
+        if settings.tokens:
+            verify_unsigned(request, settings)
+        return "signature"
+
+    def normalize(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        settings: SourceSettings,
+        received_at: datetime,
+        verification: Verification = "none",
+    ) -> CanonicalEvent:
+        """The canonical event of a body, or InvalidPayload with the path and reason."""
+        facts = self.read_facts(body, headers, settings, received_at)
+        return assemble_event(self.name, facts, body, settings, received_at, verification)
+
+
+def _attribute(value: str, name: str, limit: int = _MAX_ATTRIBUTE) -> str:
+    if not value:
+        raise InvalidPayload("$", f"the {name} is empty")
+    if len(value) > limit:
+        raise InvalidPayload("$", f"the {name} is longer than {limit} characters")
+    return value

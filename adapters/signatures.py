@@ -1,0 +1,82 @@
+"""HMAC-SHA256 signature checks shared by the signed providers.
+
+Short on purpose: this is the code an auditor reads. Digests are compared as bytes with
+`hmac.compare_digest`; a candidate signature that is not hex is malformed, not merely wrong.
+Error details say what is wrong with the header's form, never what it contains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from datetime import datetime
+
+from adapters.errors import InvalidSignature
+from adapters.source import Secret
+from schemas.timestamps import TimestampError, parse_timestamp
+
+__all__ = [
+    "check_timestamp",
+    "hmac_sha256",
+    "parse_hex_digest",
+    "require_secrets",
+    "verify_hmac_sha256",
+]
+
+_SHA256_HEX_LENGTH = 64
+
+
+def hmac_sha256(key: str, message: bytes) -> bytes:
+    """HMAC-SHA256 of `message`, keyed with `key` as UTF-8 (how every provider here keys it)."""
+    return hmac.new(key.encode(), message, hashlib.sha256).digest()
+
+
+def parse_hex_digest(candidate: str, header: str) -> bytes:
+    """A SHA-256 digest from its hex spelling (either case), or InvalidSignature if malformed."""
+    if len(candidate) != _SHA256_HEX_LENGTH:
+        raise InvalidSignature(f"malformed {header} header: not a SHA-256 hex digest")
+    try:
+        return bytes.fromhex(candidate)
+    except ValueError:
+        raise InvalidSignature(f"malformed {header} header: not a SHA-256 hex digest") from None
+
+
+def require_secrets(secrets: tuple[Secret, ...]) -> tuple[Secret, ...]:
+    """The source's secrets; a signed source without one cannot verify anything."""
+    if not secrets:
+        raise InvalidSignature("the source has no secret to verify signatures with")
+    return secrets
+
+
+def verify_hmac_sha256(
+    message: bytes, candidates: Iterable[bytes], secrets: tuple[Secret, ...]
+) -> None:
+    """Pass when any candidate digest equals HMAC-SHA256(secret, message) for any secret.
+
+    Every pair is compared in constant time; which secret matched is not observable beyond
+    the number of secrets, which is not a secret.
+    """
+    expected = [hmac_sha256(secret.reveal(), message) for secret in require_secrets(secrets)]
+    matched = False
+    for candidate in candidates:
+        for digest in expected:
+            matched |= hmac.compare_digest(candidate, digest)
+    if not matched:
+        raise InvalidSignature("no signature matches the body with any of the source's secrets")
+
+
+def check_timestamp(signed_time: str, now: datetime, tolerance_seconds: int) -> None:
+    """The signed timestamp must lie within `tolerance_seconds` of `now`, in both directions.
+
+    Old timestamps are replays; timestamps from the future are replays prepared in advance.
+    """
+    try:
+        when = parse_timestamp(signed_time)
+    except TimestampError:
+        raise InvalidSignature("malformed signature timestamp") from None
+    skew = (now - when).total_seconds()
+    if skew > tolerance_seconds:
+        raise InvalidSignature(f"signature timestamp is older than {tolerance_seconds} s")
+    if -skew > tolerance_seconds:
+        raise InvalidSignature(f"signature timestamp is more than {tolerance_seconds} s ahead")
