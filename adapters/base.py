@@ -8,6 +8,7 @@ canonical event is built, so that every provider's events obey the same rules.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ Signer = Callable[[bytes, str, datetime], dict[str, str]]
 FactsReader = Callable[[bytes, Mapping[str, str], SourceSettings, datetime], "Facts"]
 
 _MAX_ATTRIBUTE = 1024
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # Leaves room for `<adapter>.` within the 256 characters the schema allows a type.
 _MAX_PROVIDER_TYPE = 200
 
@@ -100,7 +102,7 @@ def assemble_event(
     else:
         event_type = facts.canonical_type
         kind = kind_of(event_type)
-    if any(ord(char) < 0x20 or char == "\x7f" for char in providertype):
+    if _CONTROL_CHARACTER.search(providertype):
         raise InvalidPayload("$", "the event type contains control characters")
     subject = msgspec.UNSET if facts.subject is None else _attribute(facts.subject, "subject")
     providerid = (

@@ -61,11 +61,11 @@ def decode_payload(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
     except msgspec.ValidationError as error:
         reason, _, path = str(error).rpartition(" - at `")
         if reason:
-            problem = InvalidPayload(path.rstrip("`"), _lower_first(reason))
+            problem = InvalidPayload(path.rstrip("`"), reason)
         else:
-            problem = InvalidPayload("$", _lower_first(str(error)))
+            problem = InvalidPayload("$", str(error))
     except msgspec.DecodeError as error:
-        problem = InvalidPayload("$", _lower_first(str(error)))
+        problem = InvalidPayload("$", str(error))
     except RecursionError:
         problem = InvalidPayload("$", "the JSON is nested too deeply")
     # Raised here, not inside the except: the msgspec traceback adds nothing for the reader.
@@ -126,7 +126,3 @@ def minor_or_major_money(
 def body_digest(body: bytes) -> str:
     """An idempotency key for providers that give no id: the same body is the same event."""
     return "sha256:" + hashlib.sha256(payload_bytes(body)).hexdigest()
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]

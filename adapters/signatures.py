@@ -29,7 +29,7 @@ _SHA256_HEX_LENGTH = 64
 
 def hmac_sha256(key: str, message: bytes) -> bytes:
     """HMAC-SHA256 of `message`, keyed with `key` as UTF-8 (how every provider here keys it)."""
-    return hmac.new(key.encode(), message, hashlib.sha256).digest()
+    return hmac.digest(key.encode(), message, hashlib.sha256)
 
 
 def parse_hex_digest(candidate: str, header: str) -> bytes:

@@ -7,6 +7,8 @@ rest. Exit codes: 0 done, 1 the command ran and found problems, 2 bad input or u
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,7 +18,12 @@ import msgspec
 
 from adapters.errors import AdapterError
 from adapters.registry import ADAPTERS
+from adapters.samples import sample_body
 from adapters.source import SourceSettings
+from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from gateway.logs import configure_logging
+from gateway.reprocess import ReprocessReport, reprocess_quarantine
+from gateway.store import StoreUnavailable, open_store
 from schemas.event import encode_event
 from schemas.money import MoneyError, normalize_currency_code
 from schemas.timestamps import TimestampError, parse_timestamp
@@ -24,6 +31,7 @@ from schemas.timestamps import TimestampError, parse_timestamp
 __all__ = ["main"]
 
 EXIT_OK = 0
+EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
 
 
@@ -76,6 +84,142 @@ def run_normalize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file: every problem on its own line, with its place; exit 1 if any."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    for warning in config.warnings:
+        print(f"{args.config}: warning: {warning}", file=sys.stderr)
+    print(
+        f"{args.config}: ok ({len(config.sources)} sources, {len(config.subscribers)} subscribers,"
+        f" {len(config.routes)} routes)"
+    )
+    return EXIT_OK
+
+
+def _load_or_report(path: Path) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return None
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the gateway until SIGINT or SIGTERM: ingress, delivery, health and metrics."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    server = config.server
+    if args.host is not None or args.port is not None:
+        server = msgspec.structs.replace(
+            server,
+            host=args.host if args.host is not None else server.host,
+            port=args.port if args.port is not None else server.port,
+        )
+        config = msgspec.structs.replace(config, server=server)
+    configure_logging()
+    # Imported here: the server stack is only needed by this command.
+    import uvicorn
+
+    from gateway.app import build_app
+
+    uvicorn.run(
+        build_app(config),
+        host=server.host,
+        port=server.port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 on its own; only
+        # server.trusted_proxies decides that (gateway/ingress.py: client_address).
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+    return EXIT_OK
+
+
+def run_reprocess(args: argparse.Namespace) -> int:
+    """Quarantined payloads through their adapters again; exit 1 if some are still invalid."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+
+    async def reprocess() -> ReprocessReport:
+        store = open_store(config.store.url)
+        await store.open()
+        try:
+            return await reprocess_quarantine(config, store, print)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(reprocess())
+    except StoreUnavailable as error:
+        print(f"store unavailable: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(
+        f"reprocessed: {report.accepted} accepted, {report.duplicate} duplicate, "
+        f"{report.still_invalid} still invalid, {report.skipped} skipped"
+    )
+    return EXIT_PROBLEMS if report.still_invalid or report.skipped else EXIT_OK
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    """Post a correctly signed (or tokened) sample webhook of an adapter to a URL."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    adapter = ADAPTERS[args.adapter]
+    source = next((s for s in config.sources.values() if s.adapter == adapter.name), None)
+    url = args.to
+    if url is None:
+        if source is None:
+            print(f"no source uses {adapter.name} in {args.config}: give --to", file=sys.stderr)
+            return EXIT_USAGE
+        url = f"http://{config.server.host}:{config.server.port}/webhooks/{source.name}"
+    credentials = source.secrets if adapter.signed and source else source.tokens if source else ()
+    secret = args.secret or (credentials[0].reveal() if credentials else None)
+    if secret is None:
+        print("no secret or token to sign with: give --secret", file=sys.stderr)
+        return EXIT_USAGE
+
+    now = datetime.now(UTC)
+    body = sample_body(adapter.name, args.type, now)
+    headers = {"content-type": "application/json"}
+    params: dict[str, str] = {}
+    if adapter.sign is not None:
+        headers.update(adapter.sign(body, secret, now))
+    else:
+        params[source.token_param if source else "token"] = secret
+    import httpx
+
+    try:
+        response = httpx.post(url, content=body, headers=headers, params=params, timeout=10)
+    except httpx.HTTPError as error:
+        print(f"cannot post to {url}: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"POST {url} -> {response.status_code} {response.text}")
+    return EXIT_OK if response.is_success else EXIT_PROBLEMS
+
+
+def _config_path(text: str) -> Path:
+    return Path(text)
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    default = os.environ.get("GATEWAY_CONFIG") or str(DEFAULT_CONFIG_PATH)
+    parser.add_argument(
+        "--config",
+        type=_config_path,
+        default=Path(default),
+        metavar="FILE",
+        help=f"the config file (default: $GATEWAY_CONFIG, else {DEFAULT_CONFIG_PATH})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -113,6 +257,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--compact", action="store_true", help="print the exact bytes, not indented"
     )
     normalize.set_defaults(handler=run_normalize)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file",
+        description="Report every problem of a config file with its place; exit 1 if any.",
+    )
+    _add_config_option(check)
+    check.set_defaults(handler=run_check_config)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _add_config_option(serve)
+    serve.add_argument("--host", help="listen on this address instead of server.host")
+    serve.add_argument("--port", type=int, help="listen on this port instead of server.port")
+    serve.set_defaults(handler=run_serve)
+
+    reprocess = commands.add_parser(
+        "reprocess", help="run quarantined payloads through their adapters again"
+    )
+    _add_config_option(reprocess)
+    reprocess.set_defaults(handler=run_reprocess)
+
+    sample = commands.add_parser(
+        "sample",
+        help="post a correctly signed sample provider webhook",
+        description=(
+            "Post a sample webhook of ADAPTER, signed (or tokened) as the provider would, to the "
+            "gateway. TYPE is the provider's type or a canonical type."
+        ),
+    )
+    sample.add_argument("adapter", choices=sorted(ADAPTERS), metavar="ADAPTER")
+    sample.add_argument("type", nargs="?", metavar="TYPE")
+    sample.add_argument(
+        "--to", metavar="URL", help="where to post (default: this config's source for ADAPTER)"
+    )
+    sample.add_argument(
+        "--secret", help="signing secret or token (default: the source's, from the config)"
+    )
+    _add_config_option(sample)
+    sample.set_defaults(handler=run_sample)
     return parser
 
 

@@ -6,6 +6,7 @@ them, and `schemas/canonical-event.schema.json` is generated from them (`python 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import datetime
 from typing import Annotated, Literal
@@ -99,20 +100,21 @@ class CanonicalEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     data: EventData
 
 
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# RFC 4648 base32 spelled in Crockford's alphabet (the ULID one: no I, L, O or U to misread).
+_CROCKFORD = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+)
 
 
 def canonical_event_id(source: str, idempotency_key: str) -> str:
     """The event id: the same provider event always gets the same id.
 
-    `evt_` + the first 128 bits of SHA-256(source name, NUL, the adapter's idempotency key),
-    written as 26 Crockford base32 characters (the ULID alphabet). The source name is part of
-    it so that two provider accounts never collide; NUL cannot occur in a source name.
+    `evt_` + the first 16 bytes of SHA-256(source name, NUL, the adapter's idempotency key) in
+    base32 with Crockford's alphabet, unpadded: 26 characters. The source name is part of it so
+    that two provider accounts never collide; NUL cannot occur in a source name.
     """
     digest = hashlib.sha256(f"{source}\0{idempotency_key}".encode()).digest()
-    number = int.from_bytes(digest[:16], "big")
-    chars = [_CROCKFORD[(number >> shift) & 31] for shift in range(125, -1, -5)]
-    return "evt_" + "".join(chars)
+    return "evt_" + base64.b32encode(digest[:16])[:26].translate(_CROCKFORD).decode()
 
 
 _encoder = msgspec.json.Encoder()

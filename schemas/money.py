@@ -10,7 +10,7 @@ be given in major units: we do not guess a token's decimals.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Annotated
 
 import msgspec
@@ -46,7 +46,7 @@ DecimalString = Annotated[
     str,
     msgspec.Meta(
         pattern=r"^-?[0-9]+(\.[0-9]+)?$",
-        max_length=MAX_AMOUNT_DIGITS + 2,
+        max_length=MAX_AMOUNT_DIGITS + 3,  # a sign, "0." and 38 decimals
         description="A decimal number as a string: never a float.",
     ),
 ]
@@ -110,17 +110,27 @@ def money_from_major(amount: Decimal | str, currency: str) -> Money:
     """
     code = normalize_currency_code(currency)
     if isinstance(amount, str):
-        if len(amount) > MAX_AMOUNT_DIGITS + 2 or not _MAJOR_AMOUNT.fullmatch(amount):
+        # The length check first: no regular expression runs over a megabyte of digits.
+        if len(amount) > 2 * MAX_AMOUNT_DIGITS or not _MAJOR_AMOUNT.fullmatch(amount):
             raise MoneyError(f"not a decimal amount: {amount[:24]!r}")
-        return Money(_strip_negative_zero(amount), code)
-    if not amount.is_finite():
-        raise MoneyError("amount is not a finite number")
-    # adjusted() is the position of the leading digit; bound it before formatting.
-    exponent = amount.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite, checked above
-    if amount.adjusted() >= MAX_AMOUNT_DIGITS or -exponent > MAX_AMOUNT_DIGITS:
+        whole, _, fraction = amount.lstrip("-").partition(".")
+        digits = len(whole.lstrip("0")) + len(fraction)
+        value = amount
+    else:
+        if not amount.is_finite():
+            raise MoneyError("amount is not a finite number")
+        # Counted from the tuple, before formatting: Decimal("1e999999999") must never be
+        # written out. Digits = integer digits + decimals of the plain notation.
+        _, coefficient, exponent = amount.as_tuple()
+        assert isinstance(exponent, int)  # finite, checked above
+        if exponent >= 0:
+            digits = len(coefficient) + exponent
+        else:
+            digits = max(len(coefficient) + exponent, 0) - exponent
+        value = ""
+    if digits > MAX_AMOUNT_DIGITS:
         raise MoneyError(f"amount has more than {MAX_AMOUNT_DIGITS} digits")
-    return Money(_strip_negative_zero(format(amount, "f")), code)
+    return Money(_strip_negative_zero(value or format(amount, "f")), code)
 
 
 def minor_units(money: Money) -> int:
@@ -128,13 +138,15 @@ def minor_units(money: Money) -> int:
     exponent = currency_exponent(money.currency)
     if exponent is None:
         raise MoneyError(f"{money.currency} is not an ISO 4217 currency")
-    try:
-        scaled = Decimal(money.value).scaleb(exponent)
-    except InvalidOperation as error:
-        raise MoneyError(f"not a decimal amount: {money.value[:24]!r}") from error
-    if scaled != scaled.to_integral_value():
+    if not _MAJOR_AMOUNT.fullmatch(money.value):
+        raise MoneyError(f"not a decimal amount: {money.value[:24]!r}")
+    # String arithmetic, as in money_from_minor: exact at any length, unlike a Decimal context.
+    negative = money.value.startswith("-")
+    whole, _, fraction = money.value.lstrip("-").partition(".")
+    if len(fraction.rstrip("0")) > exponent:
         raise MoneyError(f"{money.value} has more decimals than {money.currency} allows")
-    return int(scaled)
+    units = int(whole + fraction[:exponent].ljust(exponent, "0"))
+    return -units if negative else units
 
 
 def _strip_negative_zero(value: str) -> str:

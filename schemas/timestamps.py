@@ -7,8 +7,10 @@ writes as RFC 3339 with `Z` and at most microseconds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from decimal import Decimal
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
 
 __all__ = ["TimestampError", "parse_timestamp", "utc_from_unix"]
 
@@ -16,6 +18,9 @@ __all__ = ["TimestampError", "parse_timestamp", "utc_from_unix"]
 _MIN_UNIX = -62135596800
 _MAX_UNIX = 253402300799
 _MAX_TEXT = 64
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# ASCII digits only (str.isdigit also admits "²"), and no more than a unix time can have.
+_UNIX_TEXT = re.compile(r"-?[0-9]{1,12}")
 
 
 class TimestampError(ValueError):
@@ -23,12 +28,22 @@ class TimestampError(ValueError):
 
 
 def utc_from_unix(seconds: int | float | Decimal) -> datetime:
-    """A UTC datetime from unix seconds (fractions kept to the microsecond)."""
-    if isinstance(seconds, bool) or not _MIN_UNIX <= seconds <= _MAX_UNIX:
+    """A UTC datetime from unix seconds; fractions are floored to the microsecond."""
+    if isinstance(seconds, bool):
+        raise TimestampError("a boolean is not a unix time")
+    if isinstance(seconds, Decimal) and not seconds.is_finite():
+        raise TimestampError("unix time is not a finite number")
+    if isinstance(seconds, float) and not math.isfinite(seconds):
+        raise TimestampError("unix time is not a finite number")
+    if not _MIN_UNIX <= seconds <= _MAX_UNIX:
         raise TimestampError("unix time out of range")
-    whole = int(seconds)
-    micros = int((Decimal(str(seconds)) - whole) * 1_000_000)
-    return datetime.fromtimestamp(whole, UTC).replace(microsecond=micros)
+    if isinstance(seconds, int):
+        return _EPOCH + timedelta(seconds=seconds)
+    # repr of a float is the shortest text that reads back as it: 1.1 stays 1.1, not 1.0999...
+    exact = seconds if isinstance(seconds, Decimal) else Decimal(repr(seconds))
+    whole = int(exact.to_integral_value(ROUND_FLOOR))
+    micros = int(((exact - whole) * 1_000_000).to_integral_value(ROUND_FLOOR))
+    return _EPOCH + timedelta(seconds=whole, microseconds=micros)
 
 
 def parse_timestamp(value: str | int | Decimal) -> datetime:
@@ -41,10 +56,12 @@ def parse_timestamp(value: str | int | Decimal) -> datetime:
     if not isinstance(value, str):
         return utc_from_unix(value)
     text = value.strip()
-    if text.isdigit() or (text.startswith("-") and text[1:].isdigit()):
+    if _UNIX_TEXT.fullmatch(text):
         return utc_from_unix(int(text))
     if len(text) > _MAX_TEXT:
         raise TimestampError("not an ISO 8601 time")
+    if not text.isascii():
+        raise TimestampError("not an ISO 8601 time: non-ASCII characters")
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError as error:

@@ -1,0 +1,88 @@
+"""The Starlette application: ingress, health, readiness and metrics, around one store and one
+dispatcher that live as long as the app (its lifespan)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.config import GatewayConfig, SubscriberConfig
+from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.file import FileTransport
+from gateway.delivery.http import HttpTransport
+from gateway.delivery.transport import Transport
+from gateway.ingress import Ingress
+from gateway.metrics import Metrics
+from gateway.request_id import RequestIdMiddleware
+from gateway.routing import Router
+from gateway.store import Store, StoreUnavailable, open_store
+
+__all__ = ["build_app", "build_transport"]
+
+log = structlog.get_logger("gateway")
+
+
+def build_transport(subscriber: SubscriberConfig) -> Transport:
+    """The transport a subscriber's `kind` names."""
+    if subscriber.kind == "file":
+        assert subscriber.path is not None  # the config check requires it
+        return FileTransport(subscriber.path)
+    assert subscriber.url is not None  # the config check requires it
+    return HttpTransport(subscriber.url, subscriber.timeout_seconds, subscriber.max_in_flight)
+
+
+def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
+    store = store or open_store(config.store.url)
+    metrics = Metrics()
+    transports = {name: build_transport(sub) for name, sub in config.subscribers.items()}
+    dispatcher = Dispatcher(store, config.subscribers, transports, metrics)
+    ingress = Ingress(config, store, Router(config.routes), metrics, dispatcher.notify)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await store.ping()
+        except StoreUnavailable:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        for warning in config.warnings:
+            log.warning("config_warning", detail=warning)
+        delivering = asyncio.create_task(dispatcher.run(), name="dispatcher")
+        log.info("started", sources=sorted(config.sources), subscribers=sorted(transports))
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
+            await store.close()
+            log.info("stopped")
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/{source}", ingress.handle, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+    )

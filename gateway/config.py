@@ -1,0 +1,1031 @@
+"""The configuration file (CONTRACT.md 5): TOML in, typed Structs out, every problem with its place.
+
+The file is the picture of the running pipeline: sources (one provider account each, read by an
+adapter), subscribers (where events go) and routes (which events go where).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msgspec
+
+from adapters.base import Adapter
+from adapters.registry import ADAPTERS
+from adapters.source import Secret, SourceSettings
+from schemas.money import MoneyError, normalize_currency_code
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "STANDARD_WEBHOOKS_SCHEDULE",
+    "ConfigError",
+    "ConfigProblem",
+    "GatewayConfig",
+    "RouteConfig",
+    "ServerConfig",
+    "StoreConfig",
+    "SubscriberConfig",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+
+# Seconds before each retry: the Standard Webhooks recommendation after the immediate attempt
+# (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
+STANDARD_WEBHOOKS_SCHEDULE: tuple[float, ...] = (
+    5,
+    300,
+    1800,
+    7200,
+    18000,
+    36000,
+    50400,
+    72000,
+    86400,
+)
+
+SubscriberKind = Literal["http", "file"]
+
+# Source and subscriber names appear in URLs (`/webhooks/<source>`) and event ids.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# RFC 9110 token: what a header field name is made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# RFC 3986 unreserved characters: a parameter name that never needs encoding.
+_QUERY_PARAMETER = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+# RFC 3986 URI-reference: reserved and unreserved characters, and %-escapes.
+_URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+")
+
+_SECTIONS = ("server", "store", "sources", "subscribers", "routes")
+_SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies")
+_STORE_KEYS = ("url",)
+_SOURCE_KEYS = (
+    "adapter",
+    "secret",
+    "secrets",
+    "token",
+    "tokens",
+    "token_param",
+    "allow_ips",
+    "tolerance_seconds",
+    "currency",
+    "signature_header",
+    "uri",
+    "allow_unauthenticated",
+)
+_SUBSCRIBER_KEYS = (
+    "kind",
+    "url",
+    "path",
+    "secret",
+    "secrets",
+    "timeout_seconds",
+    "retry_schedule",
+    "max_in_flight",
+)
+_ROUTE_KEYS = ("sources", "types", "subscribers")
+
+_SQLITE_PREFIX = "sqlite:///"
+_KINDS = ("http", "file")
+_PLANNED_KINDS = ("redis", "nats", "amqp")
+_WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
+_MIN_WEBHOOK_KEY_BYTES = 16
+_MAX_TIMEOUT = 300.0
+_MAX_RETRY_DELAY = 86400.0  # 24 h, the longest a Retry-After is honoured too (CONTRACT.md 4)
+_MAX_RETRIES = 20
+_MAX_IN_FLIGHT = 10_000
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1_048_576
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+
+
+class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
+    url: str = "sqlite:///./data/gateway.db"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The database file of a `sqlite:///<path>` URL (relative to the working directory)."""
+        return Path(self.url.removeprefix(_SQLITE_PREFIX))
+
+
+class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    kind: SubscriberKind = "http"
+    url: str | None = None
+    path: Path | None = None
+    secrets: tuple[Secret, ...] = ()
+    timeout_seconds: float = 10.0
+    retry_schedule: tuple[float, ...] = STANDARD_WEBHOOKS_SCHEDULE
+    max_in_flight: int = 64
+
+
+class RouteConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """One `[[routes]]` table. None means "all" (the key was absent)."""
+
+    sources: tuple[str, ...] | None = None
+    types: tuple[str, ...] | None = None
+    subscribers: tuple[str, ...] = ()
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    sources: Mapping[str, SourceSettings] = msgspec.field(default_factory=dict)
+    subscribers: Mapping[str, SubscriberConfig] = msgspec.field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    # Sources with `allow_unauthenticated = true`: `gateway serve` warns about each at start.
+    warnings: tuple[str, ...] = ()
+
+
+class ConfigProblem(msgspec.Struct, frozen=True):
+    """One thing wrong with the file: where (`routes[1].subscribers[0]`) and what."""
+
+    place: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.place}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The file cannot be used; `problems` lists every reason, not only the first."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = problems
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, interpolate and validate the file at `path`; raise ConfigError listing every problem.
+
+    `environ` replaces `${NAME}` (default: os.environ).
+    """
+    checker = _Checker()
+    document = _read_document(checker, path)
+    if document is None:
+        raise ConfigError(checker.problems)
+    tree = _interpolate(checker, document, "", os.environ if environ is None else environ)
+    assert isinstance(tree, dict)  # a TOML document is a table
+    config = _gateway(checker, tree)
+    if checker.problems or config is None:
+        raise ConfigError(checker.problems)
+    return config
+
+
+# --- Reading and interpolation ------------------------------------------------------------------
+
+
+class _Unresolved:
+    """Stands in for a string whose `${NAME}` is unset: already reported, so checked no further."""
+
+    def __repr__(self) -> str:
+        return "<unresolved>"
+
+
+_UNRESOLVED = _Unresolved()
+
+
+class _Checker:
+    """Collects problems and warnings, and knows which values came from the environment."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigProblem] = []
+        self.warnings: list[str] = []
+        # place -> the variables its string was built from: such a value may be a secret, so
+        # messages name the variables instead of quoting it.
+        self.from_environment: dict[str, list[str]] = {}
+
+    def add(self, place: str, message: str) -> None:
+        self.problems.append(ConfigProblem(place, message))
+
+    def show(self, place: str, value: str) -> str:
+        """`value` quoted for a message, unless it came from the environment."""
+        names = self.from_environment.get(place)
+        if names is None:
+            return json.dumps(value, ensure_ascii=False)
+        return "(the value of " + ", ".join(f"${{{name}}}" for name in names) + ")"
+
+
+def _read_document(checker: _Checker, path: Path) -> dict[str, Any] | None:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as error:
+        checker.add("file", f"cannot read {path}: {error.strerror or error}")
+        return None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        checker.add("file", f"not UTF-8 text (byte {error.start})")
+    except tomllib.TOMLDecodeError as error:
+        # tomllib says where ("at line 3, column 7") and never quotes the text itself.
+        checker.add("file", f"not valid TOML: {error}")
+    return None
+
+
+def _interpolate(
+    checker: _Checker, value: object, place: str, environ: Mapping[str, str]
+) -> object:
+    """`value` with `${NAME}` replaced in every string; an unset NAME leaves _UNRESOLVED."""
+    if isinstance(value, dict):
+        return {
+            key: _interpolate(checker, item, _key(place, key), environ)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [
+            _interpolate(checker, item, _index(place, number), environ)
+            for number, item in enumerate(value)
+        ]
+    if not isinstance(value, str):
+        return value
+    names = _ENV_REFERENCE.findall(value)
+    if not names:
+        return value
+    missing = [name for name in dict.fromkeys(names) if name not in environ]
+    for name in missing:
+        checker.add(place, f"environment variable {name} is not set")
+    if missing:
+        return _UNRESOLVED
+    checker.from_environment[place] = list(dict.fromkeys(names))
+    # One pass: a value that itself contains `${...}` is not expanded again.
+    return _ENV_REFERENCE.sub(lambda match: environ[match.group(1)], value)
+
+
+# --- Places -------------------------------------------------------------------------------------
+
+
+def _key(parent: str, key: str) -> str:
+    """The dotted place of `key` in `parent`, quoted as TOML would when it is not a bare key."""
+    part = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+    return f"{parent}.{part}" if parent else part
+
+
+def _index(parent: str, number: int) -> str:
+    return f"{parent}[{number}]"
+
+
+def _kind(value: object) -> str:
+    """What TOML calls the type of `value`, for "expected X, got Y"."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date or time"
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(candidates), n=1)
+    return f' (did you mean "{matches[0]}"?)' if matches else ""
+
+
+def _check_keys(
+    checker: _Checker,
+    table: Mapping[str, object],
+    known: Sequence[str],
+    place: str,
+    what: str = "key",
+) -> None:
+    for key in table:
+        if key not in known:
+            checker.add(_key(place, key), f"unknown {what}{_did_you_mean(key, known)}")
+
+
+# --- Values -------------------------------------------------------------------------------------
+# Each reads one value, reports what is wrong with it at `place`, and returns it or None.
+# An _UNRESOLVED value returns None silently: its unset variable is already reported.
+
+
+def _table(checker: _Checker, value: object, place: str) -> dict[str, object] | None:
+    if value is _UNRESOLVED:
+        return None
+    if not isinstance(value, dict):
+        checker.add(place, f"expected a table, got {_kind(value)}")
+        return None
+    return value
+
+
+def _array(checker: _Checker, value: object, place: str) -> list[object] | None:
+    if value is _UNRESOLVED:
+        return None
+    if not isinstance(value, list):
+        checker.add(place, f"expected an array, got {_kind(value)}")
+        return None
+    return value
+
+
+def _string(checker: _Checker, value: object, place: str) -> str | None:
+    """A non-empty string."""
+    if value is _UNRESOLVED:
+        return None
+    if not isinstance(value, str):
+        checker.add(place, f"expected a string, got {_kind(value)}")
+        return None
+    if not value:
+        checker.add(place, "must not be empty")
+        return None
+    return value
+
+
+def _boolean(checker: _Checker, value: object, place: str) -> bool | None:
+    if value is _UNRESOLVED:
+        return None
+    if not isinstance(value, bool):
+        checker.add(place, f"expected true or false, got {_kind(value)}")
+        return None
+    return value
+
+
+def _integer(
+    checker: _Checker, value: object, place: str, lowest: int, highest: int | None = None
+) -> int | None:
+    if value is _UNRESOLVED:
+        return None
+    # TOML's true is no number, though Python's bool is an int.
+    if isinstance(value, bool) or not isinstance(value, int):
+        checker.add(place, f"expected an integer, got {_kind(value)}")
+        return None
+    if value < lowest or (highest is not None and value > highest):
+        bounds = f"from {lowest} to {highest}" if highest is not None else f"at least {lowest}"
+        checker.add(place, f"must be {bounds}, not {value}")
+        return None
+    return value
+
+
+def _seconds(
+    checker: _Checker, value: object, place: str, *, zero_ok: bool, highest: float
+) -> float | None:
+    """A number of seconds, integer or float, finite and within (0 or more, `highest`)."""
+    if value is _UNRESOLVED:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        checker.add(place, f"expected a number of seconds, got {_kind(value)}")
+        return None
+    # TOML has nan and inf; neither is a duration.
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > highest:
+        lowest = "from 0" if zero_ok else "more than 0 and"
+        checker.add(place, f"must be {lowest} up to {highest:g} seconds, not {value}")
+        return None
+    return float(value)
+
+
+def _strings(
+    checker: _Checker, value: object, place: str, empty: str = "must not be an empty array"
+) -> list[tuple[str, str]] | None:
+    """A non-empty array of non-empty strings, as (place, string) pairs; `empty` says why not."""
+    items = _array(checker, value, place)
+    if items is None:
+        return None
+    if not items:
+        checker.add(place, empty)
+        return None
+    strings: list[tuple[str, str]] = []
+    for number, item in enumerate(items):
+        item_place = _index(place, number)
+        text = _string(checker, item, item_place)
+        if text is not None:
+            strings.append((item_place, text))
+    return strings
+
+
+def _one_or_many(
+    checker: _Checker, table: Mapping[str, object], place: str, one: str, many: str
+) -> list[tuple[str, str]]:
+    """`one = "x"` or `many = ["x", "y"]` (a rotation), never both, as (place, string) pairs."""
+    if one in table and many in table:
+        checker.add(_key(place, many), f"set either {one} or {many}, not both")
+    values: list[tuple[str, str]] = []
+    if one in table:
+        text = _string(checker, table[one], _key(place, one))
+        if text is not None:
+            values.append((_key(place, one), text))
+    if many in table:
+        values.extend(_strings(checker, table[many], _key(place, many)) or [])
+    return values
+
+
+def _network(checker: _Checker, value: object, place: str) -> IPv4Network | IPv6Network | None:
+    """A CIDR; a bare address means that one address (/32 or /128)."""
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    try:
+        return ip_network(text)
+    except ValueError:
+        pass
+    shown = checker.show(place, text)
+    try:
+        loose = ip_network(text, strict=False)
+    except ValueError:
+        checker.add(place, f"not an IP address or CIDR: {shown}")
+        return None
+    hint = "" if place in checker.from_environment else f" (did you mean {loose}?)"
+    checker.add(place, f"{shown} has host bits set{hint}")
+    return None
+
+
+def _networks(
+    checker: _Checker, value: object, place: str
+) -> tuple[IPv4Network | IPv6Network, ...] | None:
+    items = _array(checker, value, place)
+    if items is None:
+        return None
+    networks = [_network(checker, item, _index(place, number)) for number, item in enumerate(items)]
+    return tuple(network for network in networks if network is not None)
+
+
+def _name(checker: _Checker, name: str, place: str, what: str) -> None:
+    if not _NAME.fullmatch(name):
+        checker.add(
+            place,
+            f"not a valid {what} name: 1 to 64 of A-Za-z0-9._- starting with a letter or digit"
+            " (it appears in URLs and event ids)",
+        )
+
+
+# --- Sections -----------------------------------------------------------------------------------
+
+
+def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | None:
+    _check_keys(checker, document, _SECTIONS, "", "section")
+    server = _server(checker, document.get("server", {}))
+    store = _store(checker, document.get("store", {}))
+    sources = _sources(checker, document.get("sources"))
+    subscribers = _subscribers(checker, document.get("subscribers", {}))
+    defined_sources = _names_in(document.get("sources"))
+    defined_subscribers = _names_in(document.get("subscribers"))
+    routes = _routes(checker, document.get("routes", []), defined_sources, defined_subscribers)
+    if routes is not None:
+        _warn_unrouted(checker, routes, defined_subscribers)
+    if server is None or store is None or sources is None or subscribers is None or routes is None:
+        return None
+    return GatewayConfig(
+        server=server,
+        store=store,
+        sources=sources,
+        subscribers=subscribers,
+        routes=routes,
+        warnings=tuple(checker.warnings),
+    )
+
+
+def _names_in(section: object) -> list[str]:
+    """The names a section defines, valid or not: a route naming one is not also wrong."""
+    return list(section) if isinstance(section, dict) else []
+
+
+def _server(checker: _Checker, value: object) -> ServerConfig | None:
+    place = "server"
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    before = len(checker.problems)
+    _check_keys(checker, table, _SERVER_KEYS, place)
+    settings: dict[str, Any] = {}
+    if "host" in table:
+        host = _string(checker, table["host"], _key(place, "host"))
+        if host is not None and any(character.isspace() for character in host):
+            checker.add(_key(place, "host"), "a host name or address has no whitespace")
+        settings["host"] = host
+    if "port" in table:
+        # 0 asks the system for any free port (tests and ad hoc runs).
+        settings["port"] = _integer(checker, table["port"], _key(place, "port"), 0, 65535)
+    if "max_body_bytes" in table:
+        settings["max_body_bytes"] = _integer(
+            checker, table["max_body_bytes"], _key(place, "max_body_bytes"), 1
+        )
+    if "trusted_proxies" in table:
+        settings["trusted_proxies"] = _networks(
+            checker, table["trusted_proxies"], _key(place, "trusted_proxies")
+        )
+    if len(checker.problems) > before:
+        return None
+    return ServerConfig(**{key: item for key, item in settings.items() if item is not None})
+
+
+def _store(checker: _Checker, value: object) -> StoreConfig | None:
+    place = "store"
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    _check_keys(checker, table, _STORE_KEYS, place)
+    if "url" not in table:
+        return StoreConfig()
+    url_place = _key(place, "url")
+    url = _string(checker, table["url"], url_place)
+    if url is None:
+        return None
+    # The URL is never quoted: a database URL may carry a password.
+    if url.startswith(_SQLITE_PREFIX):
+        database = url.removeprefix(_SQLITE_PREFIX)
+        if not database:
+            checker.add(url_place, "the database path is missing: sqlite:///<path>")
+        elif "?" in database:
+            checker.add(url_place, "query parameters are not supported: sqlite:///<path>")
+        elif database == ":memory:":
+            checker.add(
+                url_place,
+                "an in-memory database loses every event when the process stops;"
+                " give a file path: sqlite:///<path>",
+            )
+        else:
+            return StoreConfig(url=url)
+        return None
+    scheme = url.partition(":")[0].lower() if _URL_SCHEME.match(url) else ""
+    if scheme == "sqlite":
+        checker.add(url_place, "expected sqlite:///<path> (three slashes, then the path)")
+    elif scheme:
+        checker.add(url_place, f"the {scheme} store is not supported yet; use sqlite:///<path>")
+    else:
+        checker.add(url_place, "expected a store URL: sqlite:///<path>")
+    return None
+
+
+def _sources(checker: _Checker, value: object) -> dict[str, SourceSettings] | None:
+    if value is None:
+        checker.add("sources", "no [sources.*]: nothing can be received")
+        return None
+    table = _table(checker, value, "sources")
+    if table is None:
+        return None
+    if not table:
+        checker.add("sources", "no [sources.*]: nothing can be received")
+        return None
+    sources: dict[str, SourceSettings] = {}
+    complete = True
+    for name, item in table.items():
+        source = _source(checker, name, item, _key("sources", name))
+        if source is None:
+            complete = False
+        else:
+            sources[name] = source
+    return sources if complete else None
+
+
+def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSettings | None:
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    before = len(checker.problems)
+    _name(checker, name, place, "source")
+    _check_keys(checker, table, _SOURCE_KEYS, place)
+
+    adapter = _adapter(checker, table, place)
+    secrets = _one_or_many(checker, table, place, "secret", "secrets")
+    tokens = _one_or_many(checker, table, place, "token", "tokens")
+    settings: dict[str, Any] = {}
+    if "token_param" in table:
+        token_param = _string(checker, table["token_param"], _key(place, "token_param"))
+        if token_param is not None and not _QUERY_PARAMETER.fullmatch(token_param):
+            checker.add(
+                _key(place, "token_param"), "not a query parameter name: 1 to 64 of A-Za-z0-9._~-"
+            )
+        settings["token_param"] = token_param
+    if "allow_ips" in table:
+        settings["allow_ips"] = _networks(checker, table["allow_ips"], _key(place, "allow_ips"))
+    if "tolerance_seconds" in table:
+        settings["tolerance_seconds"] = _integer(
+            checker, table["tolerance_seconds"], _key(place, "tolerance_seconds"), 1
+        )
+    if "currency" in table:
+        settings["currency"] = _currency(checker, table["currency"], _key(place, "currency"))
+    if "signature_header" in table:
+        settings["signature_header"] = _header_name(
+            checker, table["signature_header"], _key(place, "signature_header")
+        )
+    if "uri" in table:
+        uri = _string(checker, table["uri"], _key(place, "uri"))
+        if uri is not None and not _URI_REFERENCE.fullmatch(uri):
+            checker.add(
+                _key(place, "uri"),
+                "not a URI reference (RFC 3986): spaces and other characters need %-encoding",
+            )
+        settings["uri"] = uri
+    allow_unauthenticated = False
+    if "allow_unauthenticated" in table:
+        allow_unauthenticated = bool(
+            _boolean(checker, table["allow_unauthenticated"], _key(place, "allow_unauthenticated"))
+        )
+
+    if adapter is not None:
+        _check_authentication(checker, table, place, name, adapter, allow_unauthenticated)
+    if len(checker.problems) > before or adapter is None:
+        return None
+    return SourceSettings(
+        name=name,
+        adapter=adapter.name,
+        secrets=tuple(Secret(secret) for _, secret in secrets),
+        tokens=tuple(Secret(token) for _, token in tokens),
+        allow_unauthenticated=allow_unauthenticated,
+        **settings,
+    )
+
+
+def _adapter(checker: _Checker, table: Mapping[str, object], place: str) -> Adapter | None:
+    known = ", ".join(sorted(ADAPTERS))
+    adapter_place = _key(place, "adapter")
+    if "adapter" not in table:
+        checker.add(adapter_place, f"required: one of {known}")
+        return None
+    name = _string(checker, table["adapter"], adapter_place)
+    if name is None:
+        return None
+    adapter = ADAPTERS.get(name)
+    if adapter is None:
+        checker.add(
+            adapter_place,
+            f"unknown adapter {checker.show(adapter_place, name)}"
+            f"{_did_you_mean(name, ADAPTERS)} (known: {known})",
+        )
+    return adapter
+
+
+def _check_authentication(
+    checker: _Checker,
+    table: Mapping[str, object],
+    place: str,
+    name: str,
+    adapter: Adapter,
+    allow_unauthenticated: bool,
+) -> None:
+    """CONTRACT.md 1a: what each kind of source needs, and what it cannot use."""
+    has_secret = "secret" in table or "secrets" in table
+    has_token = "token" in table or "tokens" in table
+    has_allowlist = "allow_ips" in table and table["allow_ips"] != []
+    if "signature_header" in table and adapter.name != "finexer":
+        checker.add(
+            _key(place, "signature_header"),
+            f"only finexer sources read signature_header; {adapter.name} does not",
+        )
+    if adapter.signed:
+        if not has_secret:
+            checker.add(
+                _key(place, "secret"),
+                f"required: {adapter.name} signs its webhooks"
+                " (or secrets = [...] during a rotation)",
+            )
+        if allow_unauthenticated:
+            checker.add(
+                _key(place, "allow_unauthenticated"),
+                f"{adapter.name} signs its webhooks: every request is verified",
+            )
+        return
+    if has_secret:
+        checker.add(
+            _key(place, "secrets" if "secrets" in table else "secret"),
+            f"{adapter.name} does not sign its webhooks; use token or allow_ips",
+        )
+    if allow_unauthenticated:
+        if has_token or has_allowlist:
+            checker.add(
+                _key(place, "allow_unauthenticated"),
+                "contradicts token/allow_ips: requests are authenticated; remove one of them",
+            )
+        else:
+            checker.warnings.append(
+                f"source {name} accepts unauthenticated requests (allow_unauthenticated = true):"
+                f" anyone who can reach POST /webhooks/{name} can inject events"
+            )
+    elif not (has_token or has_allowlist):
+        checker.add(
+            place,
+            f"{adapter.name} does not sign its webhooks: set token and/or allow_ips"
+            " (or allow_unauthenticated = true to accept anyone)",
+        )
+
+
+def _currency(checker: _Checker, value: object, place: str) -> str | None:
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    try:
+        return normalize_currency_code(text)
+    except MoneyError:
+        checker.add(place, f'not a currency code: {checker.show(place, text)} (e.g. "GBP")')
+        return None
+
+
+def _header_name(checker: _Checker, value: object, place: str) -> str | None:
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    if not _HEADER_NAME.fullmatch(text):
+        checker.add(place, "not an HTTP header name (RFC 9110 token characters only)")
+        return None
+    return text.lower()
+
+
+def _subscribers(checker: _Checker, value: object) -> dict[str, SubscriberConfig] | None:
+    table = _table(checker, value, "subscribers")
+    if table is None:
+        return None
+    subscribers: dict[str, SubscriberConfig] = {}
+    complete = True
+    for name, item in table.items():
+        subscriber = _subscriber(checker, name, item, _key("subscribers", name))
+        if subscriber is None:
+            complete = False
+        else:
+            subscribers[name] = subscriber
+    return subscribers if complete else None
+
+
+def _subscriber(checker: _Checker, name: str, value: object, place: str) -> SubscriberConfig | None:
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    before = len(checker.problems)
+    _name(checker, name, place, "subscriber")
+    _check_keys(checker, table, _SUBSCRIBER_KEYS, place)
+
+    kind = _subscriber_kind(checker, table.get("kind", "http"), _key(place, "kind"))
+    settings: dict[str, Any] = {}
+    if kind == "http":
+        settings["url"] = _http_url(checker, table, place)
+    elif kind == "file":
+        settings["path"] = _file_path(checker, table, place)
+    if kind is not None:
+        for key, owner in (("url", "http"), ("path", "file")):
+            if key in table and kind != owner:
+                checker.add(_key(place, key), f"only {owner} subscribers have a {key}")
+    secrets = _one_or_many(checker, table, place, "secret", "secrets")
+    for secret_place, secret in secrets:
+        _subscriber_secret(checker, secret, secret_place)
+    if kind == "http" and "secret" not in table and "secrets" not in table:
+        checker.add(
+            _key(place, "secret"),
+            "required for an http subscriber: whsec_<base64>, so it can verify what it receives",
+        )
+    if "timeout_seconds" in table:
+        settings["timeout_seconds"] = _seconds(
+            checker,
+            table["timeout_seconds"],
+            _key(place, "timeout_seconds"),
+            zero_ok=False,
+            highest=_MAX_TIMEOUT,
+        )
+    if "retry_schedule" in table:
+        settings["retry_schedule"] = _retry_schedule(
+            checker, table["retry_schedule"], _key(place, "retry_schedule")
+        )
+    if "max_in_flight" in table:
+        settings["max_in_flight"] = _integer(
+            checker, table["max_in_flight"], _key(place, "max_in_flight"), 1, _MAX_IN_FLIGHT
+        )
+    if len(checker.problems) > before or kind is None:
+        return None
+    return SubscriberConfig(
+        name=name,
+        kind=kind,
+        secrets=tuple(Secret(secret) for _, secret in secrets),
+        **settings,
+    )
+
+
+def _subscriber_kind(checker: _Checker, value: object, place: str) -> SubscriberKind | None:
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    if text == "http":
+        return "http"
+    if text == "file":
+        return "file"
+    if text in _PLANNED_KINDS:
+        checker.add(place, f"{text} subscribers are not supported yet (supported: http, file)")
+    else:
+        checker.add(
+            place,
+            f"unknown kind {checker.show(place, text)}{_did_you_mean(text, _KINDS)}"
+            f" (supported: http, file; {', '.join(_PLANNED_KINDS)}: not supported yet)",
+        )
+    return None
+
+
+def _http_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:
+    url_place = _key(place, "url")
+    if "url" not in table:
+        checker.add(url_place, 'required for an http subscriber (kind = "http" is the default)')
+        return None
+    url = _string(checker, table["url"], url_place)
+    if url is None:
+        return None
+    # Not quoted in messages: a URL may carry credentials or a token.
+    if any(character.isspace() or ord(character) < 32 for character in url):
+        checker.add(url_place, "not a URL: it contains whitespace or control characters")
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError as error:
+        checker.add(url_place, f"not a URL: {_url_error(error)}")
+        return None
+    if parts.scheme not in ("http", "https"):
+        checker.add(url_place, "expected an http:// or https:// URL")
+        return None
+    if not parts.hostname:
+        checker.add(url_place, "the URL has no host")
+        return None
+    return url
+
+
+def _url_error(error: ValueError) -> str:
+    # urllib's messages may quote the URL; say what kind of problem it is and no more.
+    text = str(error)
+    if "port" in text.lower():
+        return "the port is not a number from 0 to 65535"
+    if "ipv6" in text.lower():
+        return "a malformed IPv6 address"
+    return "it cannot be parsed"
+
+
+def _file_path(checker: _Checker, table: Mapping[str, object], place: str) -> Path | None:
+    path_place = _key(place, "path")
+    if "path" not in table:
+        checker.add(path_place, "required for a file subscriber")
+        return None
+    text = _string(checker, table["path"], path_place)
+    if text is None:
+        return None
+    if "\x00" in text:
+        checker.add(path_place, "a path cannot contain a NUL character")
+        return None
+    # Relative paths stay relative: to the working directory, as the store's are.
+    return Path(text)
+
+
+def _subscriber_secret(checker: _Checker, secret: str, place: str) -> None:
+    """A Standard Webhooks signing secret: `whsec_` and the base64 of at least 16 bytes."""
+    if not secret.startswith(_WEBHOOK_SECRET_PREFIX):
+        checker.add(place, "expected whsec_ followed by base64 (a Standard Webhooks secret)")
+        return
+    try:
+        key = base64.b64decode(secret.removeprefix(_WEBHOOK_SECRET_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        checker.add(place, "the part after whsec_ is not valid base64")
+        return
+    if len(key) < _MIN_WEBHOOK_KEY_BYTES:
+        checker.add(
+            place,
+            f"the key after whsec_ is too short: at least {_MIN_WEBHOOK_KEY_BYTES} bytes"
+            " (base64 of random bytes)",
+        )
+
+
+def _retry_schedule(checker: _Checker, value: object, place: str) -> tuple[float, ...] | None:
+    items = _array(checker, value, place)
+    if items is None:
+        return None
+    if len(items) > _MAX_RETRIES:
+        checker.add(place, f"at most {_MAX_RETRIES} retries, not {len(items)}")
+        return None
+    delays = [
+        _seconds(checker, item, _index(place, number), zero_ok=True, highest=_MAX_RETRY_DELAY)
+        for number, item in enumerate(items)
+    ]
+    return tuple(delay for delay in delays if delay is not None)
+
+
+def _routes(
+    checker: _Checker,
+    value: object,
+    defined_sources: list[str],
+    defined_subscribers: list[str],
+) -> tuple[RouteConfig, ...] | None:
+    if isinstance(value, dict):
+        checker.add("routes", "expected an array of tables: write [[routes]], not [routes]")
+        return None
+    items = _array(checker, value, "routes")
+    if items is None:
+        return None
+    routes: list[RouteConfig] = []
+    complete = True
+    for number, item in enumerate(items):
+        route = _route(
+            checker, item, _index("routes", number), defined_sources, defined_subscribers
+        )
+        if route is None:
+            complete = False
+        else:
+            routes.append(route)
+    return tuple(routes) if complete else None
+
+
+def _route(
+    checker: _Checker,
+    value: object,
+    place: str,
+    defined_sources: list[str],
+    defined_subscribers: list[str],
+) -> RouteConfig | None:
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    before = len(checker.problems)
+    _check_keys(checker, table, _ROUTE_KEYS, place)
+    sources = None
+    if "sources" in table:
+        # An empty list would match nothing; "all sources" is said by leaving the key out.
+        sources = _references(
+            checker,
+            table["sources"],
+            _key(place, "sources"),
+            "source",
+            defined_sources,
+            "must not be an empty array (leave sources out to match every source)",
+        )
+    types = None
+    if "types" in table:
+        types = _type_patterns(checker, table["types"], _key(place, "types"))
+    subscribers: list[tuple[str, str]] | None = None
+    if "subscribers" not in table:
+        checker.add(_key(place, "subscribers"), "required: the subscribers this route sends to")
+    else:
+        subscribers = _references(
+            checker,
+            table["subscribers"],
+            _key(place, "subscribers"),
+            "subscriber",
+            defined_subscribers,
+            "must not be an empty array: a route sends to at least one subscriber",
+        )
+    if len(checker.problems) > before or subscribers is None:
+        return None
+    return RouteConfig(
+        sources=None if sources is None else tuple(name for _, name in sources),
+        types=None if types is None else tuple(pattern for _, pattern in types),
+        subscribers=tuple(name for _, name in subscribers),
+    )
+
+
+def _type_patterns(checker: _Checker, value: object, place: str) -> list[tuple[str, str]] | None:
+    """Glob patterns on the canonical type (fnmatch: `payment.*`, `transfer.succeeded`, `*`)."""
+    items = _array(checker, value, place)
+    if items is None:
+        return None
+    if not items:
+        checker.add(place, "must not be an empty array (leave types out to match every type)")
+        return None
+    patterns: list[tuple[str, str]] = []
+    for number, item in enumerate(items):
+        item_place = _index(place, number)
+        pattern = _string(checker, item, item_place)
+        if pattern is None:
+            continue
+        if any(character.isspace() for character in pattern):
+            checker.add(item_place, 'a type pattern has no whitespace (e.g. "payment.*")')
+            continue
+        patterns.append((item_place, pattern))
+    return patterns
+
+
+def _references(
+    checker: _Checker, value: object, place: str, what: str, defined: list[str], empty: str
+) -> list[tuple[str, str]] | None:
+    """Names of sources or subscribers the file defines."""
+    names = _strings(checker, value, place, empty)
+    if names is None:
+        return None
+    for name_place, name in names:
+        if name not in defined:
+            checker.add(
+                name_place,
+                f"no {what} named {checker.show(name_place, name)}{_did_you_mean(name, defined)}",
+            )
+    return names
+
+
+def _warn_unrouted(
+    checker: _Checker, routes: tuple[RouteConfig, ...], defined_subscribers: list[str]
+) -> None:
+    if not routes:
+        checker.warnings.append("no [[routes]]: events are stored but sent to no subscriber")
+        return
+    routed = {name for route in routes for name in route.subscribers}
+    for name in defined_subscribers:
+        if name not in routed:
+            checker.warnings.append(f"subscriber {name} is named by no route: it receives nothing")

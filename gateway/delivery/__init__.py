@@ -1,0 +1,1 @@
+"""Delivery: stored deliveries out to subscribers, through transports behind one interface."""

@@ -1,0 +1,78 @@
+"""The HTTP subscriber: a Standard Webhooks POST through one pooled httpx client per subscriber.
+
+2xx is success; 408, 425, 429, 5xx, timeouts and connection errors are worth another attempt;
+anything else, 3xx included (redirects are not followed: a moved endpoint is a configuration
+change, not something to chase with signed payloads), fails the delivery at once.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import httpx
+
+from gateway import __version__
+from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+
+__all__ = ["HttpTransport", "parse_retry_after"]
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+EXCERPT_BYTES = 512
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class HttpTransport(Transport):
+    def __init__(self, url: str, timeout_seconds: float, max_in_flight: int) -> None:
+        self.url = url
+        self._client = httpx.AsyncClient(
+            timeout=timeout_seconds,
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
+            ),
+            headers={"user-agent": f"finrelay/{__version__}"},
+        )
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        headers = {
+            "content-type": "application/cloudevents+json",
+            "webhook-id": message.webhook_id,
+            "webhook-timestamp": str(message.webhook_timestamp),
+        }
+        if message.webhook_signature is not None:
+            headers["webhook-signature"] = message.webhook_signature
+        try:
+            response = await self._client.post(self.url, content=message.body, headers=headers)
+        except httpx.TimeoutException:
+            return SendResult(outcome="retry", error="timeout")
+        except httpx.TransportError as error:
+            return SendResult(outcome="retry", error=f"connection error: {type(error).__name__}")
+        status = response.status_code
+        excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
+        if 200 <= status < 300:
+            return SendResult(outcome="delivered", status_code=status, response_excerpt=excerpt)
+        retryable = status in RETRYABLE_STATUSES or status >= 500
+        return SendResult(
+            outcome="retry" if retryable else "failed",
+            status_code=status,
+            error=f"HTTP {status}",
+            retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
+            response_excerpt=excerpt,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()

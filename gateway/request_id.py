@@ -1,0 +1,43 @@
+"""`x-request-id` on every response (CONTRACT.md 1): the caller's when it is sane, else a new one.
+
+Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task per request.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["RequestIdMiddleware", "sane_request_id"]
+
+_SANE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+
+def sane_request_id(value: bytes | None) -> str:
+    """The caller's id when it is at most 128 of `A-Za-z0-9._-` (safe to log and echo)."""
+    if value is not None and _SANE.fullmatch(value):
+        return value.decode("ascii")
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((value for key, value in scope["headers"] if key == b"x-request-id"), None)
+        request_id = sane_request_id(given)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

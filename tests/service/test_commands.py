@@ -1,0 +1,165 @@
+"""The operator's commands against a running gateway: reprocess and sample; and what the file
+subscriber writes (CONTRACT.md 4)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from adapters import finfusion
+from tests.service.harness import BASE_CONFIG, GatewayProcess
+from tests.support import SECRET, TOKEN
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    process = GatewayProcess(tmp_path).start()
+    yield process
+    process.stop()
+
+
+def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict[str, object]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_bytes().splitlines()
+            if len(lines) >= count:
+                return [msgspec.json.decode(line) for line in lines]
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+def test_reprocess_keeps_what_still_does_not_read(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path, BASE_CONFIG).start()
+    try:
+        bad = b'{"message":"Account Credited","identifier":"ACCOUNT_CREDITED","code":"3023"}'
+        wrong_type = gateway.post("lifecycle", bad, params={"token": TOKEN})
+        assert wrong_type.status_code == 422
+        assert "$.code" in wrong_type.json()["detail"]
+        still_bad = gateway.post("lifecycle", b"not json at all", params={"token": TOKEN})
+        assert still_bad.status_code == 422
+    finally:
+        gateway.stop()
+    assert gateway.query("SELECT COUNT(*) FROM quarantine WHERE released_as IS NULL") == [(2,)]
+
+    result = gateway.gateway_cli("reprocess")
+    # Nothing changed since: both stay in quarantine, and exit 1 says so.
+    assert result.returncode == 1
+    assert "2 still invalid" in result.stdout
+    assert gateway.query("SELECT COUNT(*) FROM quarantine WHERE released_as IS NULL") == [(2,)]
+
+
+def test_reprocess_accepts_and_routes_what_now_reads(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path).start()
+    try:
+        # Authenticated but unreadable: no identifier and no code.
+        body = b'{"message":"Account Credited","accountNumber":"GB12","amount":5}'
+        assert gateway.post("lifecycle", body, params={"token": TOKEN}).status_code == 422
+    finally:
+        gateway.stop()
+    # Simulate the upgrade that teaches the adapter this shape: the stored payload is edited to
+    # what the new adapter version would read. The quarantine row itself is what we reprocess.
+    gateway.query(
+        "UPDATE quarantine SET body = ? WHERE released_as IS NULL",
+        b'{"message":"Account Credited","identifier":"ACCOUNT_CREDITED","accountNumber":"GB12",'
+        b'"amount":5}',
+    )
+    result = gateway.gateway_cli("reprocess")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 accepted" in result.stdout
+    (row,) = gateway.query("SELECT id, type, body FROM events")
+    assert row[1] == "account.credited"
+    assert msgspec.json.decode(row[2])["data"]["amount"] == {"value": "5", "currency": "NGN"}
+    assert gateway.query("SELECT COUNT(*) FROM deliveries WHERE event_id = ?", row[0]) == [(1,)]
+
+    # Once released, a payload is not reprocessed again.
+    again = gateway.gateway_cli("reprocess")
+    assert "0 accepted" in again.stdout
+
+    # A gateway started afterwards delivers it.
+    gateway.start()
+    try:
+        lines = wait_for_lines(gateway.workdir / "data" / "events.jsonl", 1)
+        assert lines[0]["webhook-id"] == row[0]
+    finally:
+        gateway.stop()
+
+
+def test_sample_posts_a_correctly_signed_webhook_of_every_adapter(
+    gateway: GatewayProcess,
+) -> None:
+    targets = {
+        "finaegis": "finaegis",
+        "finexer": "finexer",
+        "finfusion": "finfusion-main",
+        "finchpay": "finchpay",
+        "account_lifecycle": "lifecycle",
+    }
+    for adapter, source in targets.items():
+        result = gateway.gateway_cli(
+            "sample", adapter, "--to", f"{gateway.base_url}/webhooks/{source}"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert '"accepted"' in result.stdout
+
+
+def test_sample_takes_a_canonical_or_provider_type(gateway: GatewayProcess) -> None:
+    url = f"{gateway.base_url}/webhooks/finchpay"
+    assert (
+        gateway.gateway_cli("sample", "finchpay", "payment.refunded", "--to", url).returncode == 0
+    )
+    assert gateway.gateway_cli("sample", "finchpay", "HOLD", "--to", url).returncode == 0
+    types = {str(row[0]) for row in gateway.query("SELECT type FROM events")}
+    assert types == {"payment.refunded", "payment.processing"}
+
+
+def test_sample_with_a_wrong_secret_is_refused(gateway: GatewayProcess) -> None:
+    result = gateway.gateway_cli(
+        "sample",
+        "finfusion",
+        "--to",
+        f"{gateway.base_url}/webhooks/finfusion-main",
+        "--secret",
+        "whsec_wrong",
+    )
+    assert result.returncode == 1
+    assert "401" in result.stdout
+
+
+def test_file_subscriber_gets_one_line_per_delivery(gateway: GatewayProcess) -> None:
+    now = datetime.now(UTC)
+    bodies = [
+        msgspec.json.encode(
+            {
+                "id": f"evt_{n}",
+                "type": "payment.succeeded",
+                "created": int(now.timestamp()),
+                "data": {"object": {"id": f"pay_{n}", "amount": 1000 + n, "currency": "eur"}},
+            }
+        )
+        for n in range(5)
+    ]
+    ids = []
+    for body in bodies:
+        response = gateway.post(
+            "finfusion-main", body, headers=finfusion.sign_finfusion(body, SECRET, now)
+        )
+        ids.append(response.json()["id"])
+    lines = wait_for_lines(gateway.workdir / "data" / "events.jsonl", 5)
+    assert sorted(line["webhook-id"] for line in lines) == sorted(ids)
+    for line in lines:
+        assert set(line) == {"webhook-id", "webhook-timestamp", "webhook-signature", "event"}
+        assert line["webhook-signature"] is None  # the file subscriber has no secret
+        assert isinstance(line["webhook-timestamp"], int)
+        event = line["event"]
+        assert isinstance(event, dict)
+        assert event["id"] == line["webhook-id"]
+        assert event["specversion"] == "1.0"
+    # Delivered deliveries are recorded as such, one attempt each.
+    assert gateway.query("SELECT DISTINCT state FROM deliveries") == [("delivered",)]
+    assert gateway.query("SELECT COUNT(*) FROM attempts") == [(5,)]
