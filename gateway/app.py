@@ -42,6 +42,7 @@ def build_transport(subscriber: SubscriberConfig) -> Transport:
 def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
     store = store or open_store(config.store.url)
     metrics = Metrics()
+    metrics.watch_store(lambda: store.write_counts)
     transports = {name: build_transport(sub) for name, sub in config.subscribers.items()}
     dispatcher = Dispatcher(store, config.subscribers, transports, metrics)
     ingress = Ingress(config, store, Router(config.routes), metrics, dispatcher.notify)

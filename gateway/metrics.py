@@ -6,6 +6,8 @@ attacker posting to a million made-up source names must not create a million tim
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,6 +15,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
@@ -73,5 +77,23 @@ class Metrics:
             registry=r,
         )
 
+    def watch_store(self, write_counts: Callable[[], tuple[int, int]]) -> None:
+        """Expose the store's commit and write counters (group commit: writes per commit)."""
+        self.registry.register(_StoreWrites(write_counts))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StoreWrites(Collector):
+    def __init__(self, write_counts: Callable[[], tuple[int, int]]) -> None:
+        self._write_counts = write_counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        commits, writes = self._write_counts()
+        yield CounterMetricFamily(
+            "finrelay_store_commits", "Store transactions committed (each one fsync)", commits
+        )
+        yield CounterMetricFamily(
+            "finrelay_store_writes", "Store writes carried by those transactions", writes
+        )

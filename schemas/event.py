@@ -6,7 +6,6 @@ them, and `schemas/canonical-event.schema.json` is generated from them (`python 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from datetime import datetime
 from typing import Annotated, Literal
@@ -100,21 +99,24 @@ class CanonicalEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     data: EventData
 
 
-# RFC 4648 base32 spelled in Crockford's alphabet (the ULID one: no I, L, O or U to misread).
-_CROCKFORD = bytes.maketrans(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-)
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Two base32 characters per 10 bits: 13 lookups make the 26 characters. (base64.b32encode gives
+# the same digits in RFC 4648's alphabet, but is pure Python before 3.12 and twice as slow.)
+_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]
+_SHIFTS = tuple(range(120, -1, -10))
 
 
 def canonical_event_id(source: str, idempotency_key: str) -> str:
     """The event id: the same provider event always gets the same id.
 
     `evt_` + the first 16 bytes of SHA-256(source name, NUL, the adapter's idempotency key) in
-    base32 with Crockford's alphabet, unpadded: 26 characters. The source name is part of it so
-    that two provider accounts never collide; NUL cannot occur in a source name.
+    base32 (RFC 4648 bit order, unpadded) with Crockford's alphabet: 26 characters. The source
+    name is part of it so that two provider accounts never collide; NUL cannot occur in a
+    source name.
     """
     digest = hashlib.sha256(f"{source}\0{idempotency_key}".encode()).digest()
-    return "evt_" + base64.b32encode(digest[:16])[:26].translate(_CROCKFORD).decode()
+    bits = int.from_bytes(digest[:16], "big") << 2  # 130 bits: 26 characters of 5
+    return "evt_" + "".join([_PAIRS[(bits >> shift) & 1023] for shift in _SHIFTS])
 
 
 _encoder = msgspec.json.Encoder()

@@ -186,6 +186,12 @@ class Store(ABC):
     async def event_body(self, event_id: str) -> bytes | None:
         """The stored canonical event's bytes."""
 
+    @property
+    @abstractmethod
+    def write_counts(self) -> tuple[int, int]:
+        """(transactions committed, writes they carried) since open: their ratio is the group
+        commit's batch size, shown in /metrics."""
+
     @abstractmethod
     async def stats(self) -> dict[str, int]:
         """Counts for health and metrics: events, pending, delivered, dead, quarantined."""

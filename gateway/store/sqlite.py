@@ -128,6 +128,13 @@ class SQLiteStore(Store):
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
+        # Written by the writer thread only; read (racily, which is fine for metrics) by others.
+        self._commits = 0
+        self._writes = 0
+
+    @property
+    def write_counts(self) -> tuple[int, int]:
+        return self._commits, self._writes
 
     # Life cycle.
 
@@ -204,6 +211,8 @@ class SQLiteStore(Store):
                     results.append((pending, result, None))
                 connection.execute("RELEASE job")
             connection.execute("COMMIT")
+            self._commits += 1
+            self._writes += len(batch)
         except sqlite3.Error as error:
             # The commit (or the disk under it) failed: nothing of this batch is durable.
             if connection.in_transaction:

@@ -183,7 +183,12 @@ def test_wrong_token_is_an_invalid_token(
 @pytest.mark.parametrize("adapter", UNSIGNED_ADAPTERS)
 @pytest.mark.parametrize(
     ("query", "headers"),
-    [({}, {}), ({"token": ""}, {}), ({}, {"authorization": ""}), ({}, {"authorization": "Bearer "})],
+    [
+        ({}, {}),
+        ({"token": ""}, {}),
+        ({}, {"authorization": ""}),
+        ({}, {"authorization": "Bearer "}),
+    ],
 )
 def test_missing_token_is_an_invalid_token(
     adapter: str, query: dict[str, str], headers: dict[str, str]

@@ -107,7 +107,9 @@ def finexer_variant(sep: str, key: str, spelling: Callable[[datetime], str], nam
         digests = [_hex(secret, t.encode() + b"." + body) for secret in secrets]
         return _signed_header("fx-signature", "", t, sep, key, digests)
 
-    return Variant(f"finexer-{name}-{key}-{'semicolon' if sep == ';' else 'comma'}", "finexer", make)
+    return Variant(
+        f"finexer-{name}-{key}-{'semicolon' if sep == ';' else 'comma'}", "finexer", make
+    )
 
 
 def finaegis_plain_variant() -> Variant:
@@ -258,7 +260,9 @@ def test_any_one_byte_change_to_the_body_fails(
 @by_id(VARIANTS)
 @QUICK
 @given(body=BODIES, extra=st.binary(min_size=1, max_size=3))
-def test_appending_or_dropping_body_bytes_fails(variant: Variant, body: bytes, extra: bytes) -> None:
+def test_appending_or_dropping_body_bytes_fails(
+    variant: Variant, body: bytes, extra: bytes
+) -> None:
     signed = variant.make(body, [SECRET], NOW)
     rejected(variant, body + extra, signed.headers)
     if body:

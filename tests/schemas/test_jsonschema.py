@@ -151,7 +151,7 @@ def test_sample_event_has_the_contracts_example_shape() -> None:
     assert document["data"]["amount"] == {"value": "10.00", "currency": "USD"}
     assert document["time"] == "2021-10-18T14:38:10Z"
     assert document["verification"] == "signature"
-    assert list(document)[0] == "specversion"
+    assert next(iter(document)) == "specversion"
     assert list(document)[-1] == "data"
 
 

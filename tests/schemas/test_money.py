@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -79,7 +80,9 @@ def test_well_known_exponents(code: str, exponent: int) -> None:
 def test_every_iso_code_is_upper_case_with_a_small_exponent() -> None:
     assert len(CURRENCY_EXPONENTS) > 150
     for code, exponent in CURRENCY_EXPONENTS.items():
-        assert code.isalpha() and code.isupper() and len(code) == 3, code
+        assert code.isalpha(), code
+        assert code.isupper(), code
+        assert len(code) == 3, code
         assert 0 <= exponent <= 4, code
 
 
@@ -220,7 +223,7 @@ def test_non_iso_code_is_kept_for_major_units() -> None:
         "5.",
         "1.2.3",
         "0x10",
-        "١٢",  # Arabic-Indic digits are digits to Python, not to a ledger
+        "\u0661\u0662",  # Arabic-Indic digits are digits to Python, not to a ledger
     ],
 )
 def test_major_amount_that_is_not_a_plain_decimal_is_refused(amount: str) -> None:
@@ -267,7 +270,7 @@ def test_major_amount_of_38_digits_is_accepted(amount: Decimal | str) -> None:
     ids=str,
 )
 def test_major_amount_of_more_than_38_digits_is_refused(amount: Decimal | str) -> None:
-    with pytest.raises(MoneyError, match="38 digits|not a decimal"):
+    with pytest.raises(MoneyError, match=r"38 digits|not a decimal"):
         money_from_major(amount, "USD")
 
 
@@ -316,3 +319,68 @@ def test_major_decimal_amount_keeps_its_value_and_decimals(digits: int, exponent
     assert Decimal(money.value) == amount
     assert decimals_of(money.value) == -exponent
     assert digit_count(money.value) <= MAX_AMOUNT_DIGITS + 1  # at most a leading "0."
+
+
+# Whatever is accepted is Money its own schema accepts (what decode_event checks downstream).
+
+
+def assert_schema_valid(money: Money) -> None:
+    decoded = msgspec.json.decode(msgspec.json.encode(money), type=Money)
+    assert decoded == money
+
+
+LOOSE_MAJOR_TEXT = st.from_regex(r"-?[0-9]{1,60}(\.[0-9]{1,45})?", fullmatch=True)
+ZERO_PADDED_TEXT = st.builds(
+    lambda sign, zeros, rest: sign + "0" * zeros + rest.removeprefix("-"),
+    st.sampled_from(["", "-"]),
+    st.integers(min_value=0, max_value=70),
+    MAJOR_TEXT,
+)
+
+
+@PROPERTY
+@given(amount=LOOSE_MAJOR_TEXT | MAJOR_TEXT | ZERO_PADDED_TEXT)
+def test_accepted_major_text_is_always_schema_valid_money(amount: str) -> None:
+    try:
+        money = money_from_major(amount, "USD")
+    except MoneyError:
+        return
+    assert_schema_valid(money)
+    assert digit_count(money.value.lstrip("-0.")) <= MAX_AMOUNT_DIGITS
+
+
+@PROPERTY
+@given(
+    digits=st.integers(min_value=-(10**45), max_value=10**45),
+    exponent=st.integers(min_value=-50, max_value=50),
+)
+def test_accepted_major_decimal_is_always_schema_valid_money(digits: int, exponent: int) -> None:
+    try:
+        money = money_from_major(Decimal(f"{digits}E{exponent}"), "USD")
+    except MoneyError:
+        return
+    assert_schema_valid(money)
+
+
+@PROPERTY
+@given(amount=st.integers(min_value=-(10**40), max_value=10**40), code=st.sampled_from(ALL_CODES))
+def test_accepted_minor_amount_is_always_schema_valid_money(amount: int, code: str) -> None:
+    try:
+        money = money_from_minor(amount, code)
+    except MoneyError:
+        return
+    assert_schema_valid(money)
+
+
+@pytest.mark.parametrize(
+    "amount",
+    ["0" * 50 + "1", "-" + "0" * 60 + ".5", "0" * 39 + "1.25"],
+    ids=["50-zeros", "neg", "39"],
+)
+def test_leading_zeros_never_make_money_longer_than_its_schema_allows(amount: str) -> None:
+    # Refusing and returning schema-valid Money are both fine; Money decode_event rejects is not.
+    try:
+        money = money_from_major(amount, "USD")
+    except MoneyError:
+        return
+    assert_schema_valid(money)
