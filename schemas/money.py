@@ -113,9 +113,12 @@ def money_from_major(amount: Decimal | str, currency: str) -> Money:
         # The length check first: no regular expression runs over a megabyte of digits.
         if len(amount) > 2 * MAX_AMOUNT_DIGITS or not _MAJOR_AMOUNT.fullmatch(amount):
             raise MoneyError(f"not a decimal amount: {amount[:24]!r}")
-        whole, _, fraction = amount.lstrip("-").partition(".")
-        digits = len(whole.lstrip("0")) + len(fraction)
-        value = amount
+        negative = amount.startswith("-")
+        whole, dot, fraction = amount.lstrip("-").partition(".")
+        # Leading zeros carry no digit of the amount: "007.50" is "7.50".
+        whole = whole.lstrip("0") or "0"
+        digits = len(whole) + len(fraction)
+        value = ("-" if negative else "") + whole + dot + fraction
     else:
         if not amount.is_finite():
             raise MoneyError("amount is not a finite number")
@@ -123,7 +126,9 @@ def money_from_major(amount: Decimal | str, currency: str) -> Money:
         # written out. Digits = integer digits + decimals of the plain notation.
         _, coefficient, exponent = amount.as_tuple()
         assert isinstance(exponent, int)  # finite, checked above
-        if exponent >= 0:
+        if coefficient == (0,):
+            digits = max(-exponent, 1)  # zero: 0E+100 is written "0", 0E-2 "0.00"
+        elif exponent >= 0:
             digits = len(coefficient) + exponent
         else:
             digits = max(len(coefficient) + exponent, 0) - exponent

@@ -131,6 +131,8 @@ class SQLiteStore(Store):
         # Written by the writer thread only; read (racily, which is fine for metrics) by others.
         self._commits = 0
         self._writes = 0
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     @property
     def write_counts(self) -> tuple[int, int]:
@@ -152,6 +154,10 @@ class SQLiteStore(Store):
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -240,9 +246,26 @@ class SQLiteStore(Store):
         result: T = await pending.future
         return result
 
-    # Reads go through the writer too: they are rare (operators, health) and this keeps one
-    # connection, so a read always sees every write that was answered before it.
-    _read = _write
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the reader connection, in a worker thread.
+
+        WAL lets it run while the writer commits, so a slow read (counting a million pending
+        deliveries for /metrics) never holds up ingest. It sees every committed write, so every
+        write that was answered before it.
+        """
+        if self._thread is None:
+            raise StoreUnavailable("the store is not open")
+
+        def run() -> T:
+            with self._reader_lock:
+                if self._reader is None:
+                    self._reader = self._connect()
+                try:
+                    return query(self._reader)
+                except sqlite3.Error as error:
+                    raise StoreUnavailable(f"database read failed: {error}") from None
+
+        return await asyncio.to_thread(run)
 
     async def ping(self) -> None:
         await self._read(lambda db: db.execute("SELECT 1").fetchone())

@@ -278,7 +278,12 @@ def test_oversized_body_is_413_without_reading_it_all(gateway: GatewayProcess) -
             + b"{" * 4096
         )
         # Only 4 KiB of the 10 MiB were sent: an answer now proves the rest was never awaited.
-        answer = connection.recv(4096)
+        answer = b""
+        while b"payload_too_large" not in answer:
+            received = connection.recv(4096)
+            if not received:
+                break
+            answer += received
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"payload_too_large"' in answer
 
@@ -401,35 +406,3 @@ def test_request_log_line_has_request_and_event_ids(gateway: GatewayProcess) -> 
     assert lines[0]["event_id"] == response.json()["id"]
     assert lines[0]["outcome"] == "accepted"
     assert lines[0]["source"] == "finchpay"
-
-
-def _counter(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} is not in /metrics")
-
-
-def test_concurrent_requests_share_commits(gateway: GatewayProcess) -> None:
-    def counters() -> tuple[float, float]:
-        text = httpx.get(f"{gateway.base_url}/metrics").text
-        return _counter(text, "finrelay_store_commits_total"), _counter(
-            text, "finrelay_store_writes_total"
-        )
-
-    commits_before, writes_before = counters()
-    bodies = [sample_body("finchpay", "COMPLETE", now()) for _ in range(300)]
-    with httpx.Client(timeout=30) as client:
-
-        def post(body: bytes) -> int:
-            url = f"{gateway.base_url}/webhooks/finchpay"
-            return client.post(url, content=body, params={"token": TOKEN}).status_code
-
-        with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
-            statuses = list(pool.map(post, bodies))
-    commits_after, writes_after = counters()
-    assert statuses == [200] * 300
-    commits, writes = commits_after - commits_before, writes_after - writes_before
-    assert writes >= 300
-    # One fsync per commit: concurrent requests must share them, not pay one each.
-    assert commits < writes / 2, f"{writes} writes took {commits} commits"

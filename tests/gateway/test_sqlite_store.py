@@ -1,0 +1,192 @@
+"""The SQLite store on a real file: group commit, duplicates, leases, attempts, quarantine."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.store.base import Attempt, NewEvent, StoreUnavailable
+from gateway.store.sqlite import SQLiteStore
+
+
+def event(n: int, subscribers: tuple[str, ...] = ("a", "b")) -> NewEvent:
+    return NewEvent(
+        id=f"evt_{n:026d}",
+        source="s",
+        type="payment.succeeded",
+        received_at=time.time(),
+        body=b'{"n":%d}' % n,
+        subscribers=subscribers,
+    )
+
+
+def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, int]:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        await store.open()
+        try:
+            outcomes = await asyncio.gather(*(store.accept(event(n)) for n in range(200)))
+            assert outcomes == ["accepted"] * 200
+            return store.write_counts
+        finally:
+            await store.close()
+
+    commits, writes = asyncio.run(scenario())
+    assert writes == 200
+    # 200 writes waiting together go out in a handful of transactions, one fsync each.
+    assert commits <= 20, f"200 concurrent writes took {commits} commits"
+
+
+def test_concurrent_copies_of_one_event_store_it_once(tmp_path: Path) -> None:
+    async def scenario() -> list[str]:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        await store.open()
+        try:
+            return list(await asyncio.gather(*(store.accept(event(7)) for _ in range(50))))
+        finally:
+            await store.close()
+
+    outcomes = asyncio.run(scenario())
+    assert outcomes.count("accepted") == 1
+    assert outcomes.count("duplicate") == 49
+
+
+def test_a_lease_keeps_a_delivery_from_a_second_worker(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        await store.open()
+        try:
+            await store.accept(event(1, ("a",)))
+            now = time.time() + 1
+            first = await store.claim_due(
+                now=now, limit=10, lease_seconds=30, owner="w1", subscribers=["a"]
+            )
+            second = await store.claim_due(
+                now=now, limit=10, lease_seconds=30, owner="w2", subscribers=["a"]
+            )
+            assert len(first) == 1
+            assert second == []
+            # The first worker dies: once its lease runs out, another worker gets it.
+            later = await store.claim_due(
+                now=now + 31, limit=10, lease_seconds=30, owner="w2", subscribers=["a"]
+            )
+            assert [d.delivery_id for d in later] == [first[0].delivery_id]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_released_leases_are_due_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        await store.open()
+        try:
+            await store.accept(event(1, ("a",)))
+            now = time.time() + 1
+            await store.claim_due(now=now, limit=1, lease_seconds=30, owner="w1", subscribers=["a"])
+            await store.release_leases("w1")
+            again = await store.claim_due(
+                now=now, limit=1, lease_seconds=30, owner="w2", subscribers=["a"]
+            )
+            assert len(again) == 1
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        await store.open()
+        try:
+            await store.accept(event(1, ("a",)))
+            now = time.time() + 1
+            (claimed,) = await store.claim_due(
+                now=now, limit=1, lease_seconds=30, owner="w", subscribers=["a"]
+            )
+            retry = Attempt(
+                delivery_id=claimed.delivery_id,
+                started_at=now,
+                duration=0.1,
+                outcome="retry",
+                status_code=503,
+                error="HTTP 503",
+            )
+            await store.record_attempt(retry, next_attempt_at=now + 100)
+            assert await store.next_due_at() == pytest.approx(now + 100)
+            assert (
+                await store.claim_due(
+                    now=now + 1, limit=1, lease_seconds=30, owner="w", subscribers=["a"]
+                )
+                == []
+            )
+            (again,) = await store.claim_due(
+                now=now + 100, limit=1, lease_seconds=30, owner="w", subscribers=["a"]
+            )
+            assert again.attempts == 1
+            failed = Attempt(
+                delivery_id=again.delivery_id,
+                started_at=now + 100,
+                duration=0.1,
+                outcome="failed",
+                status_code=400,
+                error="HTTP 400",
+            )
+            await store.record_attempt(failed, dead=True)
+            (dead,) = await store.dead_letters()
+            assert (dead.event_id, dead.subscriber, dead.attempts) == (claimed.event_id, "a", 2)
+            assert dead.last_error == "HTTP 400"
+            assert (await store.stats())["dead"] == 1
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_quarantine_keeps_the_raw_body_until_released(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        await store.open()
+        try:
+            quarantine_id = await store.quarantine(
+                source="s",
+                received_at=1.0,
+                body=b"\xff not json",
+                headers={"x": "y"},
+                verification="token",
+                error="bad",
+            )
+            (payload,) = await store.quarantined()
+            assert payload.body == b"\xff not json"
+            assert payload.headers == {"x": "y"}
+            assert await store.release_quarantined(quarantine_id, event(3)) == "accepted"
+            assert await store.quarantined() == []
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_closed_store_is_unavailable(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        with pytest.raises(StoreUnavailable):
+            await store.accept(event(1))
+
+    asyncio.run(scenario())
+
+
+def test_an_unopenable_database_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "gateway.db").mkdir()  # a directory where the file should be
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "gateway.db")
+        with pytest.raises(StoreUnavailable):
+            await store.open()
+
+    asyncio.run(scenario())
