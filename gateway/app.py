@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import structlog
@@ -58,6 +59,10 @@ def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
+        # Counted on the reader connection: a scrape never holds up ingest.
+        with contextlib.suppress(StoreUnavailable):
+            backlog = await store.delivery_backlog()
+            metrics.set_backlog(config.subscribers, backlog, time.time())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @contextlib.asynccontextmanager

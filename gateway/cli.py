@@ -10,9 +10,11 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -21,14 +23,17 @@ from adapters.registry import ADAPTERS
 from adapters.samples import sample_body
 from adapters.source import SourceSettings
 from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from gateway.delivery.circuit import CLOSED
 from gateway.logs import configure_logging
 from gateway.reprocess import ReprocessReport, reprocess_quarantine
-from gateway.store import StoreUnavailable, open_store
+from gateway.store import Store, StoreUnavailable, open_store
 from schemas.event import encode_event
 from schemas.money import MoneyError, normalize_currency_code
 from schemas.timestamps import TimestampError, parse_timestamp
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -167,6 +172,114 @@ def run_reprocess(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if report.still_invalid or report.skipped else EXIT_OK
 
 
+def _with_store(config: GatewayConfig, work: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `work` against the config's store, opened for the duration of one command."""
+
+    async def run() -> T:
+        store = open_store(config.store.url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def run_dead_letters(args: argparse.Namespace) -> int:
+    """List dead letters: event id, subscriber, attempts, last error (tab-separated, or JSON)."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    letters = _with_store(config, lambda store: store.dead_letters(subscriber=args.subscriber))
+    for letter in letters:
+        if args.json:
+            line = msgspec.json.encode(
+                {
+                    "event_id": letter.event_id,
+                    "subscriber": letter.subscriber,
+                    "attempts": letter.attempts,
+                    "last_error": letter.last_error,
+                    "dead_at": _iso(letter.dead_at),
+                }
+            ).decode()
+        else:
+            error = (letter.last_error or "").replace("\t", " ").replace("\n", " ")
+            line = f"{letter.event_id}\t{letter.subscriber}\t{letter.attempts}\t{error}"
+        print(line)
+    return EXIT_OK
+
+
+def _known_subscriber(config: GatewayConfig, name: str | None) -> bool:
+    if name is None or name in config.subscribers:
+        return True
+    known = ", ".join(sorted(config.subscribers)) or "none"
+    print(f"no subscriber named {name!r} (configured: {known})", file=sys.stderr)
+    return False
+
+
+def run_redrive(args: argparse.Namespace) -> int:
+    """Re-queue dead letters: all, one subscriber's, or those that died in a time window."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    if not _known_subscriber(config, args.subscriber):
+        return EXIT_USAGE
+    since = None if args.since is None else args.since.timestamp()
+    until = None if args.until is None else args.until.timestamp()
+    count = _with_store(
+        config,
+        lambda store: store.redrive(
+            now=time.time(), subscriber=args.subscriber, since=since, until=until
+        ),
+    )
+    print(f"redriven: {count}")
+    return EXIT_OK
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    """Send a stored event again, to one subscriber or to every one it was delivered to."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    if not _known_subscriber(config, args.subscriber):
+        return EXIT_PROBLEMS
+
+    async def replay(store: Store) -> int | None:
+        if args.subscriber is not None:
+            targets = [args.subscriber]
+        else:
+            delivered_to = await store.event_subscribers(args.event_id)
+            targets = [name for name in delivered_to if name in config.subscribers]
+        return await store.replay(args.event_id, targets, now=time.time())
+
+    count = _with_store(config, replay)
+    if count is None:
+        print(f"no stored event {args.event_id!r}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"replayed {args.event_id} to {count} subscribers")
+    return EXIT_OK
+
+
+def run_enable(args: argparse.Namespace) -> int:
+    """Re-enable a subscriber disabled by a 410 Gone (or close an open circuit now)."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    if not _known_subscriber(config, args.subscriber):
+        return EXIT_PROBLEMS
+    _with_store(
+        config,
+        lambda store: store.save_subscriber_circuit(args.subscriber, msgspec.json.encode(CLOSED)),
+    )
+    print(f"enabled {args.subscriber}")
+    return EXIT_OK
+
+
 def run_sample(args: argparse.Namespace) -> int:
     """Post a correctly signed (or tokened) sample webhook of an adapter to a URL."""
     config = _load_or_report(args.config)
@@ -296,6 +409,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(sample)
     sample.set_defaults(handler=run_sample)
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list dead letters",
+        description="One dead letter a line: event id, subscriber, attempts, last error.",
+    )
+    dead.add_argument("--json", action="store_true", help="JSON lines instead of tab-separated")
+    dead.add_argument("--subscriber", metavar="NAME", help="only this subscriber's")
+    _add_config_option(dead)
+    dead.set_defaults(handler=run_dead_letters)
+
+    redrive = commands.add_parser(
+        "redrive",
+        help="re-queue dead letters",
+        description="Make dead letters pending again, with a fresh retry schedule.",
+    )
+    redrive.add_argument("--subscriber", metavar="NAME", help="only this subscriber's")
+    redrive.add_argument("--since", type=_time, metavar="T", help="died at or after T")
+    redrive.add_argument("--until", type=_time, metavar="T", help="died at or before T")
+    _add_config_option(redrive)
+    redrive.set_defaults(handler=run_redrive)
+
+    replay = commands.add_parser("replay", help="send a stored event again")
+    replay.add_argument("event_id", metavar="EVENT_ID")
+    replay.add_argument(
+        "--subscriber", metavar="NAME", help="only to this subscriber (any configured one)"
+    )
+    _add_config_option(replay)
+    replay.set_defaults(handler=run_replay)
+
+    enable = commands.add_parser(
+        "enable", help="re-enable a subscriber that answered 410 Gone (or close its circuit)"
+    )
+    enable.add_argument("subscriber", metavar="NAME")
+    _add_config_option(enable)
+    enable.set_defaults(handler=run_enable)
     return parser
 
 

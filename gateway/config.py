@@ -25,6 +25,7 @@ import msgspec
 from adapters.base import Adapter
 from adapters.registry import ADAPTERS
 from adapters.source import Secret, SourceSettings
+from gateway.signing import decode_signing_secret
 from schemas.money import MoneyError, normalize_currency_code
 
 __all__ = [
@@ -96,6 +97,8 @@ _SUBSCRIBER_KEYS = (
     "timeout_seconds",
     "retry_schedule",
     "max_in_flight",
+    "circuit_breaker_failures",
+    "circuit_breaker_seconds",
 )
 _ROUTE_KEYS = ("sources", "types", "subscribers")
 
@@ -104,6 +107,8 @@ _KINDS = ("http", "file")
 _PLANNED_KINDS = ("redis", "nats", "amqp")
 _WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 _MIN_WEBHOOK_KEY_BYTES = 16
+_SIGNING_KEY_PREFIX = "whsk_"  # the Standard Webhooks v1a prefix
+_MAX_CIRCUIT_FAILURES = 1_000_000
 _MAX_TIMEOUT = 300.0
 _MAX_RETRY_DELAY = 86400.0  # 24 h, the longest a Retry-After is honoured too (CONTRACT.md 4)
 _MAX_RETRIES = 20
@@ -135,6 +140,10 @@ class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True):
     timeout_seconds: float = 10.0
     retry_schedule: tuple[float, ...] = STANDARD_WEBHOOKS_SCHEDULE
     max_in_flight: int = 64
+    # Consecutive failed attempts that pause the subscriber (0: never), and for how long before
+    # one delivery probes whether it is back.
+    circuit_breaker_failures: int = 20
+    circuit_breaker_seconds: float = 60.0
 
 
 class RouteConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -797,6 +806,22 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
         settings["max_in_flight"] = _integer(
             checker, table["max_in_flight"], _key(place, "max_in_flight"), 1, _MAX_IN_FLIGHT
         )
+    if "circuit_breaker_failures" in table:
+        settings["circuit_breaker_failures"] = _integer(
+            checker,
+            table["circuit_breaker_failures"],
+            _key(place, "circuit_breaker_failures"),
+            0,
+            _MAX_CIRCUIT_FAILURES,
+        )
+    if "circuit_breaker_seconds" in table:
+        settings["circuit_breaker_seconds"] = _seconds(
+            checker,
+            table["circuit_breaker_seconds"],
+            _key(place, "circuit_breaker_seconds"),
+            zero_ok=False,
+            highest=_MAX_RETRY_DELAY,
+        )
     if len(checker.problems) > before or kind is None:
         return None
     return SubscriberConfig(
@@ -879,7 +904,14 @@ def _file_path(checker: _Checker, table: Mapping[str, object], place: str) -> Pa
 
 
 def _subscriber_secret(checker: _Checker, secret: str, place: str) -> None:
-    """A Standard Webhooks signing secret: `whsec_` and the base64 of at least 16 bytes."""
+    """A Standard Webhooks signing secret: `whsec_` and the base64 of at least 16 bytes (v1), or
+    `whsk_` and an Ed25519 key (v1a)."""
+    if secret.startswith(_SIGNING_KEY_PREFIX):
+        try:
+            decode_signing_secret(secret)
+        except ValueError as error:  # the message names no part of the key
+            checker.add(place, str(error))
+        return
     if not secret.startswith(_WEBHOOK_SECRET_PREFIX):
         checker.add(place, "expected whsec_ followed by base64 (a Standard Webhooks secret)")
         return

@@ -9,11 +9,39 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any, BinaryIO
 
 import msgspec
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["DroppingBytesLogger", "configure_logging"]
+
+
+class DroppingBytesLogger:
+    """Writes each log line to a binary stream; drops it when the stream fails.
+
+    Logs share the disk with the store: on a full disk, a log write raising inside a request
+    would turn the honest 503 into a 500. A lost log line is the lesser harm; `dropped` counts
+    them.
+    """
+
+    dropped = 0
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def msg(self, message: bytes) -> None:
+        try:
+            self._stream.write(message + b"\n")
+            self._stream.flush()
+        except OSError:
+            DroppingBytesLogger.dropped += 1
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _dropping_logger(*_: Any) -> DroppingBytesLogger:
+    return DroppingBytesLogger(sys.stdout.buffer)
 
 
 def _render(_: object, __: str, event_dict: structlog.typing.EventDict) -> bytes:
@@ -30,6 +58,6 @@ def configure_logging(level: int = logging.INFO) -> None:
             _render,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=_dropping_logger,
         cache_logger_on_first_use=True,
     )

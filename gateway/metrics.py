@@ -6,11 +6,12 @@ attacker posting to a million made-up source names must not create a million tim
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -76,6 +77,28 @@ class Metrics:
             ["subscriber"],
             registry=r,
         )
+
+        self.queue_depth = Gauge(
+            "finrelay_delivery_queue_depth",
+            "Pending deliveries (due or scheduled for a retry)",
+            ["subscriber"],
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "finrelay_delivery_oldest_pending_seconds",
+            "Age of the oldest pending delivery",
+            ["subscriber"],
+            registry=r,
+        )
+
+    def set_backlog(
+        self, subscribers: Iterable[str], backlog: Mapping[str, tuple[int, float]], now: float
+    ) -> None:
+        """Queue depth and oldest pending age per configured subscriber (0 when idle)."""
+        for name in subscribers:
+            depth, oldest = backlog.get(name, (0, now))
+            self.queue_depth.labels(subscriber=name).set(depth)
+            self.oldest_pending.labels(subscriber=name).set(max(0.0, now - oldest))
 
     def watch_store(self, write_counts: Callable[[], tuple[int, int]]) -> None:
         """Expose the store's commit and write counters (group commit: writes per commit)."""

@@ -1,9 +1,11 @@
 """Standard Webhooks signatures on what we send (CONTRACT.md 4).
 
-`webhook-signature: v1,<base64 HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>`,
-the key being the base64-decoded part of the subscriber's `whsec_` secret after the prefix. With
-several secrets (a rotation) there is one signature per secret, space-separated, and a verifier
-accepts the request when any one matches.
+Both schemes sign `"<webhook-id>.<webhook-timestamp>.<body>"`:
+- `v1`: HMAC-SHA256, keyed with the base64-decoded part of a `whsec_` secret after the prefix;
+- `v1a`: Ed25519, with a `whsk_` signing key (base64 of the 32-byte seed, or of the 64-byte
+  seed-and-public-key form libsodium writes); the subscriber verifies with the `whpk_` public key.
+Each secret of a subscriber gives one signature, space-separated in `webhook-signature`, so a
+rotation (or a move from v1 to v1a) needs no downtime: a verifier accepts any one that matches.
 """
 
 from __future__ import annotations
@@ -14,30 +16,62 @@ import hashlib
 import hmac
 from collections.abc import Sequence
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from adapters.source import Secret
 
-__all__ = ["SigningKeys", "decode_whsec", "sign_v1"]
+__all__ = ["SigningKeys", "decode_signing_secret", "public_key_of"]
 
 WHSEC_PREFIX = "whsec_"
+WHSK_PREFIX = "whsk_"
+WHPK_PREFIX = "whpk_"
+_SEED_BYTES = 32
 
 
-def decode_whsec(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret; ValueError (naming no part of it) otherwise."""
-    if not secret.startswith(WHSEC_PREFIX):
-        raise ValueError("a subscriber secret starts with whsec_")
+def _base64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(secret[len(WHSEC_PREFIX) :], validate=True)
+        return base64.b64decode(text, validate=True)
     except binascii.Error:
-        raise ValueError("the part after whsec_ is not valid base64") from None
+        raise ValueError(f"the part after {what} is not valid base64") from None
+
+
+def _ed25519_key(encoded: str) -> Ed25519PrivateKey:
+    raw = _base64(encoded, WHSK_PREFIX)
+    if len(raw) not in (_SEED_BYTES, 2 * _SEED_BYTES):
+        raise ValueError("a whsk_ key is 32 bytes (the seed) or 64 (seed and public key)")
+    key = Ed25519PrivateKey.from_private_bytes(raw[:_SEED_BYTES])
+    if len(raw) == 2 * _SEED_BYTES and raw[_SEED_BYTES:] != _public_bytes(key):
+        raise ValueError("the public half of the whsk_ key does not belong to its seed")
+    return key
+
+
+def _public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def decode_signing_secret(secret: str) -> bytes | Ed25519PrivateKey:
+    """The key of a `whsec_` (HMAC) or `whsk_` (Ed25519) secret; ValueError naming no part of it."""
+    if secret.startswith(WHSEC_PREFIX):
+        return _base64(secret[len(WHSEC_PREFIX) :], WHSEC_PREFIX)
+    if secret.startswith(WHSK_PREFIX):
+        return _ed25519_key(secret[len(WHSK_PREFIX) :])
+    raise ValueError("a subscriber secret starts with whsec_ (v1) or whsk_ (v1a)")
+
+
+def public_key_of(secret: str) -> str:
+    """The `whpk_` public key to give the subscriber of a `whsk_` signing key."""
+    key = _ed25519_key(secret.removeprefix(WHSK_PREFIX))
+    return WHPK_PREFIX + base64.b64encode(_public_bytes(key)).decode()
 
 
 class SigningKeys:
-    """A subscriber's decoded keys, decoded once at start rather than on every attempt."""
+    """A subscriber's keys, decoded once at start rather than on every attempt."""
 
     __slots__ = ("_keys",)
 
     def __init__(self, secrets: Sequence[Secret]) -> None:
-        self._keys = tuple(decode_whsec(secret.reveal()) for secret in secrets)
+        self._keys = tuple(decode_signing_secret(secret.reveal()) for secret in secrets)
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -49,12 +83,12 @@ class SigningKeys:
         """The `webhook-signature` value, or None for a subscriber without secrets."""
         if not self._keys:
             return None
-        return sign_v1(message_id, timestamp, body, self._keys)
-
-
-def sign_v1(message_id: str, timestamp: int, body: bytes, keys: Sequence[bytes]) -> str:
-    """One `v1,<base64>` per key, space-separated."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return " ".join(
-        "v1," + base64.b64encode(hmac.digest(key, signed, hashlib.sha256)).decode() for key in keys
-    )
+        signed = f"{message_id}.{timestamp}.".encode() + body
+        signatures = []
+        for key in self._keys:
+            if isinstance(key, bytes):
+                digest = hmac.digest(key, signed, hashlib.sha256)
+                signatures.append("v1," + base64.b64encode(digest).decode())
+            else:
+                signatures.append("v1a," + base64.b64encode(key.sign(signed)).decode())
+        return " ".join(signatures)

@@ -2,13 +2,14 @@
 
 A dispatch is a chain of small steps: claim (a lease, so no other worker sends the same delivery
 meanwhile) -> prepare the message (sign this attempt) -> send through the subscriber's transport
--> record the attempt and its consequence (delivered, retry at a time, or dead letter). The
-schedule lives in the store, not in memory, so a subscriber that is down for a day costs disk,
-and a restart loses no pending retry.
+-> record the attempt and its consequence: delivered, retry at the time the subscriber's tenacity
+policy says (gateway/delivery/retry.py), or dead letter. The schedule lives in the store, not in
+memory, so a subscriber that is down for a day costs disk, and a restart loses no pending retry.
 
 Work is bounded twice: a subscriber never has more than `max_in_flight` sends under way, and the
 dispatcher claims only for subscribers with a free slot, so a slow subscriber leaves its backlog
-in the store rather than in memory.
+in the store rather than in memory. A subscriber whose circuit is open gets nothing but, when
+its pause is over, a single probe (gateway/delivery/circuit.py).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
+import msgspec
 import structlog
 
 from gateway.config import SubscriberConfig
-from gateway.delivery.retry import retry_delay
+from gateway.delivery.circuit import CLOSED, CircuitState, after_attempt, may_send
+from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.transport import OutboundMessage, SendResult, Transport
 from gateway.metrics import Metrics
 from gateway.signing import SigningKeys
@@ -36,16 +39,32 @@ log = structlog.get_logger("gateway.delivery")
 CLAIM_BATCH = 256
 # How often to look for work nobody told us about (another process's events, due retries).
 POLL_SECONDS = 1.0
+# After the store fails, wait this long before asking again, doubling up to the maximum.
+STORE_BACKOFF_SECONDS = 0.5
+MAX_STORE_BACKOFF_SECONDS = 30.0
 
 
 class _Subscriber:
-    """What the dispatcher holds per subscriber: its transport, keys and free slots."""
+    """What the dispatcher holds per subscriber: transport, keys, policy, circuit, free slots."""
 
     def __init__(self, config: SubscriberConfig, transport: Transport) -> None:
         self.config = config
         self.transport = transport
         self.keys = SigningKeys(config.secrets)
+        self.policy = RetryPolicy(config.retry_schedule)
+        self.circuit: CircuitState = CLOSED
         self.in_flight = 0
+
+    def free_slots(self, now: float) -> int:
+        allowed = may_send(self.circuit, now)
+        if allowed == "no":
+            return 0
+        if allowed == "probe":
+            return 1 if self.in_flight == 0 else 0
+        return self.config.max_in_flight - self.in_flight
+
+
+_circuit_decoder = msgspec.json.Decoder(CircuitState)
 
 
 class Dispatcher:
@@ -66,23 +85,32 @@ class Dispatcher:
         self._clock = clock
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         longest_timeout = max((s.timeout_seconds for s in subscribers.values()), default=10.0)
-        # A lease outlives any send: a worker that still holds it is still working on it.
-        self._lease_seconds = max(30.0, 3 * longest_timeout)
+        # A lease outlives any send: a worker that still holds it is still working on it. Short
+        # enough that a crashed worker's deliveries are soon taken up by another.
+        self._lease_seconds = 3 * longest_timeout + 5
 
     def notify(self) -> None:
         """New deliveries were stored: look now rather than at the next poll."""
         self._wake.set()
 
     async def run(self) -> None:
+        backoff = STORE_BACKOFF_SECONDS
         while not self._stopping:
             try:
+                await self._refresh_circuits()
                 claimed = await self._claim()
             except StoreUnavailable as error:
-                log.warning("claim_failed", error=str(error))
-                claimed = []
+                # The disk is full or the database is down: ask again later, not in a loop.
+                log.warning("claim_failed", error=str(error), retry_in=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), backoff)
+                backoff = min(backoff * 2, MAX_STORE_BACKOFF_SECONDS)
+                continue
+            backoff = STORE_BACKOFF_SECONDS
             for delivery in claimed:
                 subscriber = self._subscribers[delivery.subscriber]
                 subscriber.in_flight += 1
@@ -92,30 +120,34 @@ class Dispatcher:
             if len(claimed) < CLAIM_BATCH:
                 await self._sleep()
 
+    async def _refresh_circuits(self) -> None:
+        """Circuits as the store has them: another process's probe, or `gateway enable`."""
+        stored = await self._store.subscriber_circuits()
+        for name, subscriber in self._subscribers.items():
+            encoded = stored.get(name)
+            subscriber.circuit = CLOSED if encoded is None else _circuit_decoder.decode(encoded)
+
     async def _claim(self) -> list[ClaimedDelivery]:
-        free = {
-            name: subscriber.config.max_in_flight - subscriber.in_flight
+        now = self._clock()
+        wanted = {
+            name: slots
             for name, subscriber in self._subscribers.items()
+            if (slots := min(subscriber.free_slots(now), CLAIM_BATCH)) > 0
         }
-        names = [name for name, slots in free.items() if slots > 0]
-        if not names:
-            return []
-        claimed = await self._store.claim_due(
-            now=self._clock(),
-            limit=min(CLAIM_BATCH, sum(free[name] for name in names)),
-            lease_seconds=self._lease_seconds,
-            owner=self._owner,
-            subscribers=names,
+        # One claim per subscriber, issued together: the store commits them as one batch.
+        claims = await asyncio.gather(
+            *(
+                self._store.claim_due(
+                    subscriber=name,
+                    now=now,
+                    limit=slots,
+                    lease_seconds=self._lease_seconds,
+                    owner=self._owner,
+                )
+                for name, slots in wanted.items()
+            )
         )
-        taken: list[ClaimedDelivery] = []
-        for delivery in claimed:
-            if delivery.subscriber not in self._subscribers:
-                # Claimed because it was named, so this cannot happen; never drop silently.
-                continue
-            if free[delivery.subscriber] > 0:
-                free[delivery.subscriber] -= 1
-                taken.append(delivery)
-        return taken
+        return [delivery for claimed in claims for delivery in claimed]
 
     async def _sleep(self) -> None:
         timeout = POLL_SECONDS
@@ -158,19 +190,15 @@ class Dispatcher:
     ) -> None:
         finished = self._clock()
         attempts_made = delivery.attempts + 1
-        next_attempt_at: float | None = None
-        outcome = result.outcome
-        if outcome == "retry":
-            delay = retry_delay(attempts_made, subscriber.config.retry_schedule, result.retry_after)
-            if delay is not None:
-                next_attempt_at = finished + delay
-        dead = outcome != "delivered" and next_attempt_at is None
+        delay = subscriber.policy.next_delay(attempts_made, result)
+        next_attempt_at = None if delay is None else finished + delay
+        dead = result.outcome != "delivered" and next_attempt_at is None
         await self._store.record_attempt(
             Attempt(
                 delivery_id=delivery.delivery_id,
                 started_at=started,
                 duration=finished - started,
-                outcome=outcome,
+                outcome=result.outcome,
                 status_code=result.status_code,
                 error=result.error,
                 response_excerpt=result.response_excerpt,
@@ -178,10 +206,12 @@ class Dispatcher:
             next_attempt_at=next_attempt_at,
             dead=dead,
         )
+        await self._update_circuit(subscriber, result, finished)
+
         name = subscriber.config.name
-        self._metrics.delivery_attempts.labels(subscriber=name, outcome=outcome).inc()
+        self._metrics.delivery_attempts.labels(subscriber=name, outcome=result.outcome).inc()
         fields = {"event_id": delivery.event_id, "subscriber": name, "attempt": attempts_made}
-        if outcome == "delivered":
+        if result.outcome == "delivered":
             self._metrics.delivered_latency.labels(subscriber=name).observe(
                 max(0.0, finished - delivery.created_at)
             )
@@ -191,12 +221,42 @@ class Dispatcher:
             log.warning("dead_letter", error=result.error, status=result.status_code, **fields)
         else:
             log.info(
-                "retry_scheduled", error=result.error, next_attempt_at=next_attempt_at, **fields
+                "retry_scheduled",
+                error=result.error,
+                status=result.status_code,
+                next_attempt_at=next_attempt_at,
+                **fields,
+            )
+
+    async def _update_circuit(
+        self, subscriber: _Subscriber, result: SendResult, now: float
+    ) -> None:
+        before = subscriber.circuit
+        after = after_attempt(
+            before,
+            result,
+            now,
+            failure_threshold=subscriber.config.circuit_breaker_failures,
+            open_seconds=subscriber.config.circuit_breaker_seconds,
+        )
+        if after == before:
+            return
+        subscriber.circuit = after
+        await self._store.save_subscriber_circuit(
+            subscriber.config.name, msgspec.json.encode(after)
+        )
+        if after.state != before.state:
+            log.warning(
+                "circuit_" + after.state,
+                subscriber=subscriber.config.name,
+                failures=after.failures,
+                open_until=after.open_until or None,
             )
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop claiming; let sends under way finish for a moment, then give their leases back."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)

@@ -150,13 +150,13 @@ class Store(ABC):
     async def claim_due(
         self,
         *,
+        subscriber: str,
         now: float,
         limit: int,
         lease_seconds: float,
         owner: str,
-        subscribers: Sequence[str],
     ) -> Sequence[ClaimedDelivery]:
-        """Lease up to `limit` pending deliveries to `subscribers`, due at `now`, whose lease
+        """Lease up to `limit` pending deliveries to `subscriber`, due at `now`, whose lease
         (if any) expired, oldest due first."""
 
     @abstractmethod
@@ -181,6 +181,39 @@ class Store(ABC):
     @abstractmethod
     async def dead_letters(self, *, subscriber: str | None = None) -> Sequence[DeadLetter]:
         """Dead deliveries, oldest first."""
+
+    @abstractmethod
+    async def redrive(
+        self,
+        *,
+        now: float,
+        subscriber: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """Make dead deliveries pending again, due now, with a fresh schedule; how many.
+        `since` and `until` bound when they died."""
+
+    @abstractmethod
+    async def replay(self, event_id: str, subscribers: Sequence[str], *, now: float) -> int | None:
+        """Send a stored event again to `subscribers` (due now, a fresh schedule), whether or not
+        a route selected them; None when there is no such event."""
+
+    @abstractmethod
+    async def event_subscribers(self, event_id: str) -> Sequence[str]:
+        """The subscribers an event has deliveries for."""
+
+    @abstractmethod
+    async def delivery_backlog(self) -> dict[str, tuple[int, float]]:
+        """Per subscriber with pending deliveries: how many, and when the oldest was created."""
+
+    @abstractmethod
+    async def subscriber_circuits(self) -> dict[str, bytes]:
+        """Each subscriber's circuit-breaker state, as the dispatcher encoded it."""
+
+    @abstractmethod
+    async def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
+        """Keep a subscriber's circuit-breaker state (shared by every gateway process)."""
 
     @abstractmethod
     async def event_body(self, event_id: str) -> bytes | None:

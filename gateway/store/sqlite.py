@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     response_excerpt TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (subscriber, next_attempt_at)
+    WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS subscriber_circuits (
+    subscriber TEXT PRIMARY KEY,
+    state      BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id           INTEGER PRIMARY KEY,
     source       TEXT NOT NULL,
@@ -340,24 +347,20 @@ class SQLiteStore(Store):
     async def claim_due(
         self,
         *,
+        subscriber: str,
         now: float,
         limit: int,
         lease_seconds: float,
         owner: str,
-        subscribers: Sequence[str],
     ) -> Sequence[ClaimedDelivery]:
-        names = list(subscribers)
-        placeholders = ",".join("?" * len(names))
-
         def job(db: sqlite3.Connection) -> list[ClaimedDelivery]:
             rows = db.execute(
-                "SELECT d.id, d.event_id, d.subscriber, d.attempts, d.created_at, e.body"  # noqa: S608 - the only interpolation is a run of "?" marks
+                "SELECT d.id, d.event_id, d.subscriber, d.attempts, d.created_at, e.body"
                 " FROM deliveries d JOIN events e ON e.id = d.event_id"
-                " WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+                " WHERE d.state = 'pending' AND d.subscriber = ? AND d.next_attempt_at <= ?"
                 " AND (d.lease_until IS NULL OR d.lease_until < ?)"
-                f" AND d.subscriber IN ({placeholders})"
                 " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-                (now, now, *names, limit),
+                (subscriber, now, now, limit),
             ).fetchall()
             db.executemany(
                 "UPDATE deliveries SET lease_until = ?, lease_owner = ? WHERE id = ?",
@@ -459,6 +462,74 @@ class SQLiteStore(Store):
             )
             for row in rows
         ]
+
+    async def redrive(
+        self,
+        *,
+        now: float,
+        subscriber: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        def job(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                " finished_at = NULL, lease_until = NULL, lease_owner = NULL"
+                " WHERE state = 'dead' AND (? IS NULL OR subscriber = ?)"
+                " AND (? IS NULL OR finished_at >= ?) AND (? IS NULL OR finished_at <= ?)",
+                (now, subscriber, subscriber, since, since, until, until),
+            )
+            return cursor.rowcount
+
+        return await self._write(job)
+
+    async def replay(self, event_id: str, subscribers: Sequence[str], *, now: float) -> int | None:
+        def job(db: sqlite3.Connection) -> int | None:
+            if db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+                return None
+            db.executemany(
+                "INSERT INTO deliveries (event_id, subscriber, created_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (event_id, subscriber) DO UPDATE SET"
+                " state = 'pending', attempts = 0, next_attempt_at = excluded.next_attempt_at,"
+                " finished_at = NULL, lease_until = NULL, lease_owner = NULL",
+                [(event_id, subscriber, now, now) for subscriber in subscribers],
+            )
+            return len(subscribers)
+
+        return await self._write(job)
+
+    async def event_subscribers(self, event_id: str) -> Sequence[str]:
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT subscriber FROM deliveries WHERE event_id = ? ORDER BY id", (event_id,)
+            ).fetchall()
+        )
+        return [row[0] for row in rows]
+
+    async def delivery_backlog(self) -> dict[str, tuple[int, float]]:
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT subscriber, COUNT(*), MIN(created_at) FROM deliveries"
+                " WHERE state = 'pending' GROUP BY subscriber"
+            ).fetchall()
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    async def subscriber_circuits(self) -> dict[str, bytes]:
+        rows = await self._read(
+            lambda db: db.execute("SELECT subscriber, state FROM subscriber_circuits").fetchall()
+        )
+        return {row[0]: bytes(row[1]) for row in rows}
+
+    async def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO subscriber_circuits (subscriber, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (subscriber) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                (subscriber, state, time.time()),
+            )
+        )
 
     async def event_body(self, event_id: str) -> bytes | None:
         row = await self._read(

@@ -62,16 +62,16 @@ def test_a_lease_keeps_a_delivery_from_a_second_worker(tmp_path: Path) -> None:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
             first = await store.claim_due(
-                now=now, limit=10, lease_seconds=30, owner="w1", subscribers=["a"]
+                now=now, limit=10, lease_seconds=30, owner="w1", subscriber="a"
             )
             second = await store.claim_due(
-                now=now, limit=10, lease_seconds=30, owner="w2", subscribers=["a"]
+                now=now, limit=10, lease_seconds=30, owner="w2", subscriber="a"
             )
             assert len(first) == 1
             assert second == []
             # The first worker dies: once its lease runs out, another worker gets it.
             later = await store.claim_due(
-                now=now + 31, limit=10, lease_seconds=30, owner="w2", subscribers=["a"]
+                now=now + 31, limit=10, lease_seconds=30, owner="w2", subscriber="a"
             )
             assert [d.delivery_id for d in later] == [first[0].delivery_id]
         finally:
@@ -87,10 +87,10 @@ def test_released_leases_are_due_at_once(tmp_path: Path) -> None:
         try:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
-            await store.claim_due(now=now, limit=1, lease_seconds=30, owner="w1", subscribers=["a"])
+            await store.claim_due(now=now, limit=1, lease_seconds=30, owner="w1", subscriber="a")
             await store.release_leases("w1")
             again = await store.claim_due(
-                now=now, limit=1, lease_seconds=30, owner="w2", subscribers=["a"]
+                now=now, limit=1, lease_seconds=30, owner="w2", subscriber="a"
             )
             assert len(again) == 1
         finally:
@@ -107,7 +107,7 @@ def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
             (claimed,) = await store.claim_due(
-                now=now, limit=1, lease_seconds=30, owner="w", subscribers=["a"]
+                now=now, limit=1, lease_seconds=30, owner="w", subscriber="a"
             )
             retry = Attempt(
                 delivery_id=claimed.delivery_id,
@@ -121,12 +121,12 @@ def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
             assert await store.next_due_at() == pytest.approx(now + 100)
             assert (
                 await store.claim_due(
-                    now=now + 1, limit=1, lease_seconds=30, owner="w", subscribers=["a"]
+                    now=now + 1, limit=1, lease_seconds=30, owner="w", subscriber="a"
                 )
                 == []
             )
             (again,) = await store.claim_due(
-                now=now + 100, limit=1, lease_seconds=30, owner="w", subscribers=["a"]
+                now=now + 100, limit=1, lease_seconds=30, owner="w", subscriber="a"
             )
             assert again.attempts == 1
             failed = Attempt(

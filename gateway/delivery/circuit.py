@@ -1,0 +1,78 @@
+"""The circuit breaker: a subscriber that keeps failing is paused and probed, not hammered.
+
+A pure state machine; the dispatcher keeps each subscriber's state in the store, so every
+gateway process sees the same one and a restart does not forget that a subscriber is down.
+
+- closed: deliveries flow; failed attempts in a row are counted.
+- open: after `circuit_breaker_failures` failures in a row nothing is sent until `open_until`;
+  then one delivery goes out as a probe. Its success closes the circuit, its failure re-opens it
+  for twice as long (at most an hour), so a subscriber down for a day is asked a few dozen
+  times, not tens of thousands.
+- disabled: the subscriber answered 410 Gone, which the Standard Webhooks spec reads as "stop
+  sending". Only an operator re-enables it (`gateway enable NAME`).
+Deliveries held back while a circuit is open or disabled stay pending: they cost no attempt.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from gateway.delivery.transport import SendResult
+
+__all__ = ["CircuitState", "after_attempt", "may_send"]
+
+MAX_OPEN_SECONDS = 3600.0
+GONE = 410
+
+
+class CircuitState(msgspec.Struct, frozen=True, kw_only=True):
+    state: Literal["closed", "open", "disabled"] = "closed"
+    failures: int = 0
+    open_until: float = 0.0
+    open_seconds: float = 0.0
+
+
+CLOSED = CircuitState()
+
+
+def may_send(circuit: CircuitState, now: float) -> Literal["yes", "probe", "no"]:
+    """Whether deliveries may go to this subscriber now: freely, one probe, or not at all."""
+    if circuit.state == "closed":
+        return "yes"
+    if circuit.state == "open" and now >= circuit.open_until:
+        return "probe"
+    return "no"
+
+
+def after_attempt(
+    circuit: CircuitState,
+    result: SendResult,
+    now: float,
+    *,
+    failure_threshold: int,
+    open_seconds: float,
+) -> CircuitState:
+    """The state after an attempt's result. `failure_threshold` 0 never opens the circuit."""
+    if circuit.state == "disabled":
+        return circuit  # answers still in flight when it was disabled change nothing
+    if result.status_code == GONE:
+        return CircuitState(state="disabled", failures=circuit.failures + 1)
+    if result.outcome == "delivered":
+        return CLOSED
+    failures = circuit.failures + 1
+    if circuit.state == "open":
+        # The probe failed: stay open, for twice as long.
+        pause = min(max(circuit.open_seconds, open_seconds) * 2, MAX_OPEN_SECONDS)
+        return CircuitState(
+            state="open", failures=failures, open_until=now + pause, open_seconds=pause
+        )
+    if failure_threshold and failures >= failure_threshold:
+        return CircuitState(
+            state="open",
+            failures=failures,
+            open_until=now + open_seconds,
+            open_seconds=open_seconds,
+        )
+    return CircuitState(state=circuit.state, failures=failures)
