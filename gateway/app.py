@@ -21,6 +21,7 @@ from gateway.delivery.file import FileTransport
 from gateway.delivery.http import HttpTransport
 from gateway.delivery.transport import Transport
 from gateway.ingress import Ingress
+from gateway.logs import flush_logs
 from gateway.metrics import Metrics
 from gateway.request_id import RequestIdMiddleware
 from gateway.routing import Router
@@ -29,6 +30,15 @@ from gateway.store import Store, StoreUnavailable, open_store
 __all__ = ["build_app", "build_transport"]
 
 log = structlog.get_logger("gateway")
+
+
+LOG_FLUSH_SECONDS = 0.2
+
+
+async def _flush_logs_periodically() -> None:
+    while True:
+        await asyncio.sleep(LOG_FLUSH_SECONDS)
+        flush_logs()
 
 
 def build_transport(subscriber: SubscriberConfig) -> Transport:
@@ -71,16 +81,19 @@ def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
         for warning in config.warnings:
             log.warning("config_warning", detail=warning)
         delivering = asyncio.create_task(dispatcher.run(), name="dispatcher")
+        flushing = asyncio.create_task(_flush_logs_periodically(), name="log-flusher")
         log.info("started", sources=sorted(config.sources), subscribers=sorted(transports))
         try:
             yield
         finally:
             await dispatcher.stop()
-            delivering.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await delivering
+            for task in (delivering, flushing):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await store.close()
             log.info("stopped")
+            flush_logs()
 
     return Starlette(
         routes=[

@@ -14,15 +14,16 @@ from typing import Any, BinaryIO
 import msgspec
 import structlog
 
-__all__ = ["DroppingBytesLogger", "configure_logging"]
+__all__ = ["DroppingBytesLogger", "configure_logging", "flush_logs"]
 
 
 class DroppingBytesLogger:
-    """Writes each log line to a binary stream; drops it when the stream fails.
+    """Writes each log line to a buffered binary stream; drops it when the stream fails.
 
     Logs share the disk with the store: on a full disk, a log write raising inside a request
     would turn the honest 503 into a 500. A lost log line is the lesser harm; `dropped` counts
-    them.
+    them. Lines are not flushed one by one (a system call per request was 11% of the event
+    loop): `flush_logs` runs every 200 ms, so a crash loses at most that much of the log.
     """
 
     dropped = 0
@@ -33,11 +34,18 @@ class DroppingBytesLogger:
     def msg(self, message: bytes) -> None:
         try:
             self._stream.write(message + b"\n")
-            self._stream.flush()
         except OSError:
             DroppingBytesLogger.dropped += 1
 
     log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def flush_logs() -> None:
+    """Push buffered log lines out (the server calls this on a timer and at exit)."""
+    try:
+        sys.stdout.buffer.flush()
+    except OSError:
+        DroppingBytesLogger.dropped += 1
 
 
 def _dropping_logger(*_: Any) -> DroppingBytesLogger:

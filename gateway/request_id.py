@@ -5,21 +5,26 @@ Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task per re
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RequestIdMiddleware", "sane_request_id"]
 
 _SANE = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# A random prefix per process and a counter: unique across processes and restarts, without a
+# uuid4's system call for randomness on every request (15% of the event loop under load).
+_PREFIX = os.urandom(6).hex()
+_COUNTER = itertools.count(1)
 
 
 def sane_request_id(value: bytes | None) -> str:
     """The caller's id when it is at most 128 of `A-Za-z0-9._-` (safe to log and echo)."""
     if value is not None and _SANE.fullmatch(value):
         return value.decode("ascii")
-    return uuid.uuid4().hex
+    return f"{_PREFIX}{next(_COUNTER):010x}"
 
 
 class RequestIdMiddleware:
