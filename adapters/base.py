@@ -29,6 +29,7 @@ __all__ = [
     "Facts",
     "SignatureCheck",
     "Signer",
+    "account_event_account",
     "assemble_event",
     "map_type",
 ]
@@ -83,6 +84,16 @@ def map_type(
     if dot and action and kind in open_kinds:
         return provider_type
     return None
+
+
+def account_event_account(
+    canonical_type: str | None, number: str | None, name: str | None, iban: str | None
+) -> Account | None:
+    """The account block of an `account.*` event (null for other kinds, whose object is a
+    payment or a card, not an account)."""
+    if canonical_type is None or not canonical_type.startswith("account."):
+        return None
+    return Account(number=number, name=name, iban=iban)
 
 
 def assemble_event(

@@ -31,11 +31,10 @@ from adapters.decoding import (
 from adapters.errors import InvalidPayload, InvalidSignature
 from adapters.request import InboundRequest
 from adapters.signatures import (
-    check_timestamp,
     hmac_sha256,
     parse_hex_digest,
-    require_secrets,
     verify_hmac_sha256,
+    verify_timestamped_hmac,
 )
 from adapters.source import SourceSettings
 from schemas.event import Account
@@ -120,9 +119,9 @@ def check_finaegis_signature(
         if not signed_at:
             raise InvalidSignature("X-FinAegis-Signature without X-FinAegis-Timestamp")
         digest = _sha256_digest(timestamped, "X-FinAegis-Signature")
-        require_secrets(settings.secrets)
-        check_timestamp(signed_at, now, settings.tolerance_seconds)
-        verify_hmac_sha256(signed_at.encode() + b"." + request.body, [digest], settings.secrets)
+        verify_timestamped_hmac(
+            signed_at, [digest], request.body, settings.secrets, now, settings.tolerance_seconds
+        )
         return
     plain = headers.get("x-webhook-signature")
     if plain is None:

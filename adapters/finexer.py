@@ -16,18 +16,16 @@ from decimal import Decimal
 
 import msgspec
 
-from adapters.base import Adapter, Facts, map_type
+from adapters.base import Adapter, Facts, account_event_account, map_type
 from adapters.decoding import decode_payload, identifier, major_money, timestamp
 from adapters.errors import InvalidSignature
 from adapters.request import InboundRequest
 from adapters.signatures import (
-    check_timestamp,
     hmac_sha256,
-    parse_hex_digest,
-    verify_hmac_sha256,
+    parse_timestamped_header,
+    verify_timestamped_hmac,
 )
 from adapters.source import SourceSettings
-from schemas.event import Account
 
 __all__ = ["ADAPTER", "TYPE_TABLE", "check_finexer_signature", "sign_finexer"]
 
@@ -96,22 +94,10 @@ def check_finexer_signature(
     if header is None:
         raise InvalidSignature(f"missing {settings.signature_header.lower()} header")
     separator = ";" if ";" in header else ","
-    signed_at: str | None = None
-    candidates: list[bytes] = []
-    for item in header.split(separator):
-        key, equals, value = item.strip().partition("=")
-        if not equals:
-            raise InvalidSignature(f"malformed {name} header: expected key=value parts")
-        if key == "t" and signed_at is None:
-            signed_at = value
-        elif key in ("s", "v1"):
-            candidates.append(parse_hex_digest(value, name))
-    if not signed_at:
-        raise InvalidSignature(f"malformed {name} header: no timestamp t=")
-    if not candidates:
-        raise InvalidSignature(f"malformed {name} header: no signature s=")
-    check_timestamp(signed_at, now, settings.tolerance_seconds)
-    verify_hmac_sha256(signed_at.encode() + b"." + request.body, candidates, settings.secrets)
+    signed_at, candidates = parse_timestamped_header(header, name, separator, ("s", "v1"))
+    verify_timestamped_hmac(
+        signed_at, candidates, request.body, settings.secrets, now, settings.tolerance_seconds
+    )
 
 
 def sign_finexer(body: bytes, secret: str, now: datetime) -> dict[str, str]:
@@ -127,11 +113,9 @@ def read_finexer(
     event = decode_payload(_decoder, body)
     obj = event.data.object
     canonical_type = map_type(event.type, TYPE_TABLE)
-    account = None
-    if canonical_type is not None and canonical_type.startswith("account."):
-        account = Account(
-            number=obj.account_number, name=obj.account_name or obj.name, iban=obj.iban
-        )
+    account = account_event_account(
+        canonical_type, obj.account_number, obj.account_name or obj.name, obj.iban
+    )
     object_id = identifier(obj.id)
     occurred_at = None
     if event.created_at is not None:

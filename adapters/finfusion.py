@@ -13,7 +13,7 @@ from datetime import datetime
 
 import msgspec
 
-from adapters.base import Adapter, Facts, map_type
+from adapters.base import Adapter, Facts, account_event_account, map_type
 from adapters.decoding import (
     decode_payload,
     identifier,
@@ -23,13 +23,11 @@ from adapters.decoding import (
 from adapters.errors import InvalidSignature
 from adapters.request import InboundRequest
 from adapters.signatures import (
-    check_timestamp,
     hmac_sha256,
-    parse_hex_digest,
-    verify_hmac_sha256,
+    parse_timestamped_header,
+    verify_timestamped_hmac,
 )
 from adapters.source import SourceSettings
-from schemas.event import Account
 
 __all__ = ["ADAPTER", "TYPE_TABLE", "check_finfusion_signature", "sign_finfusion"]
 
@@ -91,22 +89,12 @@ def check_finfusion_signature(
     header = request.headers.get(SIGNATURE_HEADER)
     if header is None:
         raise InvalidSignature("missing x-finfusion-signature header")
-    signed_at: str | None = None
-    candidates: list[bytes] = []
-    for item in header.split(","):
-        key, equals, value = item.strip().partition("=")
-        if not equals:
-            raise InvalidSignature("malformed x-finfusion-signature header: expected key=value")
-        if key == "t" and signed_at is None:
-            signed_at = value
-        elif key == "v1":
-            candidates.append(parse_hex_digest(value, SIGNATURE_HEADER))
-    if signed_at is None or not signed_at.isdigit():
-        raise InvalidSignature("malformed x-finfusion-signature header: no unix timestamp t=")
-    if not candidates:
-        raise InvalidSignature("malformed x-finfusion-signature header: no v1= signature")
-    check_timestamp(signed_at, now, settings.tolerance_seconds)
-    verify_hmac_sha256(signed_at.encode() + b"." + request.body, candidates, settings.secrets)
+    signed_at, candidates = parse_timestamped_header(header, SIGNATURE_HEADER, ",", ("v1",))
+    if not (signed_at.isascii() and signed_at.isdigit()):
+        raise InvalidSignature("malformed x-finfusion-signature header: t= is not unix seconds")
+    verify_timestamped_hmac(
+        signed_at, candidates, request.body, settings.secrets, now, settings.tolerance_seconds
+    )
 
 
 def sign_finfusion(body: bytes, secret: str, now: datetime) -> dict[str, str]:
@@ -122,11 +110,9 @@ def read_finfusion(
     event = decode_payload(_decoder, body)
     obj = event.data.object
     canonical_type = map_type(event.type, TYPE_TABLE)
-    account = None
-    if canonical_type is not None and canonical_type.startswith("account."):
-        account = Account(
-            number=obj.account_number, name=obj.account_name or obj.name, iban=obj.iban
-        )
+    account = account_event_account(
+        canonical_type, obj.account_number, obj.account_name or obj.name, obj.iban
+    )
     object_id = identifier(obj.id)
     return Facts(
         providertype=event.type,

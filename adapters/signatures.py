@@ -20,8 +20,10 @@ __all__ = [
     "check_timestamp",
     "hmac_sha256",
     "parse_hex_digest",
+    "parse_timestamped_header",
     "require_secrets",
     "verify_hmac_sha256",
+    "verify_timestamped_hmac",
 ]
 
 _SHA256_HEX_LENGTH = 64
@@ -80,3 +82,42 @@ def check_timestamp(signed_time: str, now: datetime, tolerance_seconds: int) -> 
         raise InvalidSignature(f"signature timestamp is older than {tolerance_seconds} s")
     if -skew > tolerance_seconds:
         raise InvalidSignature(f"signature timestamp is more than {tolerance_seconds} s ahead")
+
+
+def parse_timestamped_header(
+    header: str, name: str, separator: str, signature_keys: tuple[str, ...]
+) -> tuple[str, list[bytes]]:
+    """`t=<time><sep><key>=<hex>[<sep><key>=<hex>...]` -> (the time exactly as sent, digests).
+
+    Stripe's form (`t=...,v1=...`) and Finexer's (`t=...;s=...`). Parts with other keys are
+    ignored, as Stripe ignores `v0`; the first `t` counts.
+    """
+    signed_at: str | None = None
+    candidates: list[bytes] = []
+    for item in header.split(separator):
+        key, equals, value = item.strip().partition("=")
+        if not equals:
+            raise InvalidSignature(f"malformed {name} header: expected key=value parts")
+        if key == "t" and signed_at is None:
+            signed_at = value
+        elif key in signature_keys:
+            candidates.append(parse_hex_digest(value, name))
+    if not signed_at:
+        raise InvalidSignature(f"malformed {name} header: no timestamp t=")
+    if not candidates:
+        raise InvalidSignature(f"malformed {name} header: no {'= or '.join(signature_keys)}=")
+    return signed_at, candidates
+
+
+def verify_timestamped_hmac(
+    signed_at: str,
+    candidates: Iterable[bytes],
+    body: bytes,
+    secrets: tuple[Secret, ...],
+    now: datetime,
+    tolerance_seconds: int,
+) -> None:
+    """The signed time within tolerance, and a candidate = HMAC(secret, "<time>." + body)."""
+    require_secrets(secrets)
+    check_timestamp(signed_at, now, tolerance_seconds)
+    verify_hmac_sha256(signed_at.encode() + b"." + body, candidates, secrets)

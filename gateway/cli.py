@@ -26,6 +26,7 @@ from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load
 from gateway.delivery.circuit import CLOSED
 from gateway.logs import configure_logging
 from gateway.reprocess import ReprocessReport, reprocess_quarantine
+from gateway.signing import public_key_of
 from gateway.store import Store, StoreUnavailable, open_store
 from schemas.event import encode_event
 from schemas.money import MoneyError, normalize_currency_code
@@ -280,6 +281,25 @@ def run_enable(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_public_key(args: argparse.Namespace) -> int:
+    """Print the whpk_ public keys a subscriber verifies v1a signatures with."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    if not _known_subscriber(config, args.subscriber):
+        return EXIT_PROBLEMS
+    keys = [
+        public_key_of(secret.reveal())
+        for secret in config.subscribers[args.subscriber].secrets
+        if secret.reveal().startswith("whsk_")
+    ]
+    if not keys:
+        print(f"{args.subscriber} has no whsk_ signing key (it is signed with v1 only)")
+        return EXIT_PROBLEMS
+    print("\n".join(keys))
+    return EXIT_OK
+
+
 def run_sample(args: argparse.Namespace) -> int:
     """Post a correctly signed (or tokened) sample webhook of an adapter to a URL."""
     config = _load_or_report(args.config)
@@ -445,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
     enable.add_argument("subscriber", metavar="NAME")
     _add_config_option(enable)
     enable.set_defaults(handler=run_enable)
+
+    public_key = commands.add_parser(
+        "public-key", help="print the whpk_ key a subscriber verifies v1a signatures with"
+    )
+    public_key.add_argument("subscriber", metavar="NAME")
+    _add_config_option(public_key)
+    public_key.set_defaults(handler=run_public_key)
     return parser
 
 

@@ -166,3 +166,36 @@ def test_file_subscriber_gets_one_line_per_delivery(gateway: GatewayProcess) -> 
         assert time.monotonic() < deadline, "deliveries were written but not recorded"
         time.sleep(0.05)
     assert gateway.query("SELECT COUNT(*) FROM attempts") == [(5,)]
+
+
+def test_public_key_prints_the_whpk_of_a_v1a_subscriber(tmp_path: Path) -> None:
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from adapters.source import Secret
+    from gateway.signing import SigningKeys
+
+    signing_key = "whsk_" + base64.b64encode(os.urandom(32)).decode()
+    config = (
+        BASE_CONFIG
+        + f"""
+[subscribers.ledger]
+url = "http://127.0.0.1:9/events"
+secret = "{signing_key}"
+"""
+    )
+    gateway = GatewayProcess(tmp_path, config)
+    result = gateway.gateway_cli("public-key", "ledger")
+    assert result.returncode == 0, result.stderr
+    public = result.stdout.strip()
+    assert public.startswith("whpk_")
+    assert signing_key[5:] not in result.stdout  # the secret half is never printed
+
+    signature = SigningKeys([Secret(signing_key)]).sign("evt_1", 1, b"{}")
+    assert signature is not None
+    Ed25519PublicKey.from_public_bytes(base64.b64decode(public[5:])).verify(
+        base64.b64decode(signature.removeprefix("v1a,")), b"evt_1.1.{}"
+    )
+    assert gateway.gateway_cli("public-key", "audit").returncode == 1  # a v1-only subscriber
