@@ -80,17 +80,16 @@ def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
         await store.open()
         for warning in config.warnings:
             log.warning("config_warning", detail=warning)
-        delivering = asyncio.create_task(dispatcher.run(), name="dispatcher")
+        dispatcher.start()
         flushing = asyncio.create_task(_flush_logs_periodically(), name="log-flusher")
         log.info("started", sources=sorted(config.sources), subscribers=sorted(transports))
         try:
             yield
         finally:
             await dispatcher.stop()
-            for task in (delivering, flushing):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            flushing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flushing
             await store.close()
             log.info("stopped")
             flush_logs()

@@ -229,7 +229,7 @@ def run_redrive(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_PROBLEMS
     if not _known_subscriber(config, args.subscriber):
-        return EXIT_USAGE
+        return EXIT_PROBLEMS
     since = None if args.since is None else args.since.timestamp()
     until = None if args.until is None else args.until.timestamp()
     count = _with_store(

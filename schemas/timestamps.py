@@ -20,7 +20,7 @@ _MAX_UNIX = 253402300799
 _MAX_TEXT = 64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # ASCII digits only (str.isdigit also admits "²"), and no more than a unix time can have.
-_UNIX_TEXT = re.compile(r"-?[0-9]{1,12}")
+_UNIX_TEXT = re.compile(r"-?[0-9]{1,12}(?:\.[0-9]{1,9})?")
 
 
 class TimestampError(ValueError):
@@ -57,7 +57,7 @@ def parse_timestamp(value: str | int | Decimal) -> datetime:
         return utc_from_unix(value)
     text = value.strip()
     if _UNIX_TEXT.fullmatch(text):
-        return utc_from_unix(int(text))
+        return utc_from_unix(Decimal(text) if "." in text else int(text))
     if len(text) > _MAX_TEXT:
         raise TimestampError("not an ISO 8601 time")
     if not text.isascii():

@@ -86,6 +86,7 @@ class Dispatcher:
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._running: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         longest_timeout = max((s.timeout_seconds for s in subscribers.values()), default=10.0)
@@ -96,6 +97,10 @@ class Dispatcher:
     def notify(self) -> None:
         """New deliveries were stored: look now rather than at the next poll."""
         self._wake.set()
+
+    def start(self) -> None:
+        """Run the dispatch loop in the background until `stop`."""
+        self._running = asyncio.create_task(self.run(), name="dispatcher")
 
     async def run(self) -> None:
         backoff = STORE_BACKOFF_SECONDS
@@ -111,6 +116,8 @@ class Dispatcher:
                 backoff = min(backoff * 2, MAX_STORE_BACKOFF_SECONDS)
                 continue
             backoff = STORE_BACKOFF_SECONDS
+            if self._stopping:
+                break  # claimed while stopping: not started; stop() gives the leases back
             for delivery in claimed:
                 subscriber = self._subscribers[delivery.subscriber]
                 subscriber.in_flight += 1
@@ -193,12 +200,15 @@ class Dispatcher:
         delay = subscriber.policy.next_delay(attempts_made, result)
         next_attempt_at = None if delay is None else finished + delay
         dead = result.outcome != "delivered" and next_attempt_at is None
+        # An attempt's outcome is what became of the delivery: the last retryable failure of an
+        # exhausted schedule is a failure, not a retry.
+        outcome = "failed" if dead else result.outcome
         await self._store.record_attempt(
             Attempt(
                 delivery_id=delivery.delivery_id,
                 started_at=started,
                 duration=finished - started,
-                outcome=result.outcome,
+                outcome=outcome,
                 status_code=result.status_code,
                 error=result.error,
                 response_excerpt=result.response_excerpt,
@@ -209,9 +219,9 @@ class Dispatcher:
         await self._update_circuit(subscriber, result, finished)
 
         name = subscriber.config.name
-        self._metrics.delivery_attempts.labels(subscriber=name, outcome=result.outcome).inc()
+        self._metrics.delivery_attempts.labels(subscriber=name, outcome=outcome).inc()
         fields = {"event_id": delivery.event_id, "subscriber": name, "attempt": attempts_made}
-        if result.outcome == "delivered":
+        if outcome == "delivered":
             self._metrics.delivered_latency.labels(subscriber=name).observe(
                 max(0.0, finished - delivery.created_at)
             )
@@ -254,10 +264,16 @@ class Dispatcher:
             )
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
-        """Stop claiming; let sends under way finish for a moment, then give their leases back."""
+        """Stop claiming; let sends under way finish for a moment, then give their leases back.
+
+        The loop is awaited first: a claim under way when the signal came must not start sends
+        after the ones to wait for were counted.
+        """
         self._stopping = True
         self._stopped.set()
         self._wake.set()
+        if self._running is not None:
+            await self._running
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_seconds)
             for task in pending:

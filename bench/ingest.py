@@ -1,0 +1,312 @@
+"""Ingest throughput and latency of `gateway serve`, as a ratio to the bare stack under it.
+
+Two targets, each started fresh for every run, on a free loopback port:
+
+  (a) a bare Starlette app on uvicorn (uvloop, httptools, one worker) that reads the body and
+      answers 200: the bound of the stack (bench/_servers.py);
+  (b) `gateway serve` with the durable SQLite store in a fresh temporary directory, every adapter
+      as a source and one route to a *file* subscriber (cheap, and its cost is not ingest's).
+
+Load: real provider webhooks, a distinct event per request, round robin over the five adapters
+(finaegis, finexer and finfusion signed with their secrets, finchpay and account_lifecycle with a
+token in the query), pre-signed at the start of each repetition (signatures are valid 300 s).
+
+  1. Saturation: wrk, the same settings for both, interleaved (a, b, a, b, ...). wrk's Lua script
+     cycles through the pre-signed requests, each thread through its own slice, so no request is
+     sent twice (the script counts wrap-arounds; the gateway's figure is flagged if any).
+     Counted: (a) 2xx answers; (b) only `accepted` answers, from the gateway's
+     `finrelay_webhooks_answered_total{outcome="accepted"}` before and after, summed over sources.
+     Latency p50/p99: wrk's.
+  2. Fixed offered rate (default 2,000 requests/s): an open-loop Python generator
+     (bench/_common.py: asyncio streams, several keep-alive connections, requests sent on schedule
+     whatever the answers, latency from the scheduled send time: no coordinated omission).
+
+Medians over --repetitions. Targets: (b)/(a) >= 40% of accepted events/s; p99 at 2,000/s <= 10 ms.
+
+    .venv/bin/python bench/ingest.py --quick     # a smoke run, seconds
+    .venv/bin/python bench/ingest.py             # 3 repetitions of 10 s + 10 s, ~2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    FILE_SUBSCRIBER,
+    Metrics,
+    Service,
+    bare_service,
+    cpu_seconds,
+    ensure_wrk,
+    exit_on_sigterm,
+    fmt,
+    gateway_config,
+    gateway_service,
+    machine_line,
+    median,
+    open_loop,
+    percentile,
+    provider_requests,
+    run_wrk,
+    scratch,
+    write_wrk_inputs,
+)
+
+TARGETS = ("a", "b")
+NAMES = {"a": "(a) bare", "b": "(b) gateway"}
+TARGET_RATIO = 0.40
+TARGET_P99_MS = 10.0
+
+
+@dataclass
+class Saturation:
+    per_second: float  # accepted (b) or 2xx (a) answers per second
+    p50_ms: float
+    p99_ms: float
+    cpu: float  # the server's CPU seconds per second (1.0 = one core)
+    not_accepted: dict[str, float]  # (b): other outcomes; (a): wrk's error counts
+    wraps: int
+    batch: float  # (b): store writes per commit (the group commit's batch)
+
+
+@dataclass
+class Paced:
+    sent: int
+    ok: int  # accepted (b) or 200 (a)
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    lag_p99_ms: float  # how late the generator itself sent (a client-side health figure)
+
+
+def start(target: str, workdir: Path) -> Service:
+    if target == "a":
+        return bare_service(workdir).start()
+    return gateway_service(workdir, gateway_config(FILE_SUBSCRIBER)).start()
+
+
+def saturate(
+    target: str, workdir: Path, script: Path, wrk: str, args: argparse.Namespace
+) -> Saturation:
+    service = start(target, workdir)
+    try:
+        before = Metrics.scrape(service.url) if target == "b" else None
+        cpu_before = cpu_seconds(service.pid)
+        figures = run_wrk(
+            wrk,
+            service.url + "/",
+            script,
+            threads=args.threads,
+            connections=args.connections,
+            duration=args.duration,
+        )
+        cpu = cpu_seconds(service.pid) - cpu_before
+        seconds = figures["duration_us"] / 1e6
+        errors = {
+            key: figures[key]
+            for key in ("connect", "read", "write", "status", "timeout")
+            if figures[key]
+        }
+        batch = float("nan")
+        if before is not None:
+            after = Metrics.scrape(service.url)
+            answered = after.by_label("finrelay_webhooks_answered_total", "outcome")
+            earlier = before.by_label("finrelay_webhooks_answered_total", "outcome")
+            delta = {k: v - earlier.get(k, 0.0) for k, v in answered.items()}
+            count = delta.pop("accepted", 0.0)
+            others = {k: v for k, v in delta.items() if v}
+            others.update(errors)
+            commits = after.total("finrelay_store_commits_total") - before.total(
+                "finrelay_store_commits_total"
+            )
+            writes = after.total("finrelay_store_writes_total") - before.total(
+                "finrelay_store_writes_total"
+            )
+            batch = writes / commits if commits else float("nan")
+        else:
+            count = figures["requests"] - figures["status"]
+            others = errors
+        return Saturation(
+            per_second=count / seconds,
+            p50_ms=figures["p50_us"] / 1000,
+            p99_ms=figures["p99_us"] / 1000,
+            cpu=cpu / seconds,
+            not_accepted=others,
+            wraps=int(figures["wraps"]),
+            batch=batch,
+        )
+    finally:
+        service.stop()
+
+
+def pace(target: str, workdir: Path, requests: list[bytes], args: argparse.Namespace) -> Paced:
+    service = start(target, workdir)
+    try:
+        result = open_loop(
+            service.port,
+            requests,
+            rate=args.rate,
+            connections=args.rate_connections,
+            grace=args.grace,
+            keep_bodies=True,
+        )
+    finally:
+        service.stop()
+    latencies = result.latencies()
+    lags = sorted(result.send_lag)
+    return Paced(
+        sent=result.sent,
+        ok=result.ok(b'"accepted"'),
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        max_ms=(latencies[-1] if latencies else float("nan")) * 1000,
+        lag_p99_ms=percentile(lags, 99) * 1000,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=3, help="interleaved a/b rounds")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=0,
+        help="pre-signed requests per repetition (default: 12,000 per wrk second)",
+    )
+    parser.add_argument("--rate", type=float, default=2000.0, help="open-loop requests/s")
+    parser.add_argument("--rate-seconds", type=float, default=10.0, help="open-loop duration")
+    parser.add_argument(
+        "--rate-connections", type=int, default=64, help="open-loop connections (as wrk)"
+    )
+    parser.add_argument(
+        "--grace", type=float, default=10.0, help="open loop: seconds to wait for late answers"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    args = parser.parse_args()
+    if args.quick:
+        args.repetitions, args.duration, args.rate_seconds, args.grace = 1, 3.0, 2.0, 5.0
+    args.requests = args.requests or int(12_000 * args.duration)
+    paced_count = int(args.rate * args.rate_seconds)
+    exit_on_sigterm()
+    wrk = ensure_wrk()
+
+    print(machine_line("ingest.py"))
+    print(
+        f"# saturation: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency,"
+        f" {args.requests} distinct pre-signed webhooks per repetition (5 adapters round robin)"
+    )
+    print(
+        f"# fixed rate: open loop, {args.rate:g} requests/s for {args.rate_seconds:g} s on"
+        f" {args.rate_connections} keep-alive connections, latency from the scheduled send time"
+    )
+    print("# (a) bare Starlette + uvicorn (uvloop, httptools), 1 worker, reads the body, 200")
+    print("# (b) gateway serve, SQLite store (WAL, synchronous=FULL) in a fresh temp dir, one")
+    print("#     route to a file subscriber; only `accepted` answers counted (from /metrics)")
+    print(f"# {args.repetitions} repetitions, interleaved a, b, a, b; medians at the bottom")
+    print()
+    header = (
+        f"{'rep':<7}{'target':<13}{'events/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'cpu':>6}"
+        f"{'batch':>7} |{'ok/sent':>14}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lag p99':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    saturation: dict[str, list[Saturation]] = {target: [] for target in TARGETS}
+    paced: dict[str, list[Paced]] = {target: [] for target in TARGETS}
+    notes: list[str] = []
+    with scratch(args.keep, "ingest") as root:
+        for repetition in range(1, args.repetitions + 1):
+            started = time.monotonic()
+            rep_dir = root / f"rep{repetition}"
+            rep_dir.mkdir()
+            script = write_wrk_inputs(rep_dir, provider_requests(args.requests), args.threads)
+            for target in TARGETS:
+                result = saturate(target, rep_dir / f"wrk-{target}", script, wrk, args)
+                saturation[target].append(result)
+                if result.not_accepted:
+                    notes.append(
+                        f"rep {repetition} {NAMES[target]}: not counted {result.not_accepted}"
+                    )
+                if result.wraps and target == "b":
+                    notes.append(
+                        f"rep {repetition} (b): wrk went through its requests {result.wraps} times:"
+                        " raise --requests (the repeats were duplicates, not counted)"
+                    )
+            requests = provider_requests(paced_count)
+            for target in TARGETS:
+                paced[target].append(pace(target, rep_dir / f"paced-{target}", requests, args))
+            if time.monotonic() - started > 280:
+                notes.append(f"rep {repetition} took over 280 s: signatures may have aged out")
+            for target in TARGETS:
+                s, p = saturation[target][-1], paced[target][-1]
+                print(
+                    f"{repetition:<7}{NAMES[target]:<13}{s.per_second:>9.0f}{s.p50_ms:>8.1f}"
+                    f"{s.p99_ms:>8.1f}{s.cpu:>5.0%} {fmt(s.batch, '.1f'):>6} |"
+                    f"{f'{p.ok}/{p.sent}':>14}{p.p50_ms:>8.1f}{p.p99_ms:>8.1f}{p.max_ms:>9.1f}"
+                    f"{p.lag_p99_ms:>8.1f}",
+                    flush=True,
+                )
+
+    print("-" * len(header))
+    medians: dict[str, dict[str, float]] = {}
+    for target in TARGETS:
+        s_list, p_list = saturation[target], paced[target]
+        m = {
+            "rate": median([s.per_second for s in s_list]),
+            "p50": median([s.p50_ms for s in s_list]),
+            "p99": median([s.p99_ms for s in s_list]),
+            "cpu": median([s.cpu for s in s_list]),
+            "batch": median([s.batch for s in s_list]),
+            "ok": median([p.ok / p.sent if p.sent else 0.0 for p in p_list]),
+            "pp50": median([p.p50_ms for p in p_list]),
+            "pp99": median([p.p99_ms for p in p_list]),
+            "pmax": median([p.max_ms for p in p_list]),
+            "lag": median([p.lag_p99_ms for p in p_list]),
+        }
+        medians[target] = m
+        print(
+            f"{'median':<7}{NAMES[target]:<13}{m['rate']:>9.0f}{m['p50']:>8.1f}{m['p99']:>8.1f}"
+            f"{m['cpu']:>5.0%} {fmt(m['batch'], '.1f'):>6} |{m['ok']:>13.1%} {m['pp50']:>8.1f}"
+            f"{m['pp99']:>8.1f}{m['pmax']:>9.1f}{m['lag']:>8.1f}"
+        )
+    ratios = [
+        b.per_second / a.per_second
+        for a, b in zip(saturation["a"], saturation["b"], strict=True)
+        if a.per_second
+    ]
+    ratio = median(ratios)
+    p99 = medians["b"]["pp99"]
+    spread = f"(per repetition: {', '.join(f'{r:.0%}' for r in ratios)})"
+    print()
+    print(
+        f"accepted events/s b/a: {ratio:.1%} {spread if len(ratios) > 1 else ''}"
+        f"  target >= {TARGET_RATIO:.0%}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}"
+    )
+    print(
+        f"p99 at {args.rate:g}/s (b): {p99:.1f} ms (a: {medians['a']['pp99']:.1f} ms)"
+        f"  target <= {TARGET_P99_MS:g} ms: {'met' if p99 <= TARGET_P99_MS else 'NOT met'}"
+    )
+    if statistics.fmean(s.cpu for s in saturation["b"]) > 0.9:
+        print("(b) used about one core at saturation: CPU-bound in one process (the GIL)")
+    print(
+        "# columns: events/s = counted answers per wrk second; cpu = the server process's CPU"
+        " per second (100% = one core); batch = store writes per commit; ok/sent = accepted"
+        " (b) or 200 (a) of the open loop's requests; lag p99 = how late the generator sent"
+    )
+    for note in notes:
+        print(f"# note: {note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""The whole path, provider -> gateway -> subscriber, as a ratio to the subscriber alone.
+
+Each run starts fresh processes on free loopback ports:
+
+  - a Standard Webhooks subscriber (bench/_servers.py, its own uvicorn process with uvloop and
+    httptools, so it does not share the gateway's GIL) that verifies every request with the
+    `standardwebhooks` package and records when each event id first arrived;
+  - `gateway serve`, SQLite store in a fresh temporary directory, every adapter as a source and
+    one route to that subscriber over HTTP (v1 HMAC signatures, default max_in_flight 64).
+
+Per repetition, interleaved:
+
+  1. baseline: the generator posts what the gateway would send (canonical events, signed with
+     Standard Webhooks v1) straight to a bare subscriber: the events/s it can verify.
+  2. sustained: the generator posts distinct, signed provider webhooks (five adapters round
+     robin) to the gateway as fast as it answers (closed loop, --connections) for --duration
+     seconds; then the backlog drains (bounded by --drain-timeout). Figures: accepted/s while
+     posting, delivered-and-verified/s in the same window, and end to end = events delivered /
+     (last delivery - first post). Ratio: end to end / baseline.
+  3. paced: an open loop at --rate events/s (default: half the end-to-end rate measured in step
+     2 of the same repetition), for the latency at a load the pipeline sustains.
+
+Stored -> delivered latency of every event = the subscriber's arrival time - the time the
+generator got the gateway's 200 for it (same host, same clock); p50/p90/p99. The gateway's own
+`finrelay_delivered_seconds` histogram (store -> acknowledged, coarse buckets) is shown too.
+
+Targets: >= 3,000 events/s sustained end to end; delivered latency p50 < 20 ms.
+
+    .venv/bin/python bench/pipeline.py --quick   # a smoke run, seconds
+    .venv/bin/python bench/pipeline.py           # 3 repetitions, about 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    LoadResult,
+    Metrics,
+    Service,
+    canonical_requests,
+    closed_loop,
+    cpu_seconds,
+    exit_on_sigterm,
+    fmt,
+    gateway_config,
+    gateway_service,
+    get_json,
+    histogram_quantile,
+    http_subscriber,
+    machine_line,
+    median,
+    new_subscriber_secret,
+    open_loop,
+    percentile,
+    provider_requests,
+    scratch,
+    subscriber_service,
+)
+
+TARGET_RATE = 3000.0
+TARGET_P50_MS = 20.0
+LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
+
+
+class _Answer(msgspec.Struct):
+    status: str
+    id: str
+
+
+_answer = msgspec.json.Decoder(_Answer)
+
+
+@dataclass
+class Baseline:
+    verified_per_second: float
+    failed: int
+    cpu: float  # subscriber CPU seconds per second
+
+
+@dataclass
+class Pipeline:
+    mode: str  # "sustained" or "paced"
+    offered: float  # paced: requests/s offered; sustained: nan
+    accepted: int
+    ingest_per_second: float  # accepted / posting window
+    delivered: int  # distinct accepted events that arrived verified
+    window_delivered_per_second: float  # those that arrived within the posting window, per s
+    end_to_end: float  # delivered / (last arrival - first post)
+    tail: float  # seconds from the last post's answer to the last delivery
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    gateway_p50_ms: float  # from finrelay_delivered_seconds buckets
+    gateway_p99_ms: float
+    failed: int  # requests the subscriber could not verify
+    duplicates: int
+    gateway_cpu: float
+    subscriber_cpu: float
+    exhausted: bool  # the generator ran out of pre-signed requests before --duration
+
+
+def run_baseline(workdir: Path, args: argparse.Namespace) -> Baseline:
+    secret = new_subscriber_secret()
+    requests = canonical_requests(int(args.baseline_requests_per_second * args.duration), secret)
+    subscriber = subscriber_service(workdir, secret).start()
+    try:
+        cpu_before = cpu_seconds(subscriber.pid)
+        result = closed_loop(
+            subscriber.port, requests, connections=args.connections, duration=args.duration
+        )
+        cpu = cpu_seconds(subscriber.pid) - cpu_before
+        stats = get_json(subscriber.url + "/stats")
+    finally:
+        subscriber.stop()
+    assert isinstance(stats, dict)
+    ok = sum(1 for status in result.statuses if 200 <= status < 300)
+    return Baseline(
+        verified_per_second=ok / result.elapsed if result.elapsed else 0.0,
+        failed=int(stats["failed"]),
+        cpu=cpu / result.elapsed if result.elapsed else float("nan"),
+    )
+
+
+def wait_for_deliveries(subscriber: Service, expected: int, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats: dict[str, int] = get_json(subscriber.url + "/stats")
+        if int(stats["unique"]) >= expected or time.monotonic() >= deadline:
+            return stats
+        time.sleep(0.2)
+
+
+def run_pipeline(
+    workdir: Path, args: argparse.Namespace, mode: str, rate: float = float("nan")
+) -> Pipeline:
+    secret = new_subscriber_secret()
+    subscriber = subscriber_service(workdir / "subscriber", secret)
+    gateway = gateway_service(
+        workdir / "gateway",
+        gateway_config(http_subscriber(f"{subscriber.url}/events", secret)),
+    )
+    if mode == "sustained":
+        requests = provider_requests(int(args.requests_per_second * args.duration))
+    else:
+        requests = provider_requests(int(rate * args.paced_seconds))
+    try:
+        subscriber.start()
+        gateway.start()
+        cpu_before = cpu_seconds(gateway.pid), cpu_seconds(subscriber.pid)
+        result: LoadResult
+        if mode == "sustained":
+            result = closed_loop(
+                gateway.port,
+                requests,
+                connections=args.connections,
+                duration=args.duration,
+                keep_bodies=True,
+            )
+        else:
+            result = open_loop(
+                gateway.port,
+                requests,
+                rate=rate,
+                connections=args.paced_connections,
+                grace=args.drain_timeout,
+                keep_bodies=True,
+            )
+        acked: dict[str, float] = {}
+        for status, body, answered_at in zip(
+            result.statuses, result.bodies, result.answered_at, strict=True
+        ):
+            if status == 200:
+                answer = _answer.decode(body)
+                if answer.status == "accepted":
+                    acked[answer.id] = answered_at
+        stats = wait_for_deliveries(subscriber, len(acked), args.drain_timeout)
+        gateway_cpu = cpu_seconds(gateway.pid) - cpu_before[0]
+        subscriber_cpu = cpu_seconds(subscriber.pid) - cpu_before[1]
+        records = get_json(subscriber.url + "/records")
+        metrics = Metrics.scrape(gateway.url)
+    finally:
+        gateway.stop()
+        subscriber.stop()
+    assert isinstance(records, dict)
+    arrivals = {event_id: float(records[event_id]) for event_id in acked if event_id in records}
+    posted_from = result.started
+    posted_until = max(acked.values(), default=posted_from)
+    window = max(posted_until - posted_from, 1e-9)
+    last_arrival = max(arrivals.values(), default=posted_until)
+    latencies = sorted(arrivals[event_id] - acked[event_id] for event_id in arrivals)
+    buckets = metrics.buckets("finrelay_delivered_seconds")
+    span = last_arrival - posted_from
+    return Pipeline(
+        mode=mode,
+        offered=rate,
+        accepted=len(acked),
+        ingest_per_second=len(acked) / window,
+        delivered=len(arrivals),
+        window_delivered_per_second=sum(1 for t in arrivals.values() if t <= posted_until) / window,
+        end_to_end=len(arrivals) / span if span > 0 else float("nan"),
+        tail=last_arrival - posted_until,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p90_ms=percentile(latencies, 90) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        max_ms=(latencies[-1] if latencies else float("nan")) * 1000,
+        gateway_p50_ms=histogram_quantile(buckets, 0.5) * 1000,
+        gateway_p99_ms=histogram_quantile(buckets, 0.99) * 1000,
+        failed=int(stats["failed"]),
+        duplicates=int(stats["duplicates"]),
+        gateway_cpu=gateway_cpu / span if span > 0 else float("nan"),
+        subscriber_cpu=subscriber_cpu / span if span > 0 else float("nan"),
+        exhausted=mode == "sustained" and result.sent == len(requests),
+    )
+
+
+def row(label: str, p: Pipeline) -> str:
+    return (
+        f"{label:<14}{p.accepted:>8}{p.ingest_per_second:>9.0f}{p.window_delivered_per_second:>9.0f}"
+        f"{p.end_to_end:>9.0f}{p.tail:>7.1f}{p.p50_ms:>8.1f}{p.p90_ms:>8.1f}{p.p99_ms:>9.1f}"
+        f"{fmt(p.gateway_p50_ms, '.1f'):>8}{fmt(p.gateway_p99_ms, '.0f'):>7}"
+        f"{p.gateway_cpu:>7.0%}{p.subscriber_cpu:>6.0%}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of posting")
+    parser.add_argument("--connections", type=int, default=32, help="closed-loop connections")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="paced phase, events/s (default: half the sustained end-to-end rate; -1: skip)",
+    )
+    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--paced-connections", type=int, default=16)
+    parser.add_argument(
+        "--drain-timeout", type=float, default=60.0, help="seconds to wait for deliveries"
+    )
+    parser.add_argument(
+        "--requests-per-second",
+        type=float,
+        default=6000.0,
+        help="pre-signed provider webhooks per second of --duration (the closed loop's cap)",
+    )
+    parser.add_argument(
+        "--baseline-requests-per-second",
+        type=float,
+        default=10000.0,
+        help="pre-signed canonical events per second of --duration, for the baseline",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
+    args = parser.parse_args()
+    if args.quick:
+        args.repetitions, args.duration, args.paced_seconds, args.drain_timeout = 1, 3.0, 2.0, 30.0
+    exit_on_sigterm()
+
+    print(machine_line("pipeline.py"))
+    print(
+        f"# provider -> gateway (SQLite, fresh temp dir) -> HTTP subscriber verifying every"
+        f" Standard Webhooks signature (separate uvicorn process); {args.repetitions} repetitions"
+    )
+    print(
+        f"# sustained: closed loop, {args.connections} connections, {args.duration:g} s of posting;"
+        f" paced: open loop, {args.paced_connections} connections, {args.paced_seconds:g} s"
+    )
+    print("# baseline: the same generator posting signed canonical events to the bare subscriber")
+    print()
+    header = (
+        f"{'run':<14}{'accepted':>8}{'ingest/s':>9}{'deliv/s':>9}{'e2e/s':>9}{'tail s':>7}"
+        f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>9}{'gw p50':>8}{'gw p99':>7}{'gw cpu':>7}"
+        f"{'sub':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+
+    baselines: list[Baseline] = []
+    sustained: list[Pipeline] = []
+    paced: list[Pipeline] = []
+    notes: list[str] = []
+    with scratch(args.keep, "pipeline") as root:
+        for repetition in range(1, args.repetitions + 1):
+            rep = root / f"rep{repetition}"
+            baseline = run_baseline(rep / "baseline", args)
+            baselines.append(baseline)
+            print(
+                f"{f'{repetition} baseline':<14}{'':>8}{'':>9}{baseline.verified_per_second:>9.0f}"
+                f"{'':>9}{'':>7}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{'':>7}{baseline.cpu:>6.0%}",
+                flush=True,
+            )
+            result = run_pipeline(rep / "sustained", args, "sustained")
+            sustained.append(result)
+            print(row(f"{repetition} sustained", result), flush=True)
+            rate = args.rate if args.rate > 0 else result.end_to_end / 2
+            if args.rate >= 0 and rate == rate and rate > 0:
+                result = run_pipeline(rep / "paced", args, "paced", rate)
+                paced.append(result)
+                print(row(f"{repetition} @{rate:.0f}/s", result), flush=True)
+            for run in (sustained[-1], *([paced[-1]] if paced else [])):
+                if run.delivered < run.accepted:
+                    notes.append(
+                        f"rep {repetition} {run.mode}: {run.accepted - run.delivered} accepted"
+                        f" events not delivered within --drain-timeout {args.drain_timeout:g} s"
+                    )
+                if run.failed or run.duplicates:
+                    notes.append(
+                        f"rep {repetition} {run.mode}: {run.failed} failed verification,"
+                        f" {run.duplicates} duplicates"
+                    )
+                if run.exhausted:
+                    notes.append(
+                        f"rep {repetition}: the generator ran out of pre-signed requests before"
+                        " --duration: raise --requests-per-second"
+                    )
+            if baseline.failed:
+                notes.append(f"rep {repetition} baseline: {baseline.failed} failed verification")
+
+    print("-" * len(header))
+    base = median([b.verified_per_second for b in baselines])
+    e2e = median([s.end_to_end for s in sustained])
+    ingest = median([s.ingest_per_second for s in sustained])
+    ratios = [
+        s.end_to_end / b.verified_per_second for s, b in zip(sustained, baselines, strict=True)
+    ]
+    print(f"baseline (subscriber alone) verified/s, median:  {base:.0f}")
+    print(
+        f"sustained end to end, median:  {e2e:.0f} events/s ({median(ratios):.1%} of the baseline;"
+        f" ingest while posting {ingest:.0f}/s)  target >= {TARGET_RATE:.0f}/s:"
+        f" {'met' if e2e >= TARGET_RATE else 'NOT met'}"
+    )
+    p50, p90, p99 = (median([getattr(s, key) for s in sustained]) for key in LATENCY_KEYS)
+    print(
+        f"stored -> delivered at saturation, median p50/p90/p99:  {p50:.1f} / {p90:.1f} /"
+        f" {p99:.1f} ms"
+    )
+    if paced:
+        p50, p90, p99 = (median([getattr(p, key) for p in paced]) for key in LATENCY_KEYS)
+        print(
+            f"stored -> delivered at {median([p.offered for p in paced]):.0f} events/s, median"
+            f" p50/p90/p99:  {p50:.1f} / {p90:.1f} / {p99:.1f} ms  target p50 <"
+            f" {TARGET_P50_MS:g} ms: {'met' if p50 < TARGET_P50_MS else 'NOT met'}"
+        )
+    print(
+        "# columns: accepted = events the gateway accepted; ingest/s = accepted per second of"
+        " posting; deliv/s = delivered and verified within the posting window, per second;"
+        " e2e/s = delivered / (last delivery - first post); tail = last delivery - last post;"
+        " p50..p99 = subscriber arrival - the provider's 200; gw p50/p99 = the same from the"
+        " gateway's finrelay_delivered_seconds buckets; gw cpu / sub = CPU per second of each"
+        " process (100% = one core); baseline rows: deliv/s = verified/s, sub = its CPU"
+    )
+    for note in notes:
+        print(f"# note: {note}")
+
+
+if __name__ == "__main__":
+    main()
