@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 
 import structlog
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import GatewayConfig, SubscriberConfig
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.file import FileTransport
 from gateway.delivery.http import HttpTransport
 from gateway.delivery.transport import Transport
-from gateway.ingress import Ingress
+from gateway.ingress import WEBHOOK_PREFIX, Ingress
 from gateway.logs import flush_logs
 from gateway.metrics import Metrics
 from gateway.request_id import RequestIdMiddleware
@@ -50,7 +50,47 @@ def build_transport(subscriber: SubscriberConfig) -> Transport:
     return HttpTransport(subscriber.url, subscriber.timeout_seconds, subscriber.max_in_flight)
 
 
-def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
+class GatewayApp:
+    """`/webhooks/<source>` to the ingress handler; everything else, lifespan included, to
+    Starlette. The webhook path is the one that must be fast (gateway/ingress.py)."""
+
+    def __init__(self, ingress: Ingress, rest: Starlette) -> None:
+        self._ingress = ingress
+        self._rest = rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_webhook_path(scope["path"]):
+            await self._rest(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._ingress(scope, receive, tracking_send)
+        except Exception:
+            # What Starlette's error middleware would do: log it, answer 500 if still possible.
+            log.exception("ingress_error", request_id=scope["state"]["request_id"])
+            if not started:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b'{"error":"internal"}'})
+
+
+def _is_webhook_path(path: str) -> bool:
+    name = path[len(WEBHOOK_PREFIX) :]
+    return path.startswith(WEBHOOK_PREFIX) and bool(name) and "/" not in name
+
+
+def build_app(config: GatewayConfig, store: Store | None = None) -> ASGIApp:
     store = store or open_store(config.store.url)
     metrics = Metrics()
     metrics.watch_store(lambda: store.write_counts)
@@ -94,13 +134,12 @@ def build_app(config: GatewayConfig, store: Store | None = None) -> Starlette:
             log.info("stopped")
             flush_logs()
 
-    return Starlette(
+    rest = Starlette(
         routes=[
-            Route("/webhooks/{source}", ingress.handle, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,
     )
+    return RequestIdMiddleware(GatewayApp(ingress, rest))

@@ -4,6 +4,11 @@ The checks run in the contract's order and the first that fails answers (CONTRAC
 unknown source 404 -> size 413 (without reading past the limit) -> address 403 ->
 authentication 401 -> payload 422 (the raw body kept in quarantine) -> store 503.
 The 200 is sent only once the event and its deliveries are committed and fsync'd.
+
+This is the one hot path, so it is a plain ASGI handler rather than a Starlette endpoint: no
+router trying every route, no Request or Response objects, the query string parsed only for
+sources with a token, and each source's metric series resolved once. The rest of the app
+(health, readiness, metrics) is ordinary Starlette (gateway/app.py).
 """
 
 from __future__ import annotations
@@ -12,24 +17,28 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_address
+from urllib.parse import parse_qsl
 
 import msgspec
 import structlog
-from starlette.requests import Request
-from starlette.responses import Response
+from prometheus_client import Counter, Histogram
+from starlette.types import Receive, Scope, Send
 
 from adapters.errors import AuthenticationError, InvalidPayload
 from adapters.registry import ADAPTERS
 from adapters.request import InboundRequest
+from adapters.source import SourceSettings
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.routing import Router
 from gateway.store.base import NewEvent, Store, StoreUnavailable
-from schemas.event import encode_event
+from schemas.event import CanonicalEvent, encode_event
 
-__all__ = ["Ingress", "client_address", "quarantinable_headers"]
+__all__ = ["WEBHOOK_PREFIX", "Ingress", "client_address", "quarantinable_headers"]
 
 log = structlog.get_logger("gateway.ingress")
+
+WEBHOOK_PREFIX = "/webhooks/"
 
 _STATUS_BY_CODE = {
     "forbidden_address": 403,
@@ -39,12 +48,9 @@ _STATUS_BY_CODE = {
 # Never kept with a quarantined payload: they prove identity, and reprocessing needs no proof
 # (the request was authenticated when it arrived).
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 _encoder = msgspec.json.Encoder()
-
-
-def _json(status: int, content: Mapping[str, str]) -> Response:
-    return Response(_encoder.encode(content), status, media_type="application/json")
 
 
 def client_address(
@@ -82,6 +88,38 @@ def quarantinable_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+class _Answer:
+    """A JSON answer and what the request log line says about it."""
+
+    __slots__ = ("content", "fields", "status")
+
+    def __init__(self, status: int, content: Mapping[str, str], **fields: str) -> None:
+        self.status = status
+        self.content = content
+        self.fields = fields
+
+
+class _SourceSeries:
+    """One source's metric series, resolved once: `labels()` costs more than the increment."""
+
+    __slots__ = ("answered", "latency", "outcomes", "quarantined", "received", "stored", "unrouted")
+
+    def __init__(self, metrics: Metrics, source: str) -> None:
+        self.received: Counter = metrics.received.labels(source=source)
+        self.stored: Counter = metrics.stored.labels(source=source)
+        self.unrouted: Counter = metrics.unrouted.labels(source=source)
+        self.quarantined: Counter = metrics.quarantined.labels(source=source)
+        self.latency: Histogram = metrics.ingress_latency.labels(source=source)
+        self.answered = metrics.answered
+        self.outcomes: dict[str, Counter] = {}
+
+    def answer(self, source: str, outcome: str) -> Counter:
+        counter = self.outcomes.get(outcome)
+        if counter is None:
+            counter = self.outcomes[outcome] = self.answered.labels(source=source, outcome=outcome)
+        return counter
+
+
 class Ingress:
     """The webhook endpoint, bound to one config, store and router."""
 
@@ -100,51 +138,68 @@ class Ingress:
         self._on_stored = on_stored
         self._max_body = config.server.max_body_bytes
         self._proxies = config.server.trusted_proxies
+        self._series = {name: _SourceSeries(metrics, name) for name in config.sources}
+        self._unknown = metrics.answered.labels(source="", outcome="unknown_source")
 
-    async def handle(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id: str = request.scope["state"]["request_id"]
-        name: str = request.path_params["source"]
+        request_id: str = scope["state"]["request_id"]
+        name = scope["path"][len(WEBHOOK_PREFIX) :]
         settings = self._config.sources.get(name)
         if settings is None:
             # The name came from the URL: not a metric label, and cut short in the answer.
-            self._metrics.answered.labels(source="", outcome="unknown_source").inc()
+            self._unknown.inc()
             log.info("webhook", request_id=request_id, outcome="unknown_source", status=404)
-            return _json(404, {"error": "unknown_source", "detail": f"no source {name[:64]!r}"})
+            detail = f"no source {name[:64]!r}"
+            await _send_json(send, 404, {"error": "unknown_source", "detail": detail})
+            return
+        if scope["method"] != "POST":
+            await _send_json(send, 405, {"error": "method_not_allowed"}, [(b"allow", b"POST")])
+            return
 
-        self._metrics.received.labels(source=name).inc()
-        response, fields = await self._receive(request, name)
+        series = self._series[name]
+        series.received.inc()
+        answer = await self._receive(scope, receive, name, settings, series)
+        await _send_json(send, answer.status, answer.content)
         elapsed = time.perf_counter() - started
-        self._metrics.answered.labels(source=name, outcome=fields["outcome"]).inc()
-        self._metrics.ingress_latency.labels(source=name).observe(elapsed)
+        series.answer(name, answer.fields["outcome"]).inc()
+        series.latency.observe(elapsed)
         log.info(
             "webhook",
             request_id=request_id,
             source=name,
-            status=response.status_code,
+            status=answer.status,
             latency_ms=round(elapsed * 1000, 3),
-            **fields,
+            **answer.fields,
         )
-        return response
 
-    async def _receive(self, request: Request, name: str) -> tuple[Response, dict[str, str]]:
-        settings = self._config.sources[name]
+    async def _receive(
+        self,
+        scope: Scope,
+        receive: Receive,
+        name: str,
+        settings: SourceSettings,
+        series: _SourceSeries,
+    ) -> _Answer:
         adapter = ADAPTERS[settings.adapter]
-
-        body = await self._read_body(request)
-        if body is None:
-            return _json(413, {"error": "payload_too_large"}), {"outcome": "payload_too_large"}
-
         headers = {
-            key.decode("latin-1"): value.decode("latin-1")
-            for key, value in request.scope["headers"]
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
-        peer = request.client.host if request.client else None
+        body = await self._read_body(headers, receive)
+        if body is None:
+            return _Answer(413, {"error": "payload_too_large"}, outcome="payload_too_large")
+
+        peer = scope.get("client")
         inbound = InboundRequest(
             body=body,
             headers=headers,
-            query=dict(request.query_params),
-            client=client_address(peer, headers.get("x-forwarded-for"), self._proxies),
+            # Only a token reads the query string: parse it only for sources that have one.
+            query=dict(parse_qsl(scope["query_string"].decode("latin-1")))
+            if settings.tokens
+            else {},
+            client=client_address(
+                peer[0] if peer else None, headers.get("x-forwarded-for"), self._proxies
+            ),
         )
         received_at = datetime.now(UTC)
         try:
@@ -153,16 +208,21 @@ class Ingress:
             content = {"error": error.code}
             if error.code == "invalid_signature":
                 content["detail"] = error.detail
-            return _json(_STATUS_BY_CODE[error.code], content), {
-                "outcome": error.code,
-                "detail": error.detail,
-            }
+            return _Answer(
+                _STATUS_BY_CODE[error.code], content, outcome=error.code, detail=error.detail
+            )
 
         try:
             event = adapter.normalize(body, headers, settings, received_at, verification)
         except InvalidPayload as error:
-            return await self._quarantine(name, body, headers, verification, error, received_at)
+            return await self._quarantine(
+                name, body, headers, verification, error, received_at, series
+            )
+        return await self._store_event(name, event, received_at, series)
 
+    async def _store_event(
+        self, name: str, event: CanonicalEvent, received_at: datetime, series: _SourceSeries
+    ) -> _Answer:
         subscribers = self._router.subscribers_for(name, event.type)
         try:
             outcome = await self._store.accept(
@@ -176,32 +236,45 @@ class Ingress:
                 )
             )
         except StoreUnavailable as error:
-            return _json(503, {"error": "unavailable"}), {
-                "outcome": "unavailable",
-                "event_id": event.id,
-                "detail": str(error),
-            }
+            return _Answer(
+                503,
+                {"error": "unavailable"},
+                outcome="unavailable",
+                event_id=event.id,
+                detail=str(error),
+            )
         if outcome == "accepted":
-            self._metrics.stored.labels(source=name).inc()
+            series.stored.inc()
             if subscribers:
                 self._on_stored()
             else:
-                self._metrics.unrouted.labels(source=name).inc()
-        fields = {"outcome": outcome, "event_id": event.id, "type": event.type}
-        return _json(200, {"status": outcome, "id": event.id}), fields
+                series.unrouted.inc()
+        return _Answer(
+            200,
+            {"status": outcome, "id": event.id},
+            outcome=outcome,
+            event_id=event.id,
+            type=event.type,
+        )
 
-    async def _read_body(self, request: Request) -> bytes | None:
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         """The body, or None as soon as it proves longer than the limit (the rest unread)."""
-        declared = request.headers.get("content-length", "")
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
             return None
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
                 return None
             chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         return b"".join(chunks)
 
     async def _quarantine(
@@ -212,7 +285,8 @@ class Ingress:
         verification: str,
         error: InvalidPayload,
         received_at: datetime,
-    ) -> tuple[Response, dict[str, str]]:
+        series: _SourceSeries,
+    ) -> _Answer:
         try:
             quarantine_id = await self._store.quarantine(
                 source=name,
@@ -223,13 +297,28 @@ class Ingress:
                 error=error.detail,
             )
         except StoreUnavailable as unavailable:
-            return _json(503, {"error": "unavailable"}), {
-                "outcome": "unavailable",
-                "detail": str(unavailable),
-            }
-        self._metrics.quarantined.labels(source=name).inc()
-        return _json(422, {"error": "invalid_payload", "detail": error.detail}), {
-            "outcome": "invalid_payload",
-            "quarantine_id": str(quarantine_id),
-            "detail": error.detail,
-        }
+            return _Answer(
+                503, {"error": "unavailable"}, outcome="unavailable", detail=str(unavailable)
+            )
+        series.quarantined.inc()
+        return _Answer(
+            422,
+            {"error": "invalid_payload", "detail": error.detail},
+            outcome="invalid_payload",
+            quarantine_id=str(quarantine_id),
+            detail=error.detail,
+        )
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    content: Mapping[str, str],
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = _encoder.encode(content)
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if extra_headers:
+        headers += extra_headers
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
