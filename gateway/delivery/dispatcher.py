@@ -87,6 +87,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
+        self._circuits_read_at = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         longest_timeout = max((s.timeout_seconds for s in subscribers.values()), default=10.0)
@@ -128,7 +129,12 @@ class Dispatcher:
                 await self._sleep()
 
     async def _refresh_circuits(self) -> None:
-        """Circuits as the store has them: another process's probe, or `gateway enable`."""
+        """Circuits as the store has them: another process's probe, or `gateway enable`.
+        Read at most once per poll interval: a busy loop claims far more often than that."""
+        now = self._clock()
+        if now - self._circuits_read_at < POLL_SECONDS:
+            return
+        self._circuits_read_at = now
         stored = await self._store.subscriber_circuits()
         for name, subscriber in self._subscribers.items():
             encoded = stored.get(name)

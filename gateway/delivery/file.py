@@ -31,8 +31,9 @@ class FileTransport(Transport):
         self.path = path
         self._fd: int | None = None
         self._encoder = msgspec.json.Encoder()
-        self._flushed: asyncio.Future[None] | None = None
         self._flush_lock = asyncio.Lock()
+        self._written = 0  # lines written so far
+        self._synced = 0  # lines known to be on disk
 
     def _open(self) -> int:
         if self._fd is None:
@@ -52,16 +53,21 @@ class FileTransport(Transport):
         try:
             # O_APPEND makes each write land whole at the end, even with several writers.
             os.write(self._open(), line + b"\n")
-            await self._sync()
+            self._written += 1
+            await self._sync(self._written)
         except OSError as error:
             return SendResult(outcome="retry", error=f"cannot write {self.path}: {error.strerror}")
         return SendResult(outcome="delivered")
 
-    async def _sync(self) -> None:
-        # Group fsync: whoever finds no fsync pending starts one for everybody written so far.
+    async def _sync(self, line_number: int) -> None:
+        """Return once line `line_number` is on disk. One fsync covers every line written
+        before it started, so the sends waiting behind it need none of their own."""
         async with self._flush_lock:
-            fd = self._open()
-            await asyncio.to_thread(os.fsync, fd)
+            if self._synced >= line_number:
+                return
+            covered = self._written
+            await asyncio.to_thread(os.fsync, self._open())
+            self._synced = covered
 
     async def close(self) -> None:
         if self._fd is not None:
