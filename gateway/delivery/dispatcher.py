@@ -39,6 +39,9 @@ log = structlog.get_logger("gateway.delivery")
 CLAIM_BATCH = 256
 # How often to look for work nobody told us about (another process's events, due retries).
 POLL_SECONDS = 1.0
+# Never sleep less: a delivery that is due already would have been claimed, so a due time in
+# the past is a race with a commit, and that commit's notify wakes us anyway.
+MIN_SLEEP_SECONDS = 0.01
 # After the store fails, wait this long before asking again, doubling up to the maximum.
 STORE_BACKOFF_SECONDS = 0.5
 MAX_STORE_BACKOFF_SECONDS = 30.0
@@ -106,6 +109,8 @@ class Dispatcher:
     async def run(self) -> None:
         backoff = STORE_BACKOFF_SECONDS
         while not self._stopping:
+            # Cleared before claiming: a notify from here on means work the claim may have missed.
+            self._wake.clear()
             try:
                 await self._refresh_circuits()
                 claimed = await self._claim()
@@ -163,12 +168,20 @@ class Dispatcher:
         return [delivery for claimed in claims for delivery in claimed]
 
     async def _sleep(self) -> None:
+        """Wait for new work: a notify (stored, or a send finished and freed a slot), the next
+        retry coming due, or the poll interval, whichever is first.
+
+        Only subscribers with a free slot count: deliveries due to a saturated subscriber are
+        waiting for a slot, and a finished send wakes us for those.
+        """
         timeout = POLL_SECONDS
-        with contextlib.suppress(StoreUnavailable):
-            due = await self._store.next_due_at()
-            if due is not None:
-                timeout = min(POLL_SECONDS, max(0.0, due - self._clock()))
-        self._wake.clear()
+        now = self._clock()
+        open_to_work = [name for name, sub in self._subscribers.items() if sub.free_slots(now)]
+        if open_to_work:
+            with contextlib.suppress(StoreUnavailable):
+                due = await self._store.next_due_at(subscribers=open_to_work)
+                if due is not None:
+                    timeout = min(POLL_SECONDS, max(MIN_SLEEP_SECONDS, due - self._clock()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 

@@ -175,8 +175,9 @@ class Store(ABC):
         dead (a dead letter). Releases the lease."""
 
     @abstractmethod
-    async def next_due_at(self) -> float | None:
-        """When the earliest pending delivery is due (None when nothing is pending)."""
+    async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
+        """When the earliest pending delivery to one of `subscribers` is due, counting its lease
+        (None when nothing is pending)."""
 
     @abstractmethod
     async def dead_letters(self, *, subscriber: str | None = None) -> Sequence[DeadLetter]:

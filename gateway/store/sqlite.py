@@ -426,11 +426,14 @@ class SQLiteStore(Store):
             )
         )
 
-    async def next_due_at(self) -> float | None:
+    async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
+        names = list(subscribers)
+        placeholders = ",".join("?" * len(names))
         row = await self._read(
             lambda db: db.execute(
-                "SELECT MIN(COALESCE(MAX(next_attempt_at, lease_until), next_attempt_at))"
-                " FROM deliveries WHERE state = 'pending'"
+                "SELECT MIN(COALESCE(MAX(next_attempt_at, lease_until), next_attempt_at))"  # noqa: S608 - only "?" marks
+                f" FROM deliveries WHERE state = 'pending' AND subscriber IN ({placeholders})",
+                names,
             ).fetchone()
         )
         return None if row[0] is None else float(row[0])

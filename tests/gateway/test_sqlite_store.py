@@ -118,7 +118,8 @@ def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
                 error="HTTP 503",
             )
             await store.record_attempt(retry, next_attempt_at=now + 100)
-            assert await store.next_due_at() == pytest.approx(now + 100)
+            assert await store.next_due_at(subscribers=["a"]) == pytest.approx(now + 100)
+            assert await store.next_due_at(subscribers=["b"]) is None
             assert (
                 await store.claim_due(
                     now=now + 1, limit=1, lease_seconds=30, owner="w", subscriber="a"
