@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-service bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/adapters.py
+
+# The service benchmarks (several minutes; see bench/README.md). The full outage run is
+# `bench/outage.py` without --events: 1,000,000 events, about 45 minutes here.
+bench-service: $(STAMP)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/outage.py --events 200000
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/adapters.py --rounds 3 --number 2000
+	$(BIN)/python bench/ingest.py --quick
+	$(BIN)/python bench/pipeline.py --quick
+	$(BIN)/python bench/outage.py --quick
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -75,12 +75,42 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def code_version() -> str:
+    """The commit, and whether the code under test has uncommitted changes (each server
+    process runs the code as it was when it started)."""
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(REPO), *argv],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+        return done.stdout.strip() if done.returncode == 0 else "?"
+
+    head = git("rev-parse", "--short", "HEAD")
+    changed = git("status", "--porcelain", "--", "gateway", "adapters", "schemas")
+    return f"{head}{' + uncommitted changes in gateway/adapters/schemas' if changed else ''}"
+
+
 def machine_line(script: str) -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return (
         f"# bench/{script}  {datetime.now(UTC):%Y-%m-%d %H:%M}Z  Python {platform.python_version()}"
-        f"  {cpu_count()} CPUs  load average {load:.2f} at start"
+        f"  {cpu_count()} CPUs  load average {load:.2f} at start  code {code_version()}"
     )
+
+
+def code_changed_note(at_start: str) -> str | None:
+    """A warning when the code under test changed while the benchmark ran."""
+    now = code_version()
+    if now == at_start:
+        return None
+    return f"the code changed during the run ({at_start} -> {now}): figures may mix versions"
 
 
 class Service:

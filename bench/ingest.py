@@ -43,6 +43,8 @@ from bench._common import (
     Metrics,
     Service,
     bare_service,
+    code_changed_note,
+    code_version,
     cpu_seconds,
     ensure_wrk,
     exit_on_sigterm,
@@ -201,6 +203,7 @@ def main() -> None:
     exit_on_sigterm()
     wrk = ensure_wrk()
 
+    code = code_version()
     print(machine_line("ingest.py"))
     print(
         f"# saturation: wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency,"
@@ -304,6 +307,9 @@ def main() -> None:
         " per second (100% = one core); batch = store writes per commit; ok/sent = accepted"
         " (b) or 200 (a) of the open loop's requests; lag p99 = how late the generator sent"
     )
+    changed = code_changed_note(code)
+    if changed:
+        notes.append(changed)
     for note in notes:
         print(f"# note: {note}")
 

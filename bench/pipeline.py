@@ -48,6 +48,8 @@ from bench._common import (
     Service,
     canonical_requests,
     closed_loop,
+    code_changed_note,
+    code_version,
     cpu_seconds,
     exit_on_sigterm,
     fmt,
@@ -267,6 +269,7 @@ def main() -> None:
         args.repetitions, args.duration, args.paced_seconds, args.drain_timeout = 1, 3.0, 2.0, 30.0
     exit_on_sigterm()
 
+    code = code_version()
     print(machine_line("pipeline.py"))
     print(
         f"# provider -> gateway (SQLite, fresh temp dir) -> HTTP subscriber verifying every"
@@ -360,6 +363,9 @@ def main() -> None:
         " gateway's finrelay_delivered_seconds buckets; gw cpu / sub = CPU per second of each"
         " process (100% = one core); baseline rows: deliv/s = verified/s, sub = its CPU"
     )
+    changed = code_changed_note(code)
+    if changed:
+        notes.append(changed)
     for note in notes:
         print(f"# note: {note}")
 

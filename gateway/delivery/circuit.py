@@ -30,6 +30,7 @@ GONE = 410
 class CircuitState(msgspec.Struct, frozen=True, kw_only=True):
     state: Literal["closed", "open", "disabled"] = "closed"
     failures: int = 0
+    opened_at: float = 0.0
     open_until: float = 0.0
     open_seconds: float = 0.0
 
@@ -51,10 +52,12 @@ def after_attempt(
     result: SendResult,
     now: float,
     *,
+    started: float,
     failure_threshold: int,
     open_seconds: float,
 ) -> CircuitState:
-    """The state after an attempt's result. `failure_threshold` 0 never opens the circuit."""
+    """The state after an attempt, started at `started`, answered with `result` at `now`.
+    `failure_threshold` 0 never opens the circuit."""
     if circuit.state == "disabled":
         return circuit  # answers still in flight when it was disabled change nothing
     if result.status_code == GONE:
@@ -63,16 +66,18 @@ def after_attempt(
         return CLOSED
     failures = circuit.failures + 1
     if circuit.state == "open":
-        # The probe failed: stay open, for twice as long.
+        if started < circuit.opened_at:
+            # Sent before the circuit opened (up to max_in_flight of them): not the probe, and
+            # no news either; only the probe's failure may lengthen the pause.
+            return circuit
         pause = min(max(circuit.open_seconds, open_seconds) * 2, MAX_OPEN_SECONDS)
-        return CircuitState(
-            state="open", failures=failures, open_until=now + pause, open_seconds=pause
-        )
+        return _opened(failures, now, pause)
     if failure_threshold and failures >= failure_threshold:
-        return CircuitState(
-            state="open",
-            failures=failures,
-            open_until=now + open_seconds,
-            open_seconds=open_seconds,
-        )
+        return _opened(failures, now, open_seconds)
     return CircuitState(state=circuit.state, failures=failures)
+
+
+def _opened(failures: int, now: float, pause: float) -> CircuitState:
+    return CircuitState(
+        state="open", failures=failures, opened_at=now, open_until=now + pause, open_seconds=pause
+    )

@@ -235,7 +235,7 @@ class Dispatcher:
             next_attempt_at=next_attempt_at,
             dead=dead,
         )
-        await self._update_circuit(subscriber, result, finished)
+        await self._update_circuit(subscriber, result, started, finished)
 
         name = subscriber.config.name
         self._metrics.delivery_attempts.labels(subscriber=name, outcome=outcome).inc()
@@ -258,13 +258,14 @@ class Dispatcher:
             )
 
     async def _update_circuit(
-        self, subscriber: _Subscriber, result: SendResult, now: float
+        self, subscriber: _Subscriber, result: SendResult, started: float, now: float
     ) -> None:
         before = subscriber.circuit
         after = after_attempt(
             before,
             result,
             now,
+            started=started,
             failure_threshold=subscriber.config.circuit_breaker_failures,
             open_seconds=subscriber.config.circuit_breaker_seconds,
         )

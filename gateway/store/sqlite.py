@@ -427,16 +427,23 @@ class SQLiteStore(Store):
         )
 
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
-        names = list(subscribers)
-        placeholders = ",".join("?" * len(names))
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT MIN(COALESCE(MAX(next_attempt_at, lease_until), next_attempt_at))"  # noqa: S608 - only "?" marks
-                f" FROM deliveries WHERE state = 'pending' AND subscriber IN ({placeholders})",
-                names,
-            ).fetchone()
-        )
-        return None if row[0] is None else float(row[0])
+        # Per subscriber, the first pending delivery in the (subscriber, next_attempt_at) index
+        # that nobody holds a lease on: a walk of a few index entries (at most the ones in
+        # flight), where MIN over an expression would read every pending row.
+        def query(db: sqlite3.Connection) -> float | None:
+            times = []
+            for subscriber in subscribers:
+                row = db.execute(
+                    "SELECT next_attempt_at FROM deliveries INDEXED BY deliveries_pending"
+                    " WHERE state = 'pending' AND subscriber = ? AND lease_until IS NULL"
+                    " ORDER BY next_attempt_at LIMIT 1",
+                    (subscriber,),
+                ).fetchone()
+                if row is not None:
+                    times.append(float(row[0]))
+            return min(times, default=None)
+
+        return await self._read(query)
 
     async def dead_letters(self, *, subscriber: str | None = None) -> Sequence[DeadLetter]:
         rows = await self._read(

@@ -84,44 +84,73 @@ def test_circuit_opens_after_the_threshold_and_probes_after_the_pause() -> None:
     circuit = CLOSED
     for failure in range(3):
         assert may_send(circuit, now=100.0) == "yes", failure
-        circuit = after_attempt(circuit, RETRY, 100.0, failure_threshold=3, open_seconds=10)
+        circuit = after_attempt(
+            circuit, RETRY, 100.0, started=100.0, failure_threshold=3, open_seconds=10
+        )
     assert circuit.state == "open"
     assert may_send(circuit, now=105.0) == "no"
     assert may_send(circuit, now=110.0) == "probe"
-    recovered = after_attempt(circuit, DELIVERED, 110.0, failure_threshold=3, open_seconds=10)
+    recovered = after_attempt(
+        circuit, DELIVERED, 110.0, started=110.0, failure_threshold=3, open_seconds=10
+    )
     assert recovered == CLOSED
 
 
 def test_a_failed_probe_pauses_twice_as_long() -> None:
     circuit = CLOSED
     for _ in range(2):
-        circuit = after_attempt(circuit, RETRY, 0.0, failure_threshold=2, open_seconds=10)
+        circuit = after_attempt(
+            circuit, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10
+        )
     assert circuit.open_until == 10.0
-    circuit = after_attempt(circuit, RETRY, 10.0, failure_threshold=2, open_seconds=10)
+    circuit = after_attempt(
+        circuit, RETRY, 10.0, started=10.0, failure_threshold=2, open_seconds=10
+    )
     assert circuit.state == "open"
     assert circuit.open_until == 30.0
 
 
+def test_sends_already_in_flight_when_it_opened_do_not_lengthen_the_pause() -> None:
+    circuit = CLOSED
+    for _ in range(2):
+        circuit = after_attempt(
+            circuit, RETRY, 5.0, started=4.0, failure_threshold=2, open_seconds=10
+        )
+    assert (circuit.state, circuit.open_until) == ("open", 15.0)
+    # 60 more answers from sends that left before the circuit opened: no news.
+    for _ in range(60):
+        circuit = after_attempt(
+            circuit, RETRY, 6.0, started=4.5, failure_threshold=2, open_seconds=10
+        )
+    assert (circuit.state, circuit.open_until, circuit.open_seconds) == ("open", 15.0, 10)
+
+
 def test_a_success_resets_the_failure_count() -> None:
-    circuit = after_attempt(CLOSED, RETRY, 0.0, failure_threshold=2, open_seconds=10)
-    circuit = after_attempt(circuit, DELIVERED, 0.0, failure_threshold=2, open_seconds=10)
-    circuit = after_attempt(circuit, RETRY, 0.0, failure_threshold=2, open_seconds=10)
+    circuit = after_attempt(CLOSED, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10)
+    circuit = after_attempt(
+        circuit, DELIVERED, 0.0, started=0.0, failure_threshold=2, open_seconds=10
+    )
+    circuit = after_attempt(circuit, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10)
     assert circuit.state == "closed"
 
 
 def test_threshold_zero_never_opens() -> None:
     circuit = CLOSED
     for _ in range(100):
-        circuit = after_attempt(circuit, RETRY, 0.0, failure_threshold=0, open_seconds=10)
+        circuit = after_attempt(
+            circuit, RETRY, 0.0, started=0.0, failure_threshold=0, open_seconds=10
+        )
     assert may_send(circuit, now=0.0) == "yes"
 
 
 def test_gone_disables_until_an_operator_says_otherwise() -> None:
     gone = SendResult(outcome="failed", status_code=410, error="HTTP 410")
-    circuit = after_attempt(CLOSED, gone, 0.0, failure_threshold=20, open_seconds=10)
+    circuit = after_attempt(CLOSED, gone, 0.0, started=0.0, failure_threshold=20, open_seconds=10)
     assert circuit.state == "disabled"
     assert may_send(circuit, now=10**9) == "no"
-    late_success = after_attempt(circuit, DELIVERED, 1.0, failure_threshold=20, open_seconds=10)
+    late_success = after_attempt(
+        circuit, DELIVERED, 1.0, started=1.0, failure_threshold=20, open_seconds=10
+    )
     assert late_success.state == "disabled"
 
 
