@@ -14,10 +14,10 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
+T = TypeVar("T")
 
 # Seconds before each retry: the Standard Webhooks recommendation after the immediate attempt
 # (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
@@ -585,15 +586,26 @@ def _sources(checker: _Checker, value: object) -> dict[str, SourceSettings] | No
     if not table:
         checker.add("sources", "no [sources.*]: nothing can be received")
         return None
-    sources: dict[str, SourceSettings] = {}
+    return _each_named(checker, table, "sources", _source)
+
+
+def _each_named(
+    checker: _Checker,
+    table: Mapping[str, object],
+    section: str,
+    parse: Callable[[_Checker, str, object, str], T | None],
+) -> dict[str, T] | None:
+    """Every `[section.<name>]` table parsed; None if any of them has a problem (each one is
+    still checked, so that every problem is reported)."""
+    parsed: dict[str, T] = {}
     complete = True
     for name, item in table.items():
-        source = _source(checker, name, item, _key("sources", name))
-        if source is None:
+        value = parse(checker, name, item, _key(section, name))
+        if value is None:
             complete = False
         else:
-            sources[name] = source
-    return sources if complete else None
+            parsed[name] = value
+    return parsed if complete else None
 
 
 def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSettings | None:
@@ -753,15 +765,7 @@ def _subscribers(checker: _Checker, value: object) -> dict[str, SubscriberConfig
     table = _table(checker, value, "subscribers")
     if table is None:
         return None
-    subscribers: dict[str, SubscriberConfig] = {}
-    complete = True
-    for name, item in table.items():
-        subscriber = _subscriber(checker, name, item, _key("subscribers", name))
-        if subscriber is None:
-            complete = False
-        else:
-            subscribers[name] = subscriber
-    return subscribers if complete else None
+    return _each_named(checker, table, "subscribers", _subscriber)
 
 
 def _subscriber(checker: _Checker, name: str, value: object, place: str) -> SubscriberConfig | None:

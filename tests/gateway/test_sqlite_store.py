@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,16 +25,22 @@ def event(n: int, subscribers: tuple[str, ...] = ("a", "b")) -> NewEvent:
     )
 
 
+@contextlib.asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
     async def scenario() -> tuple[int, int]:
-        store = SQLiteStore(tmp_path / "gateway.db")
-        await store.open()
-        try:
+        async with opened(tmp_path / "gateway.db") as store:
             outcomes = await asyncio.gather(*(store.accept(event(n)) for n in range(200)))
             assert outcomes == ["accepted"] * 200
             return store.write_counts
-        finally:
-            await store.close()
 
     commits, writes = asyncio.run(scenario())
     assert writes == 200
@@ -42,12 +50,8 @@ def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
 
 def test_concurrent_copies_of_one_event_store_it_once(tmp_path: Path) -> None:
     async def scenario() -> list[str]:
-        store = SQLiteStore(tmp_path / "gateway.db")
-        await store.open()
-        try:
+        async with opened(tmp_path / "gateway.db") as store:
             return list(await asyncio.gather(*(store.accept(event(7)) for _ in range(50))))
-        finally:
-            await store.close()
 
     outcomes = asyncio.run(scenario())
     assert outcomes.count("accepted") == 1
@@ -56,9 +60,7 @@ def test_concurrent_copies_of_one_event_store_it_once(tmp_path: Path) -> None:
 
 def test_a_lease_keeps_a_delivery_from_a_second_worker(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = SQLiteStore(tmp_path / "gateway.db")
-        await store.open()
-        try:
+        async with opened(tmp_path / "gateway.db") as store:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
             first = await store.claim_due(
@@ -74,17 +76,13 @@ def test_a_lease_keeps_a_delivery_from_a_second_worker(tmp_path: Path) -> None:
                 now=now + 31, limit=10, lease_seconds=30, owner="w2", subscriber="a"
             )
             assert [d.delivery_id for d in later] == [first[0].delivery_id]
-        finally:
-            await store.close()
 
     asyncio.run(scenario())
 
 
 def test_released_leases_are_due_at_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = SQLiteStore(tmp_path / "gateway.db")
-        await store.open()
-        try:
+        async with opened(tmp_path / "gateway.db") as store:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
             await store.claim_due(now=now, limit=1, lease_seconds=30, owner="w1", subscriber="a")
@@ -93,17 +91,13 @@ def test_released_leases_are_due_at_once(tmp_path: Path) -> None:
                 now=now, limit=1, lease_seconds=30, owner="w2", subscriber="a"
             )
             assert len(again) == 1
-        finally:
-            await store.close()
 
     asyncio.run(scenario())
 
 
 def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = SQLiteStore(tmp_path / "gateway.db")
-        await store.open()
-        try:
+        async with opened(tmp_path / "gateway.db") as store:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
             (claimed,) = await store.claim_due(
@@ -143,17 +137,13 @@ def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
             assert (dead.event_id, dead.subscriber, dead.attempts) == (claimed.event_id, "a", 2)
             assert dead.last_error == "HTTP 400"
             assert (await store.stats())["dead"] == 1
-        finally:
-            await store.close()
 
     asyncio.run(scenario())
 
 
 def test_quarantine_keeps_the_raw_body_until_released(tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = SQLiteStore(tmp_path / "gateway.db")
-        await store.open()
-        try:
+        async with opened(tmp_path / "gateway.db") as store:
             quarantine_id = await store.quarantine(
                 source="s",
                 received_at=1.0,
@@ -167,8 +157,6 @@ def test_quarantine_keeps_the_raw_body_until_released(tmp_path: Path) -> None:
             assert payload.headers == {"x": "y"}
             assert await store.release_quarantined(quarantine_id, event(3)) == "accepted"
             assert await store.quarantined() == []
-        finally:
-            await store.close()
 
     asyncio.run(scenario())
 
