@@ -1,5 +1,6 @@
-"""The Starlette application: ingress, health, readiness and metrics, around one store and one
-dispatcher that live as long as the app (its lifespan)."""
+"""The ASGI application: the webhook ingress in front of a small Starlette app (health,
+readiness, metrics), around one store and one dispatcher that live as long as the app (its
+lifespan)."""
 
 from __future__ import annotations
 

@@ -126,11 +126,6 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     url: str = "sqlite:///./data/gateway.db"
 
-    @property
-    def sqlite_path(self) -> Path:
-        """The database file of a `sqlite:///<path>` URL (relative to the working directory)."""
-        return Path(self.url.removeprefix(_SQLITE_PREFIX))
-
 
 class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True):
     name: str

@@ -216,10 +216,6 @@ class Store(ABC):
     async def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
         """Keep a subscriber's circuit-breaker state (shared by every gateway process)."""
 
-    @abstractmethod
-    async def event_body(self, event_id: str) -> bytes | None:
-        """The stored canonical event's bytes."""
-
     @property
     @abstractmethod
     def write_counts(self) -> tuple[int, int]:

@@ -534,12 +534,6 @@ class SQLiteStore(Store):
             )
         )
 
-    async def event_body(self, event_id: str) -> bytes | None:
-        row = await self._read(
-            lambda db: db.execute("SELECT body FROM events WHERE id = ?", (event_id,)).fetchone()
-        )
-        return None if row is None else bytes(row[0])
-
     async def stats(self) -> dict[str, int]:
         def job(db: sqlite3.Connection) -> dict[str, int]:
             counts = {"events": db.execute("SELECT COUNT(*) FROM events").fetchone()[0]}

@@ -17,6 +17,7 @@ from gateway.config import (
     RouteConfig,
     load_config,
 )
+from gateway.store.sqlite import sqlite_path_from_url
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "config" / "examples" / "production.toml"
@@ -90,7 +91,7 @@ def test_the_default_config_loads_with_one_source_per_adapter() -> None:
     assert config.sources["finchpay"].tokens
     assert config.sources["account_lifecycle"].currency == "GBP"
     assert config.store.url == "sqlite:///./data/gateway.db"
-    assert config.store.sqlite_path == Path("data/gateway.db")
+    assert sqlite_path_from_url(config.store.url) == Path("data/gateway.db")
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8080)
     audit = config.subscribers["audit-log"]
     assert (audit.name, audit.kind, audit.path) == ("audit-log", "file", Path("data/events.jsonl"))
@@ -124,7 +125,7 @@ def test_the_production_example_loads_with_its_environment() -> None:
     assert ledger.max_in_flight == 32
     assert any(route.types and route.sources is None for route in config.routes)
     assert any(route.sources for route in config.routes)
-    assert config.store.sqlite_path == Path("/var/lib/finrelay/gateway.db")
+    assert sqlite_path_from_url(config.store.url) == Path("/var/lib/finrelay/gateway.db")
     assert config.warnings == ()
 
 
