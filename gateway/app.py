@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from starlette.applications import Starlette
@@ -16,24 +19,42 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.config import GatewayConfig, SubscriberConfig
+from gateway.config import GatewayConfig, SubscriberConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.file import FileTransport
 from gateway.delivery.http import HttpTransport
 from gateway.delivery.transport import Transport
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
-from gateway.logs import flush_logs
+from gateway.logs import configure_logging, flush_logs
 from gateway.metrics import Metrics
 from gateway.request_id import RequestIdMiddleware
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
 
-__all__ = ["build_app", "build_transport"]
+__all__ = ["WORKER_CONFIG_ENV", "build_app", "build_transport", "worker_app"]
 
 log = structlog.get_logger("gateway")
 
 
 LOG_FLUSH_SECONDS = 0.2
+# `serve --workers N` tells each worker its config file here (gateway/cli.py).
+WORKER_CONFIG_ENV = "FINRELAY_WORKER_CONFIG"
+PARENT_CHECK_SECONDS = 1.0
+
+
+def worker_app() -> ASGIApp:
+    """One worker of `serve --workers N`: uvicorn calls this in every worker process."""
+    configure_logging()
+    return build_app(load_config(Path(os.environ[WORKER_CONFIG_ENV])), parent=os.getppid())
+
+
+async def _stop_when_orphaned(parent: int) -> None:
+    """A worker whose parent died (kill -9) would go on serving the port on its own, past any
+    restart of the gateway: it stops as if told to (SIGTERM), finishing what it holds."""
+    while os.getppid() == parent:
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+    log.warning("parent_gone", parent=parent)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _flush_logs_periodically() -> None:
@@ -91,10 +112,13 @@ def _is_webhook_path(path: str) -> bool:
     return path.startswith(WEBHOOK_PREFIX) and bool(name) and "/" not in name
 
 
-def build_app(config: GatewayConfig, store: Store | None = None) -> ASGIApp:
+def build_app(
+    config: GatewayConfig, store: Store | None = None, *, parent: int | None = None
+) -> ASGIApp:
+    """The gateway's ASGI app; `parent` is the pid of the process that started this worker."""
     store = store or open_store(config.store.url)
     metrics = Metrics()
-    metrics.watch_store(lambda: store.write_counts)
+    store.watch_commits(metrics.record_commit)
     transports = {name: build_transport(sub) for name, sub in config.subscribers.items()}
     dispatcher = Dispatcher(store, config.subscribers, transports, metrics)
     ingress = Ingress(config, store, Router(config.routes), metrics, dispatcher.notify)
@@ -123,14 +147,19 @@ def build_app(config: GatewayConfig, store: Store | None = None) -> ASGIApp:
             log.warning("config_warning", detail=warning)
         dispatcher.start()
         flushing = asyncio.create_task(_flush_logs_periodically(), name="log-flusher")
+        watching = None
+        if parent is not None:
+            watching = asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch")
         log.info("started", sources=sorted(config.sources), subscribers=sorted(transports))
         try:
             yield
         finally:
             await dispatcher.stop()
-            flushing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flushing
+            for task in (flushing, watching):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await store.close()
             log.info("stopped")
             flush_logs()

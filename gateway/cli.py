@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -22,7 +24,13 @@ from adapters.errors import AdapterError
 from adapters.registry import ADAPTERS
 from adapters.samples import sample_body
 from adapters.source import SourceSettings
-from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+from gateway.config import (
+    DEFAULT_CONFIG_PATH,
+    MAX_WORKERS,
+    ConfigError,
+    GatewayConfig,
+    load_config,
+)
 from gateway.delivery.circuit import CLOSED
 from gateway.logs import configure_logging
 from gateway.reprocess import ReprocessReport, reprocess_quarantine
@@ -119,31 +127,48 @@ def run_serve(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_PROBLEMS
     server = config.server
-    if args.host is not None or args.port is not None:
+    if args.host is not None or args.port is not None or args.workers is not None:
         server = msgspec.structs.replace(
             server,
             host=args.host if args.host is not None else server.host,
             port=args.port if args.port is not None else server.port,
+            workers=args.workers if args.workers is not None else server.workers,
         )
         config = msgspec.structs.replace(config, server=server)
-    configure_logging()
     # Imported here: the server stack is only needed by this command.
     import uvicorn
 
-    from gateway.app import build_app
+    from gateway.app import WORKER_CONFIG_ENV, build_app
 
-    uvicorn.run(
-        build_app(config),
-        host=server.host,
-        port=server.port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
+    options = {
+        "host": server.host,
+        "port": server.port,
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 on its own; only
         # server.trusted_proxies decides that (gateway/ingress.py: client_address).
-        proxy_headers=False,
-        timeout_graceful_shutdown=10,
-    )
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if server.workers == 1:
+        configure_logging()
+        uvicorn.run(build_app(config), **options)  # type: ignore[arg-type]
+        return EXIT_OK
+    # Each worker loads the same file (it was checked above) and builds its own app. Counters
+    # go to files in a directory of this run's, which any worker adds up for /metrics.
+    metrics_directory = tempfile.mkdtemp(prefix="finrelay-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
+    os.environ[WORKER_CONFIG_ENV] = str(args.config.resolve())
+    try:
+        uvicorn.run(
+            "gateway.app:worker_app",
+            factory=True,
+            workers=server.workers,
+            **options,  # type: ignore[arg-type]
+        )
+    finally:
+        shutil.rmtree(metrics_directory, ignore_errors=True)
     return EXIT_OK
 
 
@@ -342,6 +367,16 @@ def _config_path(text: str) -> Path:
     return Path(text)
 
 
+def _positive_workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_WORKERS}, not {workers}")
+    return workers
+
+
 def _add_config_option(parser: argparse.ArgumentParser) -> None:
     default = os.environ.get("GATEWAY_CONFIG") or str(DEFAULT_CONFIG_PATH)
     parser.add_argument(
@@ -403,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(serve)
     serve.add_argument("--host", help="listen on this address instead of server.host")
     serve.add_argument("--port", type=int, help="listen on this port instead of server.port")
+    serve.add_argument(
+        "--workers",
+        type=_positive_workers,
+        help="run this many worker processes instead of server.workers",
+    )
     serve.set_defaults(handler=run_serve)
 
     reprocess = commands.add_parser(

@@ -73,7 +73,9 @@ _QUERY_PARAMETER = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+")
 
 _SECTIONS = ("server", "store", "sources", "subscribers", "routes")
-_SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies")
+_SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers")
+# More worker processes than this is a typo, not a machine.
+MAX_WORKERS = 64
 _STORE_KEYS = ("url",)
 _SOURCE_KEYS = (
     "adapter",
@@ -121,6 +123,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     max_body_bytes: int = 1_048_576
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Processes serving the port, each with its own ingress and dispatcher on the shared store.
+    workers: int = 1
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -523,6 +527,10 @@ def _server(checker: _Checker, value: object) -> ServerConfig | None:
     if "max_body_bytes" in table:
         settings["max_body_bytes"] = _integer(
             checker, table["max_body_bytes"], _key(place, "max_body_bytes"), 1
+        )
+    if "workers" in table:
+        settings["workers"] = _integer(
+            checker, table["workers"], _key(place, "workers"), 1, MAX_WORKERS
         )
     if "trusted_proxies" in table:
         settings["trusted_proxies"] = _networks(

@@ -2,21 +2,28 @@
 
 Label values come from the config (source and subscriber names), never from the request: an
 attacker posting to a million made-up source names must not create a million time series.
+
+With `serve --workers N` every worker counts in its own process, and prometheus_client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the parent before the workers start) keeps
+the counts in files that whichever worker answers the scrape adds up. The backlog gauges are
+not counts: they are read from the shared store at scrape time, so they are the same whoever
+answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
@@ -78,45 +85,60 @@ class Metrics:
             registry=r,
         )
 
-        self.queue_depth = Gauge(
-            "finrelay_delivery_queue_depth",
-            "Pending deliveries (due or scheduled for a retry)",
-            ["subscriber"],
-            registry=r,
+        self.store_commits = Counter(
+            "finrelay_store_commits", "Store transactions committed (each one fsync)", registry=r
         )
-        self.oldest_pending = Gauge(
-            "finrelay_delivery_oldest_pending_seconds",
-            "Age of the oldest pending delivery",
-            ["subscriber"],
-            registry=r,
+        self.store_writes = Counter(
+            "finrelay_store_writes", "Store writes carried by those transactions", registry=r
         )
+        self._backlog = _Backlog()
+        self.registry.register(self._backlog)
 
     def set_backlog(
         self, subscribers: Iterable[str], backlog: Mapping[str, tuple[int, float]], now: float
     ) -> None:
         """Queue depth and oldest pending age per configured subscriber (0 when idle)."""
-        for name in subscribers:
-            depth, oldest = backlog.get(name, (0, now))
-            self.queue_depth.labels(subscriber=name).set(depth)
-            self.oldest_pending.labels(subscriber=name).set(max(0.0, now - oldest))
+        self._backlog.values = {
+            name: (depth, max(0.0, now - oldest))
+            for name in subscribers
+            for depth, oldest in [backlog.get(name, (0, now))]
+        }
 
-    def watch_store(self, write_counts: Callable[[], tuple[int, int]]) -> None:
-        """Expose the store's commit and write counters (group commit: writes per commit)."""
-        self.registry.register(_StoreWrites(write_counts))
+    def record_commit(self, writes: int) -> None:
+        """A store commit that carried `writes` writes (called from the store's writer)."""
+        self.store_commits.inc()
+        self.store_writes.inc(writes)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        # This worker's counters are in the directory with everyone else's.
+        registry = CollectorRegistry(auto_describe=True)
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        registry.register(self._backlog)
+        return generate_latest(registry)
 
 
-class _StoreWrites(Collector):
-    def __init__(self, write_counts: Callable[[], tuple[int, int]]) -> None:
-        self._write_counts = write_counts
+class _Backlog(Collector):
+    """The delivery backlog as the last scrape read it from the store."""
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        commits, writes = self._write_counts()
-        yield CounterMetricFamily(
-            "finrelay_store_commits", "Store transactions committed (each one fsync)", commits
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[int, float]] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "finrelay_delivery_queue_depth",
+            "Pending deliveries (due or scheduled for a retry)",
+            labels=["subscriber"],
         )
-        yield CounterMetricFamily(
-            "finrelay_store_writes", "Store writes carried by those transactions", writes
+        oldest = GaugeMetricFamily(
+            "finrelay_delivery_oldest_pending_seconds",
+            "Age of the oldest pending delivery",
+            labels=["subscriber"],
         )
+        for name, (count, age) in sorted(self.values.items()):
+            depth.add_metric([name], count)
+            oldest.add_metric([name], age)
+        yield depth
+        yield oldest

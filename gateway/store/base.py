@@ -14,7 +14,7 @@ Times are unix seconds (float) throughout: every backend stores and compares the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import msgspec
@@ -220,7 +220,12 @@ class Store(ABC):
     @abstractmethod
     def write_counts(self) -> tuple[int, int]:
         """(transactions committed, writes they carried) since open: their ratio is the group
-        commit's batch size, shown in /metrics."""
+        commit's batch size."""
+
+    @abstractmethod
+    def watch_commits(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(writes)` after every commit, from whatever thread committed (for
+        /metrics, which sums it over every gateway process)."""
 
     @abstractmethod
     async def stats(self) -> dict[str, int]:

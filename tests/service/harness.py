@@ -147,6 +147,15 @@ class GatewayProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def logs_once_they_say(self, text: str, timeout: float = 5.0) -> str:
+        """The log once `text` is in it: the gateway writes its log lines every 200 ms."""
+        deadline = time.monotonic() + timeout
+        while text not in (logs := self.logs()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged within {timeout} s")
+            time.sleep(0.05)
+        return logs
+
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         """Read the store directly, as an operator with sqlite3 would."""
         with sqlite3.connect(self.database) as db:

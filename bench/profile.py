@@ -1,0 +1,159 @@
+"""Where `gateway serve` spends its CPU under ingest load: py-spy, summarized.
+
+Starts the gateway as `bench/ingest.py` does (SQLite store, every adapter as a source, one route
+to a file subscriber), saturates it with wrk for --seconds, and meanwhile samples every process
+of the gateway with `py-spy record --format raw` (collapsed stacks). Prints, per process and
+thread, its share of the samples, then the functions with the most samples (inclusive, and
+self) over all of them. This is the evidence behind the README's "what limits it".
+
+py-spy is not a dependency of the gateway; the script installs it into the running interpreter's
+environment with pip when it is missing.
+
+    .venv/bin/python bench/profile.py                 # 8 s of wrk, 100 samples/s
+    .venv/bin/python bench/profile.py --keep          # also keeps the raw stacks (profile.txt)
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (
+    FILE_SUBSCRIBER,
+    ensure_wrk,
+    exit_on_sigterm,
+    gateway_config,
+    gateway_service,
+    machine_line,
+    provider_requests,
+    run_wrk,
+    scratch,
+    write_wrk_inputs,
+)
+
+
+def ensure_py_spy() -> str:
+    beside = Path(sys.executable).with_name("py-spy")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    print("# py-spy not found: pip install py-spy", flush=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
+    return str(beside)
+
+
+def children(pid: int) -> list[int]:
+    """`pid` and every process under it (the gateway may run workers)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "children").read_text()
+        except OSError:
+            continue
+        for child in text.split():
+            found += children(int(child))
+    return found
+
+
+def summarize(stacks: dict[int, list[tuple[str, int]]], top: int) -> None:
+    total = sum(count for lines in stacks.values() for _, count in lines)
+    if not total:
+        print("no samples")
+        return
+    print(f"\n{total} samples")
+    print("\nby process and thread:")
+    for pid, lines in stacks.items():
+        threads: collections.Counter[str] = collections.Counter()
+        for stack, count in lines:
+            threads[stack.split(";", 1)[0]] += count
+        for thread, count in threads.most_common():
+            print(f"  {pid:>7} {count / total:6.1%}  {thread[:90]}")
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    for lines in stacks.values():
+        for stack, count in lines:
+            frames = stack.split(";")[1:]
+            for frame in set(frames):
+                inclusive[frame] += count
+            if frames:
+                own[frames[-1]] += count
+    print(f"\ntop {top} inclusive:")
+    for frame, count in inclusive.most_common(top):
+        print(f"  {count / total:6.1%}  {frame[:110]}")
+    print(f"\ntop {top} self:")
+    for frame, count in own.most_common(top):
+        print(f"  {count / total:6.1%}  {frame[:110]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--idle", action="store_true", help="count idle (waiting) samples too")
+    parser.add_argument("--keep", action="store_true")
+    arguments = parser.parse_args()
+    exit_on_sigterm()
+    print(machine_line("bench/profile.py"))
+    wrk = ensure_wrk()
+    py_spy = ensure_py_spy()
+    count = int(arguments.seconds * 15_000)
+    with scratch(arguments.keep, "finrelay-profile-") as directory:
+        script = write_wrk_inputs(directory, provider_requests(count), threads=2)
+        gateway = gateway_service(directory / "gateway", gateway_config(FILE_SUBSCRIBER)).start()
+        try:
+            pids = children(gateway.pid)
+            recorders = []
+            for pid in pids:
+                argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--threads"]
+                argv += ["--rate", str(arguments.rate), "--duration", f"{arguments.seconds:g}"]
+                argv += ["--output", str(directory / f"profile.{pid}.txt"), "--nonblocking"]
+                if arguments.idle:
+                    argv.append("--idle")
+                recorders.append(
+                    subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                )
+            time.sleep(0.5)
+            figures = run_wrk(
+                wrk,
+                gateway.url + "/",
+                script,
+                threads=2,
+                connections=arguments.connections,
+                duration=arguments.seconds,
+            )
+            for recorder in recorders:
+                recorder.wait(timeout=60)
+        finally:
+            gateway.stop()
+        print(f"wrk: {figures.get('requests', 0) / arguments.seconds:.0f} requests/s")
+        stacks: dict[int, list[tuple[str, int]]] = {}
+        for pid in pids:
+            path = directory / f"profile.{pid}.txt"
+            if not path.exists():
+                continue
+            lines = []
+            for line in path.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                if count.isdigit():
+                    lines.append((stack, int(count)))
+            stacks[pid] = lines
+        summarize(stacks, arguments.top)
+        if arguments.keep:
+            print(f"\nraw stacks kept in {directory}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
