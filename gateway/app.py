@@ -31,21 +31,31 @@ from gateway.request_id import RequestIdMiddleware
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
 
-__all__ = ["WORKER_CONFIG_ENV", "build_app", "build_transport", "worker_app"]
+__all__ = [
+    "WORKER_CONFIG_ENV",
+    "WORKER_PARENT_ENV",
+    "build_app",
+    "build_transport",
+    "worker_app",
+]
 
 log = structlog.get_logger("gateway")
 
 
 LOG_FLUSH_SECONDS = 0.2
-# `serve --workers N` tells each worker its config file here (gateway/cli.py).
+# `serve --workers N` tells each worker its config file, and its own pid, here (gateway/cli.py).
 WORKER_CONFIG_ENV = "FINRELAY_WORKER_CONFIG"
+WORKER_PARENT_ENV = "FINRELAY_WORKER_PARENT"
 PARENT_CHECK_SECONDS = 1.0
 
 
 def worker_app() -> ASGIApp:
     """One worker of `serve --workers N`: uvicorn calls this in every worker process."""
     configure_logging()
-    return build_app(load_config(Path(os.environ[WORKER_CONFIG_ENV])), parent=os.getppid())
+    # The parent's pid as it gave it: os.getppid() here would already be 1 if it died while
+    # this worker was starting.
+    parent = int(os.environ[WORKER_PARENT_ENV])
+    return build_app(load_config(Path(os.environ[WORKER_CONFIG_ENV])), parent=parent)
 
 
 async def _stop_when_orphaned(parent: int) -> None:

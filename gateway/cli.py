@@ -138,7 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # Imported here: the server stack is only needed by this command.
     import uvicorn
 
-    from gateway.app import WORKER_CONFIG_ENV, build_app
+    from gateway.app import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, build_app
 
     options = {
         "host": server.host,
@@ -160,6 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
     metrics_directory = tempfile.mkdtemp(prefix="finrelay-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
     os.environ[WORKER_CONFIG_ENV] = str(args.config.resolve())
+    os.environ[WORKER_PARENT_ENV] = str(os.getpid())
     try:
         uvicorn.run(
             "gateway.app:worker_app",

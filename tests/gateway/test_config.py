@@ -159,6 +159,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert config.server.port == 8080
     assert config.server.max_body_bytes == 1_048_576
     assert config.server.trusted_proxies == ()
+    assert config.server.workers == 1
     assert config.store.url == "sqlite:///./data/gateway.db"
     source = config.sources["finchpay"]
     assert source.token_param == "token"
@@ -524,6 +525,18 @@ CASES: dict[str, tuple[str, str]] = {
     "max_body_bytes zero": (
         "[server]\nmax_body_bytes = 0\n" + MINIMAL,
         "server.max_body_bytes: must be at least 1, not 0",
+    ),
+    "workers zero": (
+        "[server]\nworkers = 0\n" + MINIMAL,
+        "server.workers: must be from 1 to 64, not 0",
+    ),
+    "workers past the bound": (
+        "[server]\nworkers = 65\n" + MINIMAL,
+        "server.workers: must be from 1 to 64, not 65",
+    ),
+    "workers a string": (
+        '[server]\nworkers = "2"\n' + MINIMAL,
+        "server.workers: expected an integer, got a string",
     ),
     "trusted_proxies not a list": (
         '[server]\ntrusted_proxies = "10.0.0.0/8"\n' + MINIMAL,

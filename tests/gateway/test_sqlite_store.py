@@ -179,3 +179,27 @@ def test_an_unopenable_database_is_unavailable(tmp_path: Path) -> None:
             await store.open()
 
     asyncio.run(scenario())
+
+
+def test_two_stores_on_one_database_accept_each_event_once(tmp_path: Path) -> None:
+    """Two gateway workers' stores: one writer at a time (the writer lock), and a copy of an
+    event racing the original through the other store is still a duplicate."""
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        async with (
+            opened(tmp_path / "gateway.db") as first,
+            opened(tmp_path / "gateway.db") as second,
+        ):
+            both = await asyncio.gather(
+                asyncio.gather(*(first.accept(event(n)) for n in range(300))),
+                asyncio.gather(*(second.accept(event(n)) for n in range(150, 450))),
+            )
+            return list(both[0]), list(both[1])
+
+    from_first, from_second = asyncio.run(scenario())
+    outcomes = {
+        n: [*([from_first[n]] if n < 300 else []), *([from_second[n - 150]] if n >= 150 else [])]
+        for n in range(450)
+    }
+    for n, seen in outcomes.items():
+        assert sorted(seen) == (["accepted", "duplicate"] if 150 <= n < 300 else ["accepted"])

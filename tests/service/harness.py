@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -74,9 +74,14 @@ class GatewayProcess:
     """One gateway process in its own working directory (its ./data is the store)."""
 
     def __init__(
-        self, workdir: Path, config: str = BASE_CONFIG, env: Mapping[str, str] | None = None
+        self,
+        workdir: Path,
+        config: str = BASE_CONFIG,
+        env: Mapping[str, str] | None = None,
+        serve_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
+        self.serve_args = list(serve_args)
         self.config_path = workdir / "gateway.toml"
         self.config_path.write_text(config)
         self.log_path = workdir / "gateway.log"
@@ -105,6 +110,7 @@ class GatewayProcess:
                     str(self.config_path),
                     "--port",
                     str(self.port),
+                    *self.serve_args,
                 ],
                 cwd=self.workdir,
                 stdout=log,

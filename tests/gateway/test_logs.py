@@ -1,0 +1,78 @@
+"""The log writer: whole lines, at most PIPE_BUF bytes a write, in order, never raising."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import logs
+
+
+@pytest.fixture
+def pipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[bytes]]]:
+    """stdout replaced by a pipe; each write the logger makes, as the reader got it."""
+    read_end, write_end = os.pipe()
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def recording_write(fd: int, data: bytes | memoryview) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(logs, "_STDOUT_FD", write_end)
+    monkeypatch.setattr(logs.os, "write", recording_write)
+    drained: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: drained.extend(iter(lambda: os.read(read_end, 65536), b""))
+    )
+    reader.start()
+    try:
+        yield write_end, writes
+    finally:
+        os.close(write_end)
+        reader.join(timeout=5)
+        os.close(read_end)
+    assert b"".join(drained) == b"".join(writes)
+
+
+# The pipe outlives the examples on purpose: each example checks only its own writes.
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(sizes=st.lists(st.integers(min_value=0, max_value=3 * select.PIPE_BUF), max_size=80))
+def test_lines_are_written_whole_and_in_order(
+    sizes: list[int], pipe: tuple[int, list[bytes]]
+) -> None:
+    _, all_writes = pipe
+    start = len(all_writes)
+    logger = logs.DroppingBytesLogger()
+    lines = [b"%d:" % n + b"x" * size for n, size in enumerate(sizes)]
+    for line in lines:
+        logger.msg(line)
+    logs.flush_logs()
+
+    writes = all_writes[start:]
+    assert b"".join(writes) == b"".join(line + b"\n" for line in lines)
+    for write in writes:
+        assert write.endswith(b"\n")
+        # More than PIPE_BUF only for a single line that long by itself.
+        assert len(write) <= select.PIPE_BUF or write.count(b"\n") == 1
+
+
+def test_a_failing_stdout_drops_lines_instead_of_raising(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # writing now fails (EPIPE)
+    monkeypatch.setattr(logs, "_STDOUT_FD", write_end)
+    before = logs.DroppingBytesLogger.dropped
+    logger = logs.DroppingBytesLogger()
+    for n in range(3):
+        logger.msg(b"line %d" % n)
+    logs.flush_logs()
+    os.close(write_end)
+    assert logs.DroppingBytesLogger.dropped == before + 3
