@@ -177,13 +177,14 @@ class Service:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def gateway_service(workdir: Path, config: str, name: str = "gateway") -> Service:
+def gateway_service(workdir: Path, config: str, name: str = "gateway", workers: int = 1) -> Service:
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "gateway.toml"
     config_path.write_text(config)
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
-    return Service(name, [*argv, "--port", str(port)], workdir, port)
+    argv += ["--port", str(port), "--workers", str(workers)]
+    return Service(name, argv, workdir, port)
 
 
 def bare_service(workdir: Path) -> Service:
@@ -223,24 +224,45 @@ def exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a process in KiB, from /proc/<pid>/status."""
-    values = {"VmRSS": 0, "VmHWM": 0}
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live process under it (`gateway serve --workers N` has N workers)."""
+    found = [pid]
     with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in values:
-                values[key] = int(rest.split()[0])
-    return values["VmRSS"], values["VmHWM"]
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    found += process_tree(int(child))
+    return found
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) in KiB of a process and its descendants, summed, from /proc/*/status.
+    With workers, the summed VmHWM is an upper bound of the peak (each peaks at its own time)."""
+    rss = hwm = 0
+    for member in process_tree(pid):
+        values = {"VmRSS": 0, "VmHWM": 0}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                key, _, rest = line.partition(":")
+                if key in values:
+                    values[key] = int(rest.split()[0])
+        rss += values["VmRSS"]
+        hwm += values["VmHWM"]
+    return rss, hwm
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc/<pid>/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process and its live descendants, /proc/*/stat."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            if member == pid:
+                return float("nan")
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 # HTTP for control (metrics, readiness, subscriber stats): the standard library is enough.

@@ -54,6 +54,7 @@ from bench._common import (
     closed_loop,
     code_changed_note,
     code_version,
+    cpu_count,
     exit_on_sigterm,
     free_port,
     gateway_config,
@@ -141,6 +142,12 @@ def main() -> None:
     parser.add_argument("--chunk-timeout", type=float, default=900.0, help="seconds per chunk")
     parser.add_argument("--drain-timeout", type=float, default=1800.0)
     parser.add_argument("--quick", action="store_true", help="5,000 events, a smoke run")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=cpu_count(),
+        help="gateway worker processes (serve --workers; default: the CPUs, here %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.quick:
@@ -184,6 +191,7 @@ def main() -> None:
                     circuit_breaker_seconds=circuit_seconds,
                 )
             ),
+            workers=args.workers,
         )
         try:
             if args.down == "503":

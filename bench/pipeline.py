@@ -50,6 +50,7 @@ from bench._common import (
     closed_loop,
     code_changed_note,
     code_version,
+    cpu_count,
     cpu_seconds,
     exit_on_sigterm,
     fmt,
@@ -150,6 +151,7 @@ def run_pipeline(
     gateway = gateway_service(
         workdir / "gateway",
         gateway_config(http_subscriber(f"{subscriber.url}/events", secret)),
+        workers=args.workers,
     )
     if mode == "sustained":
         requests = provider_requests(int(args.requests_per_second * args.duration))
@@ -263,6 +265,12 @@ def main() -> None:
         help="pre-signed canonical events per second of --duration, for the baseline",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=cpu_count(),
+        help="gateway worker processes (serve --workers; default: the CPUs, here %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:

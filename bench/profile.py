@@ -28,11 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     FILE_SUBSCRIBER,
+    cpu_count,
     ensure_wrk,
     exit_on_sigterm,
     gateway_config,
     gateway_service,
     machine_line,
+    process_tree,
     provider_requests,
     run_wrk,
     scratch,
@@ -50,19 +52,6 @@ def ensure_py_spy() -> str:
     print("# py-spy not found: pip install py-spy", flush=True)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
     return str(beside)
-
-
-def children(pid: int) -> list[int]:
-    """`pid` and every process under it (the gateway may run workers)."""
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            text = (task / "children").read_text()
-        except OSError:
-            continue
-        for child in text.split():
-            found += children(int(child))
-    return found
 
 
 def summarize(stacks: dict[int, list[tuple[str, int]]], top: int) -> None:
@@ -102,6 +91,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--idle", action="store_true", help="count idle (waiting) samples too")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=cpu_count(),
+        help="gateway worker processes (serve --workers; default: the CPUs, here %(default)s)",
+    )
     parser.add_argument("--keep", action="store_true")
     arguments = parser.parse_args()
     exit_on_sigterm()
@@ -111,9 +106,11 @@ def main() -> None:
     count = int(arguments.seconds * 15_000)
     with scratch(arguments.keep, "finrelay-profile-") as directory:
         script = write_wrk_inputs(directory, provider_requests(count), threads=2)
-        gateway = gateway_service(directory / "gateway", gateway_config(FILE_SUBSCRIBER)).start()
+        gateway = gateway_service(
+            directory / "gateway", gateway_config(FILE_SUBSCRIBER), workers=arguments.workers
+        ).start()
         try:
-            pids = children(gateway.pid)
+            pids = process_tree(gateway.pid)
             recorders = []
             for pid in pids:
                 argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--threads"]
