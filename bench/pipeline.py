@@ -50,7 +50,6 @@ from bench._common import (
     closed_loop,
     code_changed_note,
     code_version,
-    cpu_count,
     cpu_seconds,
     exit_on_sigterm,
     fmt,
@@ -268,8 +267,8 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=cpu_count(),
-        help="gateway worker processes (serve --workers; default: the CPUs, here %(default)s)",
+        default=1,
+        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()

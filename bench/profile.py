@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     FILE_SUBSCRIBER,
-    cpu_count,
     ensure_wrk,
     exit_on_sigterm,
     gateway_config,
@@ -94,8 +93,8 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=cpu_count(),
-        help="gateway worker processes (serve --workers; default: the CPUs, here %(default)s)",
+        default=1,
+        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
     )
     parser.add_argument("--keep", action="store_true")
     arguments = parser.parse_args()
