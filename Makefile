@@ -27,16 +27,18 @@ bench: $(STAMP)
 	$(BIN)/python bench/adapters.py
 
 # The service benchmarks (several minutes; see bench/README.md). The full outage run is
-# `bench/outage.py` without --events: 1,000,000 events, about 45 minutes here.
+# `bench/outage.py` without --events: 1,000,000 events, about 23 minutes here.
 bench-service: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/http_client.py
 	$(BIN)/python bench/outage.py --events 200000
 
 bench-quick: $(STAMP)
 	$(BIN)/python bench/adapters.py --rounds 3 --number 2000
 	$(BIN)/python bench/ingest.py --quick
 	$(BIN)/python bench/pipeline.py --quick
+	$(BIN)/python bench/http_client.py --quick
 	$(BIN)/python bench/outage.py --quick
 
 clean:

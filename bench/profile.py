@@ -11,6 +11,11 @@ environment with pip when it is missing.
 
     .venv/bin/python bench/profile.py                 # 8 s of wrk, 100 samples/s
     .venv/bin/python bench/profile.py --keep          # also keeps the raw stacks (profile.txt)
+
+Two experiments that bound what the gateway could reach, printed with the same wrk figure:
+`--no-routes` (events are stored but go to no subscriber: ingest alone) and `--free-store`
+(bench/_free_store.py: `accept` writes nothing, so neither storing nor delivery costs anything;
+one worker only).
 """
 
 from __future__ import annotations
@@ -96,6 +101,10 @@ def main() -> None:
         default=1,
         help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
     )
+    parser.add_argument("--no-routes", action="store_true", help="store, deliver nothing")
+    parser.add_argument(
+        "--free-store", action="store_true", help="accept writes nothing (bench/_free_store.py)"
+    )
     parser.add_argument("--keep", action="store_true")
     arguments = parser.parse_args()
     exit_on_sigterm()
@@ -105,9 +114,15 @@ def main() -> None:
     count = int(arguments.seconds * 15_000)
     with scratch(arguments.keep, "finrelay-profile-") as directory:
         script = write_wrk_inputs(directory, provider_requests(count), threads=2)
-        gateway = gateway_service(
-            directory / "gateway", gateway_config(FILE_SUBSCRIBER), workers=arguments.workers
-        ).start()
+        config = gateway_config(FILE_SUBSCRIBER)
+        if arguments.no_routes:
+            config = config[: config.index("[[routes]]")]
+        gateway = gateway_service(directory / "gateway", config, workers=arguments.workers)
+        if arguments.free_store:
+            if arguments.workers != 1:
+                parser.error("--free-store runs one worker")
+            gateway.argv[1:4] = [str(Path(__file__).with_name("_free_store.py"))]
+        gateway.start()
         try:
             pids = process_tree(gateway.pid)
             recorders = []
@@ -133,7 +148,20 @@ def main() -> None:
                 recorder.wait(timeout=60)
         finally:
             gateway.stop()
-        print(f"wrk: {figures.get('requests', 0) / arguments.seconds:.0f} requests/s")
+        variant = " ".join(
+            flag
+            for flag, on in (
+                (f"--workers {arguments.workers}", True),
+                ("--no-routes", arguments.no_routes),
+                ("--free-store", arguments.free_store),
+            )
+            if on
+        )
+        rate = figures.get("requests", 0) / arguments.seconds
+        print(
+            f"wrk: {rate:.0f} requests/s answered ({variant};"
+            f" non-2xx {figures['status']:.0f})"
+        )
         stacks: dict[int, list[tuple[str, int]]] = {}
         for pid in pids:
             path = directory / f"profile.{pid}.txt"

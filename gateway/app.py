@@ -25,7 +25,7 @@ from gateway.delivery.file import FileTransport
 from gateway.delivery.http import HttpTransport
 from gateway.delivery.transport import Transport
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
-from gateway.logs import configure_logging, flush_logs
+from gateway.logs import DroppingBytesLogger, configure_logging, flush_logs
 from gateway.metrics import Metrics
 from gateway.request_id import RequestIdMiddleware
 from gateway.routing import Router
@@ -67,10 +67,17 @@ async def _stop_when_orphaned(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-async def _flush_logs_periodically() -> None:
+async def _flush_logs_periodically(metrics: Metrics) -> None:
+    """Write the waiting log lines every LOG_FLUSH_SECONDS, and count the ones that could not
+    be written (a full disk) in /metrics."""
+    reported = DroppingBytesLogger.dropped
     while True:
         await asyncio.sleep(LOG_FLUSH_SECONDS)
         flush_logs()
+        dropped = DroppingBytesLogger.dropped
+        if dropped > reported:
+            metrics.log_lines_dropped.inc(dropped - reported)
+            reported = dropped
 
 
 def build_transport(subscriber: SubscriberConfig) -> Transport:
@@ -156,7 +163,7 @@ def build_app(
         for warning in config.warnings:
             log.warning("config_warning", detail=warning)
         dispatcher.start()
-        flushing = asyncio.create_task(_flush_logs_periodically(), name="log-flusher")
+        flushing = asyncio.create_task(_flush_logs_periodically(metrics), name="log-flusher")
         watching = None
         if parent is not None:
             watching = asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch")

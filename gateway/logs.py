@@ -26,8 +26,8 @@ class DroppingBytesLogger:
     Logs share the disk with the store: on a full disk, a log write raising inside a request
     would turn the honest 503 into a 500. A lost log line is the lesser harm; `dropped` counts
     them. Lines are not written one by one (a system call per request was 11% of the event
-    loop): `flush_logs` runs every 200 ms, or sooner when 64 KiB are waiting, so a crash loses
-    at most that much of the log.
+    loop): `flush_logs` runs every 200 ms, or sooner when 256 lines (about 64 KiB) are waiting,
+    so a crash loses at most that much of the log.
 
     Several worker processes share one stdout, so every write is whole lines of at most
     PIPE_BUF bytes, which a pipe never interleaves with another writer's (nor does a file

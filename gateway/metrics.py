@@ -84,6 +84,11 @@ class Metrics:
             ["subscriber"],
             registry=r,
         )
+        self.log_lines_dropped = Counter(
+            "finrelay_log_lines_dropped",
+            "Log lines that could not be written to stdout (a full disk), so were dropped",
+            registry=r,
+        )
 
         self.store_commits = Counter(
             "finrelay_store_commits", "Store transactions committed (each one fsync)", registry=r

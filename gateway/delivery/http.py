@@ -40,9 +40,9 @@ class HttpTransport(Transport):
     with a pool of `max_in_flight` connections.
 
     httpcore's pool (1.0.9) polls every connection it holds on every request it assigns
-    (httpcore PR #928, open). At 64 connections that cost 4 ms of CPU per request and capped a
-    subscriber at ~250 deliveries/s; 64 one-connection clients did the same work at 0.55 ms
-    (measured in the same run, see README "Benchmarks"). The dispatcher never has more than
+    (httpcore PR #928, open). With 64 connections on uvloop that cost 1.15 ms of CPU per
+    request; 64 one-connection clients sent the same deliveries for 0.49 ms, 2.4 times as many
+    per second (bench/http_client.py, both in one run). The dispatcher never has more than
     `max_in_flight` sends under way, so the stack never grows past that; the most recently
     used client is taken first, so the connections in use stay warm and the rest expire.
     """

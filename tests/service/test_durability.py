@@ -90,6 +90,14 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+def _log_lines_dropped(gateway: GatewayProcess) -> float:
+    text = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("finrelay_log_lines_dropped_total "):
+            return float(line.split()[1])
+    raise AssertionError("finrelay_log_lines_dropped_total is not in /metrics")
+
+
 def test_full_disk_answers_503_and_recovers(tiny_disk: Path) -> None:
     gateway = GatewayProcess(tiny_disk).start()
     try:
@@ -121,6 +129,11 @@ def test_full_disk_answers_503_and_recovers(tiny_disk: Path) -> None:
         for answer in answers:
             if answer.status_code == 503:
                 assert answer.json() == {"error": "unavailable"}
+        # The log is on the full disk too: its lines are dropped, and counted, not raised.
+        deadline = time.monotonic() + 5
+        while _log_lines_dropped(gateway) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _log_lines_dropped(gateway) > 0
 
         filler.unlink()
         recovered = gateway.post(
