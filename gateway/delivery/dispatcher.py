@@ -70,6 +70,24 @@ class _Subscriber:
 _circuit_decoder = msgspec.json.Decoder(CircuitState)
 
 
+def _pid_of(owner: str, host: str) -> int | None:
+    """The pid in a lease owner `host:pid:dispatcher` of this host, else None."""
+    owner_host, separator, rest = owner.rpartition(":")[0].rpartition(":")
+    if not separator or owner_host != host or not rest.isdigit():
+        return None
+    return int(rest)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: running
+    return True
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -106,7 +124,28 @@ class Dispatcher:
         """Run the dispatch loop in the background until `stop`."""
         self._running = asyncio.create_task(self.run(), name="dispatcher")
 
+    async def _release_leases_of_the_dead(self) -> None:
+        """Give back the leases of gateway processes on this host that no longer run (killed,
+        or out of memory), so their deliveries go out now rather than when the leases run out.
+
+        A process on another host, or one this cannot tell is gone, keeps its leases until they
+        expire: a pid reused by a live process looks alive, which only means waiting.
+        """
+        host = socket.gethostname()
+        try:
+            owners = await self._store.lease_owners()
+        except StoreUnavailable:
+            return  # the leases still expire
+        for owner in owners:
+            pid = _pid_of(owner, host)
+            if pid is None or pid == os.getpid() or _is_running(pid):
+                continue
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.release_leases(owner)
+                log.info("leases_released", owner=owner, reason="owner is not running")
+
     async def run(self) -> None:
+        await self._release_leases_of_the_dead()
         backoff = STORE_BACKOFF_SECONDS
         while not self._stopping:
             # Cleared before claiming: a notify from here on means work the claim may have missed.

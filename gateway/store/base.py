@@ -164,6 +164,10 @@ class Store(ABC):
         """Give back every lease `owner` holds (a clean shutdown), so others need not wait."""
 
     @abstractmethod
+    async def lease_owners(self) -> Sequence[str]:
+        """Who holds leases on pending deliveries now (to find the ones a crash left behind)."""
+
+    @abstractmethod
     async def record_attempt(
         self,
         attempt: Attempt,

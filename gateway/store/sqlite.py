@@ -469,6 +469,15 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
+    async def lease_owners(self) -> Sequence[str]:
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT DISTINCT lease_owner FROM deliveries"
+                " WHERE state = 'pending' AND lease_owner IS NOT NULL"
+            ).fetchall()
+        )
+        return [str(row[0]) for row in rows]
+
     async def release_leases(self, owner: str) -> None:
         await self._write(
             lambda db: db.execute(

@@ -86,11 +86,14 @@ def test_released_leases_are_due_at_once(tmp_path: Path) -> None:
             await store.accept(event(1, ("a",)))
             now = time.time() + 1
             await store.claim_due(now=now, limit=1, lease_seconds=30, owner="w1", subscriber="a")
+            assert await store.lease_owners() == ["w1"]
             await store.release_leases("w1")
+            assert await store.lease_owners() == []
             again = await store.claim_due(
                 now=now, limit=1, lease_seconds=30, owner="w2", subscriber="a"
             )
             assert len(again) == 1
+            assert await store.lease_owners() == ["w2"]
 
     asyncio.run(scenario())
 
