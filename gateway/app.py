@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.config import GatewayConfig, SubscriberConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
@@ -93,35 +93,15 @@ class GatewayApp:
     """`/webhooks/<source>` to the ingress handler; everything else, lifespan included, to
     Starlette. The webhook path is the one that must be fast (gateway/ingress.py)."""
 
-    def __init__(self, ingress: Ingress, rest: Starlette) -> None:
+    def __init__(self, ingress: Ingress, rest: ASGIApp) -> None:
         self._ingress = ingress
         self._rest = rest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_webhook_path(scope["path"]):
+        if scope["type"] == "http" and _is_webhook_path(scope["path"]):
+            await self._ingress(scope, receive, send)
+        else:
             await self._rest(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self._ingress(scope, receive, tracking_send)
-        except Exception:
-            # What Starlette's error middleware would do: log it, answer 500 if still possible.
-            log.exception("ingress_error", request_id=scope["state"]["request_id"])
-            if not started:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 500,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": b'{"error":"internal"}'})
 
 
 def _is_webhook_path(path: str) -> bool:
@@ -189,4 +169,4 @@ def build_app(
         ],
         lifespan=lifespan,
     )
-    return RequestIdMiddleware(GatewayApp(ingress, rest))
+    return GatewayApp(ingress, RequestIdMiddleware(rest))

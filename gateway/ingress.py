@@ -30,6 +30,7 @@ from adapters.request import InboundRequest
 from adapters.source import SourceSettings
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
+from gateway.request_id import request_id_of
 from gateway.routing import Router
 from gateway.store.base import NewEvent, Store, StoreUnavailable
 from schemas.event import CanonicalEvent, encode_event
@@ -143,7 +144,20 @@ class Ingress:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id: str = scope["state"]["request_id"]
+        request_id = request_id_of(scope)
+        responder = _Responder(send, request_id)
+        try:
+            await self._handle(scope, receive, responder, started)
+        except Exception:
+            # What Starlette's error middleware would do: log it, answer 500 if still possible.
+            log.exception("ingress_error", request_id=request_id)
+            if not responder.started:
+                await responder.json(500, {"error": "internal"})
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, responder: _Responder, started: float
+    ) -> None:
+        request_id = responder.request_id
         name = scope["path"][len(WEBHOOK_PREFIX) :]
         settings = self._config.sources.get(name)
         if settings is None:
@@ -151,16 +165,16 @@ class Ingress:
             self._unknown.inc()
             log.info("webhook", request_id=request_id, outcome="unknown_source", status=404)
             detail = f"no source {name[:64]!r}"
-            await _send_json(send, 404, {"error": "unknown_source", "detail": detail})
+            await responder.json(404, {"error": "unknown_source", "detail": detail})
             return
         if scope["method"] != "POST":
-            await _send_json(send, 405, {"error": "method_not_allowed"}, [(b"allow", b"POST")])
+            await responder.json(405, {"error": "method_not_allowed"}, (b"allow", b"POST"))
             return
 
         series = self._series[name]
         series.received.inc()
         answer = await self._receive(scope, receive, name, settings, series)
-        await _send_json(send, answer.status, answer.content)
+        await responder.json(answer.status, answer.content)
         elapsed = time.perf_counter() - started
         series.answer(name, answer.fields["outcome"]).inc()
         series.latency.observe(elapsed)
@@ -310,15 +324,27 @@ class Ingress:
         )
 
 
-async def _send_json(
-    send: Send,
-    status: int,
-    content: Mapping[str, str],
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    body = _encoder.encode(content)
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if extra_headers:
-        headers += extra_headers
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+class _Responder:
+    """Answers one webhook request in JSON, with its `x-request-id`, and knows whether it has
+    begun to (after that, an error can only be logged)."""
+
+    __slots__ = ("request_id", "send", "started")
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self.send = send
+        self.request_id = request_id
+        self.started = False
+
+    async def json(
+        self, status: int, content: Mapping[str, str], *extra_headers: tuple[bytes, bytes]
+    ) -> None:
+        body = _encoder.encode(content)
+        headers = [
+            *_JSON_HEADERS,
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", self.request_id.encode("ascii")),
+            *extra_headers,
+        ]
+        self.started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
