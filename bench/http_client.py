@@ -1,10 +1,10 @@
-"""The HTTP subscriber's client: one pooled httpx client against the gateway's stack of
-one-connection clients (gateway/delivery/http.py), sending the same signed deliveries.
+"""The HTTP subscriber's client: httpx on its own connection pool against the gateway's
+transport (gateway/delivery/http.py: httpx on aiohttp's pool), sending the same deliveries.
 
 Both run in this process on uvloop, as in the gateway, against the verifying bench subscriber
 (bench/_servers.py) in its own process; interleaved rounds, medians. For each: CPU seconds of
 this process per request (the figure that matters: delivery shares the gateway's event loop)
-and requests per second, and the stack's ratio to the pool.
+and requests per second, and the gateway transport's ratio to plain httpx.
 
     .venv/bin/python bench/http_client.py             # 5 rounds of 3,000 requests, 64 at a time
     .venv/bin/python bench/http_client.py --quick
@@ -40,7 +40,8 @@ from gateway.delivery.transport import OutboundMessage
 
 
 class PooledClient:
-    """What the transport was before: one client, a pool of `connections` connections."""
+    """httpx as it comes: one client, httpcore's pool of `connections` connections (the
+    gateway's transport until 538d3ac)."""
 
     def __init__(self, url: str, connections: int) -> None:
         self.url = url
@@ -64,7 +65,7 @@ class PooledClient:
         await self._client.aclose()
 
 
-class StackedClient:
+class GatewayClient:
     """The gateway's transport, failing loudly on anything but delivered."""
 
     def __init__(self, url: str, connections: int) -> None:
@@ -105,7 +106,7 @@ async def round_of(
     kind: str, url: str, batch: list[OutboundMessage], concurrency: int
 ) -> tuple[float, float]:
     """(CPU seconds per request, requests per second) of one client over `batch`."""
-    client = PooledClient(url, concurrency) if kind == "pool" else StackedClient(url, concurrency)
+    client = PooledClient(url, concurrency) if kind == "httpx" else GatewayClient(url, concurrency)
     limit = asyncio.Semaphore(concurrency)
 
     async def one(message: OutboundMessage) -> None:
@@ -139,35 +140,35 @@ def main() -> None:
     print(machine_line("http_client.py"))
     print(
         f"# {args.rounds} rounds, each: {args.requests} signed deliveries to the verifying"
-        f" subscriber, {args.concurrency} at a time, through (pool) one httpx client with"
-        f" {args.concurrency} connections, then (stack) the gateway's HttpTransport"
+        f" subscriber, {args.concurrency} at a time, through (httpx) one httpx client with"
+        f" {args.concurrency} connections, then (gateway) the gateway's HttpTransport"
     )
-    figures: dict[str, list[tuple[float, float]]] = {"pool": [], "stack": []}
+    figures: dict[str, list[tuple[float, float]]] = {"httpx": [], "gateway": []}
     with scratch(args.keep, "http-client") as root:
         secret = new_subscriber_secret()
         subscriber = subscriber_service(root / "subscriber", secret).start()
         try:
             url = f"{subscriber.url}/events"
-            print(f"\n{'round':<7}{'client':<8}{'cpu us/request':>16}{'requests/s':>12}")
+            print(f"\n{'round':<7}{'client':<9}{'cpu us/request':>16}{'requests/s':>12}")
             for number in range(1, args.rounds + 1):
                 batch = messages(args.requests, secret)  # signed now: valid for 5 minutes
-                for kind in ("pool", "stack"):
+                for kind in ("httpx", "gateway"):
                     result = uvloop.run(round_of(kind, url, batch, args.concurrency))
                     figures[kind].append(result)
-                    print(f"{number:<7}{kind:<8}{result[0] * 1e6:>16.0f}{result[1]:>12.0f}")
+                    print(f"{number:<7}{kind:<9}{result[0] * 1e6:>16.0f}{result[1]:>12.0f}")
         finally:
             subscriber.stop()
-    pool_cpu = median([cpu_used for cpu_used, _ in figures["pool"]])
-    stack_cpu = median([cpu_used for cpu_used, _ in figures["stack"]])
-    pool_rate = median([rate for _, rate in figures["pool"]])
-    stack_rate = median([rate for _, rate in figures["stack"]])
+    httpx_cpu = median([cpu_used for cpu_used, _ in figures["httpx"]])
+    gateway_cpu = median([cpu_used for cpu_used, _ in figures["gateway"]])
+    httpx_rate = median([rate for _, rate in figures["httpx"]])
+    gateway_rate = median([rate for _, rate in figures["gateway"]])
     print(
-        f"\nmedian  pool {pool_cpu * 1e6:.0f} us/request, {pool_rate:.0f}/s;"
-        f" stack {stack_cpu * 1e6:.0f} us/request, {stack_rate:.0f}/s"
+        f"\nmedian  httpx {httpx_cpu * 1e6:.0f} us/request, {httpx_rate:.0f}/s;"
+        f" gateway {gateway_cpu * 1e6:.0f} us/request, {gateway_rate:.0f}/s"
     )
     print(
-        f"stack / pool: CPU per request {stack_cpu / pool_cpu:.2f}x,"
-        f" requests/s {stack_rate / pool_rate:.2f}x"
+        f"gateway / httpx: CPU per request {gateway_cpu / httpx_cpu:.2f}x,"
+        f" requests/s {gateway_rate / httpx_rate:.2f}x"
     )
     changed = code_changed_note(code)
     if changed:

@@ -158,10 +158,7 @@ def main() -> None:
             if on
         )
         rate = figures.get("requests", 0) / arguments.seconds
-        print(
-            f"wrk: {rate:.0f} requests/s answered ({variant};"
-            f" non-2xx {figures['status']:.0f})"
-        )
+        print(f"wrk: {rate:.0f} requests/s answered ({variant}; non-2xx {figures['status']:.0f})")
         stacks: dict[int, list[tuple[str, int]]] = {}
         for pid in pids:
             path = directory / f"profile.{pid}.txt"
