@@ -17,6 +17,7 @@ Not a benchmark itself. `bench/ingest.py`, `bench/pipeline.py` and `bench/outage
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import collections
@@ -175,6 +176,16 @@ class Service:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """`--workers N`: the gateway runs as `gateway serve --workers N` (every service script)."""
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
+    )
 
 
 def gateway_service(workdir: Path, config: str, name: str = "gateway", workers: int = 1) -> Service:

@@ -42,6 +42,7 @@ from bench._common import (
     FILE_SUBSCRIBER,
     Metrics,
     Service,
+    add_workers_option,
     bare_service,
     code_changed_note,
     code_version,
@@ -194,12 +195,7 @@ def main() -> None:
         "--grace", type=float, default=10.0, help="open loop: seconds to wait for late answers"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
-    )
+    add_workers_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:

@@ -51,6 +51,7 @@ from bench._common import (
     REPO,
     Metrics,
     Service,
+    add_workers_option,
     closed_loop,
     code_changed_note,
     code_version,
@@ -141,12 +142,7 @@ def main() -> None:
     parser.add_argument("--chunk-timeout", type=float, default=900.0, help="seconds per chunk")
     parser.add_argument("--drain-timeout", type=float, default=1800.0)
     parser.add_argument("--quick", action="store_true", help="5,000 events, a smoke run")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
-    )
+    add_workers_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.quick:

@@ -46,6 +46,7 @@ from bench._common import (
     LoadResult,
     Metrics,
     Service,
+    add_workers_option,
     canonical_requests,
     closed_loop,
     code_changed_note,
@@ -264,12 +265,7 @@ def main() -> None:
         help="pre-signed canonical events per second of --duration, for the baseline",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
-    )
+    add_workers_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     FILE_SUBSCRIBER,
+    add_workers_option,
     ensure_wrk,
     exit_on_sigterm,
     gateway_config,
@@ -95,12 +96,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--idle", action="store_true", help="count idle (waiting) samples too")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
-    )
+    add_workers_option(parser)
     parser.add_argument("--no-routes", action="store_true", help="store, deliver nothing")
     parser.add_argument(
         "--free-store", action="store_true", help="accept writes nothing (bench/_free_store.py)"
