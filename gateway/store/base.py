@@ -220,16 +220,11 @@ class Store(ABC):
     async def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
         """Keep a subscriber's circuit-breaker state (shared by every gateway process)."""
 
-    @property
-    @abstractmethod
-    def write_counts(self) -> tuple[int, int]:
-        """(transactions committed, writes they carried) since open: their ratio is the group
-        commit's batch size."""
-
     @abstractmethod
     def watch_commits(self, callback: Callable[[int], None]) -> None:
-        """Call `callback(writes)` after every commit, from whatever thread committed (for
-        /metrics, which sums it over every gateway process)."""
+        """Call `callback(writes)` after every commit, from whatever thread committed: the
+        writes per commit are the group commit's batch size (/metrics sums them over every
+        gateway process)."""
 
     @abstractmethod
     async def stats(self) -> dict[str, int]:

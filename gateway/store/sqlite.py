@@ -179,16 +179,9 @@ class SQLiteStore(Store):
         self._thread: threading.Thread | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
-        # Written by the writer thread only; read (racily, which is fine for metrics) by others.
-        self._commits = 0
-        self._writes = 0
         self._commit_watchers: list[Callable[[int], None]] = []
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
-
-    @property
-    def write_counts(self) -> tuple[int, int]:
-        return self._commits, self._writes
 
     def watch_commits(self, callback: Callable[[int], None]) -> None:
         self._commit_watchers.append(callback)
@@ -281,8 +274,6 @@ class SQLiteStore(Store):
             unavailable = StoreUnavailable(f"database write failed: {error}")
             results = [(pending, None, unavailable) for pending in batch]
         else:
-            self._commits += 1
-            self._writes += len(batch)
             for watcher in self._commit_watchers:
                 watcher(len(batch))
         # One wake-up per event loop per batch, not one per write.
