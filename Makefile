@@ -1,27 +1,48 @@
-# The two commands of the README. Each makes its own virtual environment on first use.
+# The two commands of the README. Each makes its own virtual environment on first use, from
+# uv.lock: every package, direct or not, at the version and hash that was tested.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv itself, pinned by hash in .ci/uv-requirements.txt, in a little environment of its own.
+UV_HOME := .uv
+UV := $(UV_HOME)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint bench bench-service bench-quick clean
+.PHONY: run test lint lock lock-check bench bench-service bench-quick clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(UV): .ci/uv-requirements.txt
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes \
+		--no-deps -r .ci/uv-requirements.txt
+	touch $(UV)
+
+# --frozen: install exactly what uv.lock says, never re-resolve from pyproject's ranges.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --extra test --python $(PYTHON)
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/gateway serve --config config/gateway.toml
 
-lint: $(STAMP)
+# Fails when pyproject.toml and uv.lock disagree (someone changed one and not the other).
+lock-check: $(UV)
+	$(UV) lock --check --python $(PYTHON)
+
+lint: $(STAMP) lock-check
 	$(BIN)/ruff check gateway adapters schemas tests bench
 	$(BIN)/ruff format --check gateway adapters schemas
 	$(BIN)/mypy
 
 test: lint
 	$(BIN)/python -m pytest -n auto
+
+# After editing pyproject.toml: `make lock` records the change, keeping every other version.
+# A deliberate upgrade: `make lock UPGRADE=httpx` (one package) or `make lock UPGRADE=all`;
+# then `make test`, and commit uv.lock with pyproject.toml.
+UPGRADE_FLAGS = $(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrade-package $(UPGRADE)))
+lock: $(UV)
+	$(UV) lock --python $(PYTHON) $(UPGRADE_FLAGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/adapters.py
@@ -41,5 +62,6 @@ bench-quick: $(STAMP)
 	$(BIN)/python bench/http_client.py --quick
 	$(BIN)/python bench/outage.py --quick
 
+# Tools and caches only: data/ holds the store (events, dead letters) and is never removed here.
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(UV_HOME) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,29 @@ SCHEMA_ID = "https://finrelay.dev/schemas/canonical-event.schema.json"
 
 def canonical_event_schema() -> dict[str, Any]:
     """The schema as a dict, with the draft and a title added to what msgspec derives."""
-    derived = msgspec.json.schema(CanonicalEvent)
+    derived = _clean_descriptions(msgspec.json.schema(CanonicalEvent))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
         "title": "finrelay canonical event (CloudEvents 1.0, structured JSON)",
         **derived,
     }
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions as `inspect.cleandoc` gives them: msgspec copies docstrings as they are
+    (0.19) or without their indentation (0.23), and the checked-in file must not depend on which
+    version rendered it."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 def render_schema() -> str:
