@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
+# The platform's certificate store, as pip uses: a machine behind a TLS-inspecting proxy trusts
+# its CA there, not in the certificates uv ships.
+export UV_SYSTEM_CERTS := 1
 
 .PHONY: run test lint lock lock-check bench bench-service bench-quick clean
 
