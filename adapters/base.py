@@ -22,7 +22,7 @@ from adapters.request import InboundRequest
 from adapters.source import SourceSettings
 from schemas.event import Account, CanonicalEvent, EventData, Verification, canonical_event_id
 from schemas.money import Money
-from schemas.taxonomy import UNMAPPED, EventKind, kind_of
+from schemas.taxonomy import UNMAPPED, EventKind, canonical_status, kind_of
 
 __all__ = [
     "Adapter",
@@ -51,7 +51,9 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     """What an adapter read from one webhook, before it becomes a canonical event.
 
     `canonical_type` is None when the provider type is not in the adapter's table: the event is
-    then `<adapter>.<providertype>` of kind `unmapped`.
+    then `<adapter>.<providertype>` of kind `unmapped`. There is no canonical status here: it
+    follows from the type (`assemble_event`); `provider_status` is the provider's own word,
+    verbatim, from the field CONTRACT.md 2 names for that provider.
     """
 
     providertype: str
@@ -61,7 +63,7 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     subject: str | None = None
     providerid: str | None = None
     object_id: str | None = None
-    status: str | None = None
+    provider_status: str | None = None
     amount: Money | None = None
     counter_amount: Money | None = None
     account: Account | None = None
@@ -107,12 +109,15 @@ def assemble_event(
     """The canonical event of `facts`: the one constructor every adapter goes through."""
     providertype = _attribute(facts.providertype, "providertype", _MAX_PROVIDER_TYPE)
     kind: EventKind
+    status: str | None
     if facts.canonical_type is None:
         event_type = f"{adapter}.{providertype}"
         kind = UNMAPPED
+        status = None
     else:
         event_type = facts.canonical_type
         kind = kind_of(event_type)
+        status = canonical_status(event_type)
     if _CONTROL_CHARACTER.search(providertype):
         raise InvalidPayload("$", "the event type contains control characters")
     subject = msgspec.UNSET if facts.subject is None else _attribute(facts.subject, "subject")
@@ -132,7 +137,8 @@ def assemble_event(
         data=EventData(
             kind=kind,
             id=facts.object_id,
-            status=facts.status,
+            status=status,
+            provider_status=facts.provider_status,
             amount=facts.amount,
             counter_amount=facts.counter_amount,
             account=facts.account,

@@ -178,6 +178,9 @@ def read_finaegis(
             number=account_number, name=fields.account_name or fields.name, iban=fields.iban
         )
     where = "$.data" if enveloped else "$"
+    # CONTRACT.md 2: `status` of a flat body, `data.status` of an envelope (the object's own), or
+    # an envelope's top-level `status` when its `data` has none.
+    provider_status = fields.status if fields.status is not None else payload.status
     return Facts(
         providertype=provider_type,
         canonical_type=map_type(provider_type, TYPE_TABLE, OPEN_KINDS),
@@ -189,7 +192,7 @@ def read_finaegis(
         subject=subject,
         providerid=event_id or header_event_id or delivery_id,
         object_id=subject,
-        status=fields.status,
+        provider_status=provider_status,
         amount=minor_or_major_money(fields.amount, fields.currency, settings, f"{where}.amount"),
         account=account,
         balance=minor_or_major_money(fields.balance, fields.currency, settings, f"{where}.balance"),

@@ -66,7 +66,8 @@ def read_finchpay(
         occurred_at=occurred_at,
         subject=transaction_id,
         object_id=transaction_id,
-        status=transaction.status,
+        # The status is FinchPay's type and its own word too: `COMPLETE` stays `COMPLETE` here.
+        provider_status=transaction.status,
         # What the customer sent, whatever the `side`; what they get is the counter amount.
         amount=major_money(
             transaction.amount_from, transaction.asset_from, settings, "$.amount_from"

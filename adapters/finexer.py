@@ -128,7 +128,7 @@ def read_finexer(
         subject=object_id,
         providerid=event.id,
         object_id=object_id,
-        status=obj.status,
+        provider_status=obj.status,
         amount=major_money(obj.amount, obj.currency, settings, "$.data.object.amount"),
         account=account,
         balance=major_money(obj.balance, obj.currency, settings, "$.data.object.balance"),

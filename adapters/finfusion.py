@@ -122,7 +122,7 @@ def read_finfusion(
         subject=object_id,
         providerid=event.id,
         object_id=object_id,
-        status=obj.status,
+        provider_status=obj.status,
         amount=minor_money(obj.amount, obj.currency, settings, "$.data.object.amount"),
         account=account,
         balance=minor_money(obj.balance, obj.currency, settings, "$.data.object.balance"),

@@ -11,7 +11,7 @@ from schemas.event import (
     encode_event,
 )
 from schemas.money import Money, MoneyError, money_from_major, money_from_minor
-from schemas.taxonomy import UNMAPPED, EventKind, is_canonical_type, kind_of
+from schemas.taxonomy import UNMAPPED, EventKind, canonical_status, is_canonical_type, kind_of
 from schemas.timestamps import TimestampError, parse_timestamp
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "TimestampError",
     "Verification",
     "canonical_event_id",
+    "canonical_status",
     "decode_event",
     "encode_event",
     "is_canonical_type",

@@ -46,6 +46,30 @@ EventType = Annotated[
 ]
 ExtensionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]+$", max_length=64)]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+# Two statuses, because consumers need one word per fact and operators the provider's own:
+# `status` is derived from the type alone (schemas/taxonomy.py, `canonical_status`), so it is the
+# same whichever provider reported the fact; `provider_status` is kept for display and debugging.
+CanonicalStatus = Annotated[
+    str | None,
+    msgspec.Meta(
+        description=(
+            "The action of the canonical type (`transfer.succeeded` -> `succeeded`), the same "
+            "whichever provider reported the fact; null for types that report no new state of "
+            "their subject (`account.updated`, `account.balance_updated`, `account.credited`, "
+            "`account.debited`, `card.transaction`, `workflow.step_completed`, `system.*`) and "
+            "for unmapped events."
+        )
+    ),
+]
+ProviderStatus = Annotated[
+    str | None,
+    msgspec.Meta(
+        description=(
+            "The provider's own status string, verbatim, where its payload has one; for display "
+            "and debugging, not to switch on."
+        )
+    ),
+]
 
 
 class Account(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -64,7 +88,8 @@ class EventData(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     kind: EventKind
     id: str | None
-    status: str | None
+    status: CanonicalStatus
+    provider_status: ProviderStatus
     amount: Money | None
     counter_amount: Money | None
     account: Account | None

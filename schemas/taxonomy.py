@@ -12,8 +12,11 @@ __all__ = [
     "CANONICAL_TYPES",
     "KINDS",
     "OPEN_KINDS",
+    "STATELESS_KINDS",
+    "STATELESS_TYPES",
     "UNMAPPED",
     "EventKind",
+    "canonical_status",
     "is_canonical_type",
     "kind_of",
 ]
@@ -95,6 +98,39 @@ def is_canonical_type(name: str) -> bool:
     if not dot or not action:
         return False
     return name in CANONICAL_TYPES or kind in OPEN_KINDS
+
+
+# Types that report something other than a new state of their subject (CONTRACT.md 2): a change
+# of its details, a new balance, money moving on it, a card payment, one step of a workflow, a
+# notice from the platform. Their action is no state, so their `data.status` is null.
+STATELESS_TYPES: frozenset[str] = frozenset(
+    {
+        "account.updated",
+        "account.balance_updated",
+        "account.credited",
+        "account.debited",
+        "card.transaction",
+        "workflow.step_completed",
+    }
+)
+STATELESS_KINDS: frozenset[str] = frozenset({"system"})
+
+
+def canonical_status(name: str) -> str | None:
+    """`data.status` of an event of type `name`: the same word whichever provider reported it.
+
+    The action of a canonical type (`transfer.succeeded` -> `succeeded`, `workflow.x.y` ->
+    `x.y`), or None for a type that reports no new state of its subject (STATELESS_TYPES, every
+    `system.*`) and for anything not canonical (an unmapped `<adapter>.<provider type>`): the
+    provider's own word is `data.provider_status`, and a consumer switching on status must not
+    need to know it.
+    """
+    if not is_canonical_type(name):
+        return None
+    kind, _, action = name.partition(".")
+    if kind in STATELESS_KINDS or name in STATELESS_TYPES:
+        return None
+    return action
 
 
 def kind_of(name: str) -> EventKind:

@@ -34,6 +34,30 @@ def test_normalize_reads_stdin_and_prints_the_canonical_event() -> None:
     assert event["data"]["balance"] == {"value": "500", "currency": "NGN"}
 
 
+@pytest.mark.parametrize(
+    ("adapter", "body", "status", "provider_status"),
+    [
+        ("finchpay", b'{"id":"tx_1","status":"COMPLETE"}', "succeeded", "COMPLETE"),
+        (
+            "finexer",
+            b'{"id":"e","type":"consent.authorised","data":{"object":{"status":"authorised"}}}',
+            "authorized",
+            "authorised",
+        ),
+        ("account_lifecycle", LIFECYCLE, None, None),
+    ],
+)
+def test_normalize_shows_the_canonical_status_and_the_providers_own(
+    adapter: str, body: bytes, status: str | None, provider_status: str | None
+) -> None:
+    result = gateway("normalize", adapter, "--currency", "NGN", stdin=body)
+    assert result.returncode == 0, result.stderr
+    data = msgspec.json.decode(result.stdout)["data"]
+    assert (data["status"], data["provider_status"]) == (status, provider_status)
+    # In the contract's order: the canonical word first, the provider's right after it.
+    assert list(data)[2:4] == ["status", "provider_status"]
+
+
 def test_normalize_reads_a_file_and_honours_source_and_headers(tmp_path: Path) -> None:
     body = tmp_path / "flat.json"
     body.write_bytes(b'{"account_uuid":"acc-1","timestamp":"2025-01-14T10:30:00+00:00"}')

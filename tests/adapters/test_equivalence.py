@@ -1,6 +1,7 @@
-"""The same real-world fact gets the same canonical type whichever provider reports it.
+"""The same real-world fact gets the same canonical type and status whichever provider reports it.
 
-Every cell of CONTRACT.md section 3, written out here independently of the adapters' own tables.
+Every cell of CONTRACT.md section 3, and the status rule of section 2, written out here
+independently of the adapters' own tables and of schemas/taxonomy.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import msgspec
 import pytest
 
 from adapters.registry import ADAPTERS
+from adapters.samples import sample_body
 from tests.support import NOW, settings_for
 
 # canonical type -> {adapter: [provider spellings]}
@@ -85,12 +87,61 @@ CONTRACT_TABLE: dict[str, dict[str, list[str]]] = {
     "system.security_alert": {"finaegis": ["system.security_alert"]},
 }
 
+# canonical type -> `data.status` (CONTRACT.md 2): the action, except null for the types that
+# report something other than a new state of the subject. Written out, not computed.
+CONTRACT_STATUS: dict[str, str | None] = {
+    "account.created": "created",
+    "account.updated": None,
+    "account.balance_updated": None,
+    "account.credited": None,
+    "account.debited": None,
+    "account.request_approved": "request_approved",
+    "account.request_rejected": "request_rejected",
+    "account.frozen": "frozen",
+    "account.unfrozen": "unfrozen",
+    "account.closed": "closed",
+    "account.connected": "connected",
+    "transfer.created": "created",
+    "transfer.pending": "pending",
+    "transfer.reversed": "reversed",
+    "transfer.expired": "expired",
+    "transfer.succeeded": "succeeded",
+    "transfer.failed": "failed",
+    "payment.created": "created",
+    "payment.processing": "processing",
+    "payment.succeeded": "succeeded",
+    "payment.failed": "failed",
+    "payment.refunded": "refunded",
+    "payment.disputed": "disputed",
+    "payment.expired": "expired",
+    "card.created": "created",
+    "card.activated": "activated",
+    "card.blocked": "blocked",
+    "card.transaction": None,
+    "consent.created": "created",
+    "consent.authorized": "authorized",
+    "consent.declined": "declined",
+    "consent.revoked": "revoked",
+    "transaction.created": "created",
+    "transaction.reversed": "reversed",
+    "workflow.step_completed": None,
+    "workflow.anything_new": "anything_new",
+    "system.security_alert": None,
+}
+# Adapters whose payload has a status field of its own (CONTRACT.md 2); FinchPay's status is its
+# event type, and the lifecycle provider has none.
+STATUS_FIELD_ADAPTERS = frozenset({"finaegis", "finfusion", "finexer"})
 
-def _body(adapter: str, spelling: str) -> bytes:
+
+def _body(adapter: str, spelling: str, provider_status: str | None = None) -> bytes:
+    """The smallest body of `adapter` reporting `spelling`, with `provider_status` in the field
+    CONTRACT.md 2 names for the provider's own status (FinchPay's is its type; the lifecycle
+    provider has none)."""
+    status = {} if provider_status is None else {"status": provider_status}
     builders: dict[str, Callable[[str], object]] = {
-        "finaegis": lambda t: {"event": t, "timestamp": "2025-01-14T10:30:00+00:00"},
-        "finfusion": lambda t: {"id": "evt_1", "type": t, "created": 1, "data": {"object": {}}},
-        "finexer": lambda t: {"id": "evt_1", "type": t, "data": {"object": {"id": "x"}}},
+        "finaegis": lambda t: {"event": t, "timestamp": "2025-01-14T10:30:00+00:00", **status},
+        "finfusion": lambda t: {"id": "evt_1", "type": t, "created": 1, "data": {"object": status}},
+        "finexer": lambda t: {"id": "evt_1", "type": t, "data": {"object": {"id": "x", **status}}},
         "finchpay": lambda t: {"id": "tx_1", "status": t},
         "account_lifecycle": lambda t: (
             {"message": "m", "code": int(t)} if t.isdigit() else {"message": "m", "identifier": t}
@@ -121,8 +172,9 @@ def test_transfer_succeeded_is_one_type_across_three_providers() -> None:
         ("finfusion", "transfer.succeeded"),
         ("account_lifecycle", "TRANSACTION_CONFIRMED"),
     ]
-    types = {ADAPTERS[a].normalize(_body(a, t), {}, settings_for(a), NOW).type for a, t in reports}
-    assert types == {"transfer.succeeded"}
+    events = [ADAPTERS[a].normalize(_body(a, t), {}, settings_for(a), NOW) for a, t in reports]
+    assert {event.type for event in events} == {"transfer.succeeded"}
+    assert {event.data.status for event in events} == {"succeeded"}
 
 
 @pytest.mark.parametrize(
@@ -140,9 +192,17 @@ def test_transfer_succeeded_is_one_type_across_three_providers() -> None:
 def test_unknown_provider_type_is_accepted_as_unmapped(
     adapter: str, spelling: str, expected: str
 ) -> None:
-    event = ADAPTERS[adapter].normalize(_body(adapter, spelling), {}, settings_for(adapter), NOW)
+    body = _body(adapter, spelling, provider_status="Weird Status")
+    event = ADAPTERS[adapter].normalize(body, {}, settings_for(adapter), NOW)
     assert event.type == expected
     assert event.data.kind == "unmapped"
+    # No canonical status for what no table knows; the provider's own word is still kept.
+    assert event.data.status is None
+    expected_provider_status = {
+        "finchpay": spelling,
+        "account_lifecycle": None,
+    }.get(adapter, "Weird Status")
+    assert event.data.provider_status == expected_provider_status
 
 
 def test_lifecycle_maps_by_code_when_identifier_is_unknown() -> None:
@@ -177,3 +237,97 @@ def test_every_adapter_table_names_only_canonical_types() -> None:
     for table in tables:
         for provider_type, canonical in table.items():
             assert is_canonical_type(canonical), f"{provider_type} -> {canonical}"
+
+
+# `data.status` is canonical; `data.provider_status` is the provider's word (CONTRACT.md 2).
+
+
+def _normalize(adapter: str, body: bytes) -> tuple[str | None, str | None]:
+    event = ADAPTERS[adapter].normalize(body, {}, settings_for(adapter), NOW)
+    return event.data.status, event.data.provider_status
+
+
+def test_every_contract_type_has_its_status_written_out() -> None:
+    assert set(CONTRACT_STATUS) == set(CONTRACT_TABLE)
+
+
+@pytest.mark.parametrize(("canonical", "adapter", "spelling"), ROWS)
+@pytest.mark.parametrize("provider_word", [None, "completed", "ACTIVE", "Weird / Status 42"])
+def test_status_is_the_contracts_whatever_the_provider_says(
+    canonical: str, adapter: str, spelling: str, provider_word: str | None
+) -> None:
+    status, _ = _normalize(adapter, _body(adapter, spelling, provider_word))
+    assert status == CONTRACT_STATUS[canonical]
+
+
+@pytest.mark.parametrize(("canonical", "adapter", "spelling"), ROWS)
+@pytest.mark.parametrize("provider_word", [None, "authorised", "COMPLETE", " Mixed-case, spaced "])
+def test_provider_status_is_the_providers_own_word_verbatim(
+    canonical: str, adapter: str, spelling: str, provider_word: str | None
+) -> None:
+    _, provider_status = _normalize(adapter, _body(adapter, spelling, provider_word))
+    if adapter in STATUS_FIELD_ADAPTERS:
+        assert provider_status == provider_word
+    elif adapter == "finchpay":
+        assert provider_status == spelling  # the status is the event: `COMPLETE` stays
+    else:
+        assert provider_status is None  # the lifecycle provider has no status field
+
+
+def _sample(adapter: str, spelling: str) -> bytes:
+    if spelling.isdigit():  # a lifecycle code: samples name events by identifier
+        return _body(adapter, spelling)
+    return sample_body(adapter, spelling, NOW)
+
+
+@pytest.mark.parametrize("canonical", sorted(CONTRACT_TABLE))
+def test_one_fact_gets_one_status_whichever_provider_reports_it(canonical: str) -> None:
+    reports = [
+        (adapter, spelling)
+        for adapter, spellings in CONTRACT_TABLE[canonical].items()
+        for spelling in spellings
+    ]
+    results = {(a, s): _normalize(a, _sample(a, s)) for a, s in reports}
+    assert {status for status, _ in results.values()} == {CONTRACT_STATUS[canonical]}
+    for (adapter, spelling), (_, provider_status) in results.items():
+        # The samples write the provider's own word as its APIs do: the last part of the type.
+        expected = {
+            "finchpay": spelling,
+            "account_lifecycle": None,
+        }.get(adapter, spelling.rpartition(".")[2])
+        assert provider_status == expected, (adapter, spelling)
+
+
+@pytest.mark.parametrize(
+    ("adapter", "spelling", "status", "provider_status"),
+    [
+        ("finaegis", "transfer.completed", "succeeded", "completed"),
+        ("finfusion", "transfer.succeeded", "succeeded", "succeeded"),
+        ("account_lifecycle", "TRANSACTION_CONFIRMED", "succeeded", None),
+        ("finchpay", "COMPLETE", "succeeded", "COMPLETE"),
+        ("finexer", "consent.authorised", "authorized", "authorised"),
+        ("finexer", "bank_account.import", "connected", "import"),
+    ],
+)
+def test_the_issues_examples_get_the_canonical_status(
+    adapter: str, spelling: str, status: str, provider_status: str | None
+) -> None:
+    # Issue 11: each of these used to carry the provider's word (or null) in `data.status`.
+    assert _normalize(adapter, sample_body(adapter, spelling, NOW)) == (status, provider_status)
+
+
+@pytest.mark.parametrize(
+    ("body", "provider_status"),
+    [
+        (b'{"event":"transfer.completed","status":"completed"}', "completed"),
+        (b'{"event_type":"transfer.completed","data":{"status":"done"}}', "done"),
+        (b'{"event_type":"transfer.completed","status":"top","data":{"status":"own"}}', "own"),
+        (b'{"event_type":"transfer.completed","status":"top","data":{"transfer_uuid":"t"}}', "top"),
+        (b'{"type":"transfer.completed","data":{"transfer_uuid":"t"}}', None),
+    ],
+    ids=["flat", "envelope", "envelope-and-top", "envelope-top-only", "none"],
+)
+def test_finaegis_provider_status_is_status_or_data_status(
+    body: bytes, provider_status: str | None
+) -> None:
+    assert _normalize("finaegis", body) == ("succeeded", provider_status)

@@ -5,7 +5,9 @@ reason, and is quarantined; it must never be a 500. So for every adapter: trunca
 types for each typed field its Structs declare, missing required fields, empty and non-object
 bodies, absurd nesting, huge numbers, invalid UTF-8, NUL bytes and over-long types each raise
 InvalidPayload (a `$...` path, a reason), and no input at all raises anything else. Every event
-that does come out validates against the checked-in JSON Schema and decodes back.
+that does come out validates against the checked-in JSON Schema, decodes back, and obeys the
+status rule of CONTRACT.md 2 (`data.status` from the type alone, `data.provider_status` the
+provider's own word).
 """
 
 from __future__ import annotations
@@ -88,7 +90,12 @@ REQUIRED: dict[str, list[str]] = {
     "account_lifecycle": ["identifier"],
 }
 TYPE_TABLES: dict[str, list[str]] = {
-    "finaegis": [*finaegis.TYPE_TABLE, "workflow.started", "system.security_alert"],
+    "finaegis": [
+        *finaegis.TYPE_TABLE,
+        "workflow.started",
+        "workflow.step_completed",
+        "system.security_alert",
+    ],
     "finexer": list(finexer.TYPE_TABLE),
     "finfusion": list(finfusion.TYPE_TABLE),
     "finchpay": list(finchpay.TYPE_TABLE),
@@ -156,14 +163,55 @@ def invalid(adapter: str, body: bytes, headers: Mapping[str, str] | None = None)
     return error
 
 
+# CONTRACT.md 2, written out independently of schemas/taxonomy.py: the types whose `data.status`
+# is null although they are mapped (besides every `system.*`).
+STATELESS_TYPES = frozenset(
+    {
+        "account.updated",
+        "account.balance_updated",
+        "account.credited",
+        "account.debited",
+        "card.transaction",
+        "workflow.step_completed",
+    }
+)
+
+
+def contract_status(event: CanonicalEvent) -> str | None:
+    """`data.status` as CONTRACT.md 2 defines it: the action of the type, or null."""
+    kind, _, action = event.type.partition(".")
+    if event.data.kind == "unmapped" or kind == "system" or event.type in STATELESS_TYPES:
+        return None
+    return action
+
+
+def contract_provider_status(adapter: str, payload: Any) -> Any:
+    """`data.provider_status` as CONTRACT.md 2 defines it, read from the provider's JSON."""
+    data = payload.get("data")
+    if adapter in ("finexer", "finfusion"):
+        target = data.get("object") if isinstance(data, dict) else None
+        return target.get("status") if isinstance(target, dict) else None
+    if adapter == "finaegis":
+        fields = data if isinstance(data, dict) else payload  # `data` makes it an envelope
+        own = fields.get("status")
+        return own if own is not None else payload.get("status")
+    if adapter == "finchpay":
+        return payload["status"]
+    return None  # the lifecycle provider has no status field
+
+
 def assert_valid_event(event: CanonicalEvent, body: bytes) -> None:
-    """The event's bytes validate against the checked-in schema and decode to the same event."""
+    """The event's bytes validate against the checked-in schema and decode to the same event,
+    and its two statuses are what the contract says."""
     encoded = encode_event(event)
     # Decimal for numbers: the provider's payload may hold 1e999999 or a 1000-digit integer.
     document = json.loads(encoded, parse_int=Decimal, parse_float=Decimal)
     errors = [f"{error.json_path}: {error.message}" for error in VALIDATOR.iter_errors(document)]
     assert not errors, errors
     assert decode_event(encoded) == event
+    assert event.data.status == contract_status(event), event.type
+    payload = document["data"]["provider_payload"]
+    assert event.data.provider_status == contract_provider_status(event.provider, payload)
 
 
 def event_or_invalid(adapter: str, body: bytes, headers: Mapping[str, str] | None = None) -> None:

@@ -193,6 +193,24 @@ def test_sample_event_has_the_contracts_example_shape() -> None:
     assert document["verification"] == "signature"
     assert next(iter(document)) == "specversion"
     assert list(document)[-1] == "data"
+    # CONTRACT.md 2's example, field for field and in its order.
+    assert list(document["data"]) == [
+        "kind",
+        "id",
+        "status",
+        "provider_status",
+        "amount",
+        "counter_amount",
+        "account",
+        "balance",
+        "reference",
+        "occurred_at",
+        "provider_payload",
+    ]
+    assert (document["data"]["status"], document["data"]["provider_status"]) == (
+        "succeeded",
+        "succeeded",
+    )
 
 
 # The schema refuses what the contract forbids.
@@ -263,9 +281,19 @@ def test_schema_rejects_other_contract_violations(where: tuple[str, ...], value:
     assert _invalid(document)
 
 
-def test_schema_rejects_a_missing_data_field() -> None:
+@pytest.mark.parametrize("field", ["reference", "status", "provider_status"])
+def test_schema_rejects_a_missing_data_field(field: str) -> None:
     document = sample_event_json()
-    del document["data"]["reference"]
+    del document["data"][field]
+    assert _invalid(document)
+
+
+@pytest.mark.parametrize("field", ["status", "provider_status"])
+def test_schema_allows_a_null_status_but_only_a_string_otherwise(field: str) -> None:
+    document = sample_event_json()
+    document["data"][field] = None
+    assert not _invalid(document)
+    document["data"][field] = 1
     assert _invalid(document)
 
 
