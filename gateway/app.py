@@ -19,15 +19,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.config import GatewayConfig, SubscriberConfig, load_config
+from gateway.config import GatewayConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
-from gateway.delivery.file import FileTransport
-from gateway.delivery.http import HttpTransport
-from gateway.delivery.transport import Transport
+from gateway.delivery.registry import build_transport
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
-from gateway.logs import DroppingBytesLogger, configure_logging, flush_logs
+from gateway.logs import DroppingBytesLogger, configure_logging, flush_logs, wait_for_logs
 from gateway.metrics import Metrics
 from gateway.request_id import RequestIdMiddleware
+from gateway.retention import purge_periodically
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
 
@@ -80,15 +79,6 @@ async def _flush_logs_periodically(metrics: Metrics) -> None:
             reported = dropped
 
 
-def build_transport(subscriber: SubscriberConfig) -> Transport:
-    """The transport a subscriber's `kind` names."""
-    if subscriber.kind == "file":
-        assert subscriber.path is not None  # the config check requires it
-        return FileTransport(subscriber.path)
-    assert subscriber.url is not None  # the config check requires it
-    return HttpTransport(subscriber.url, subscriber.timeout_seconds, subscriber.max_in_flight)
-
-
 class GatewayApp:
     """`/webhooks/<source>` to the ingress handler; everything else, lifespan included, to
     Starlette. The webhook path is the one that must be fast (gateway/ingress.py)."""
@@ -124,10 +114,16 @@ def build_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        # CONTRACT.md 6: the store reachable and, since this process delivers, the dispatch
+        # loop running (not waiting to restart after a crash).
         try:
             await store.ping()
-        except StoreUnavailable:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+        except StoreUnavailable as error:
+            detail = f"the store is unavailable: {error}"
+            return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+        if not dispatcher.running:
+            detail = "the dispatcher is not running"
+            return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -144,6 +140,9 @@ def build_app(
             log.warning("config_warning", detail=warning)
         dispatcher.start()
         flushing = asyncio.create_task(_flush_logs_periodically(metrics), name="log-flusher")
+        purging = asyncio.create_task(
+            purge_periodically(store, config.store.retention_days), name="retention"
+        )
         watching = None
         if parent is not None:
             watching = asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch")
@@ -152,7 +151,7 @@ def build_app(
             yield
         finally:
             await dispatcher.stop()
-            for task in (flushing, watching):
+            for task in (flushing, purging, watching):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -160,6 +159,9 @@ def build_app(
             await store.close()
             log.info("stopped")
             flush_logs()
+            # A worker process may be ended right after its lifespan: its last lines must not
+            # wait in the log writer's buffer then (bounded: a stdout nobody reads costs 1 s).
+            wait_for_logs(1.0)
 
     rest = Starlette(
         routes=[

@@ -1,15 +1,19 @@
 """The `gateway` command line (CONTRACT.md 6).
 
 Each command is a small function of parsed arguments returning an exit code; argparse does the
-rest. Exit codes: 0 done, 1 the command ran and found problems, 2 bad input or usage.
+rest. Exit codes: 0 done, 1 the command ran and found problems, 2 bad input or usage; `serve`
+also 3 (the app failed to start) and 4 (cannot listen on the address).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import time
@@ -17,13 +21,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
+import structlog
 
 from adapters.errors import AdapterError
 from adapters.registry import ADAPTERS
 from adapters.samples import sample_body
 from adapters.source import SourceSettings
+from gateway import __version__
 from gateway.config import (
     DEFAULT_CONFIG_PATH,
     MAX_WORKERS,
@@ -31,10 +38,12 @@ from gateway.config import (
     GatewayConfig,
     load_config,
 )
-from gateway.delivery.circuit import CLOSED
-from gateway.logs import configure_logging
+from gateway.delivery.circuit import CLOSED, encode_circuit
+from gateway.logs import configure_logging, flush_logs
+from gateway.operations.quarantine import drop_quarantined, list_quarantine
+from gateway.preflight import file_subscriber_problems, listen_socket, store_problem
 from gateway.reprocess import ReprocessReport, reprocess_quarantine
-from gateway.signing import public_key_of
+from gateway.signing import new_secret, public_key_of
 from gateway.store import Store, StoreUnavailable, open_store
 from schemas.event import encode_event
 from schemas.money import MoneyError, normalize_currency_code
@@ -44,9 +53,14 @@ __all__ = ["main"]
 
 T = TypeVar("T")
 
+log = structlog.get_logger("gateway")
+
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+# `gateway serve` only: the app failed to start (uvicorn's code for it), the address is taken.
+EXIT_CANNOT_START = 3
+EXIT_CANNOT_LISTEN = 4
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -122,7 +136,11 @@ def _load_or_report(path: Path) -> GatewayConfig | None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Run the gateway until SIGINT or SIGTERM: ingress, delivery, health and metrics."""
+    """Run the gateway until SIGINT or SIGTERM: ingress, delivery, health and metrics.
+
+    Exit 0 after a clean stop, 1 when the config or a start-up check fails, 3 when the app
+    fails to start (its log says why), 4 when the address cannot be listened on.
+    """
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_PROBLEMS
@@ -135,14 +153,45 @@ def run_serve(args: argparse.Namespace) -> int:
             workers=args.workers if args.workers is not None else server.workers,
         )
         config = msgspec.structs.replace(config, server=server)
+    configure_logging()
+    try:
+        listener = listen_socket(server.host, server.port)
+    except OSError as error:
+        log.error(
+            "cannot_listen",
+            address=_address(server.host, server.port),
+            error=error.strerror or str(error),
+        )
+        flush_logs()
+        return EXIT_CANNOT_LISTEN
+    with listener:
+        # The store first: it creates its directory, which a file subscriber may share.
+        unopened = asyncio.run(store_problem(config))
+        problems = ([unopened] if unopened else []) + file_subscriber_problems(config.subscribers)
+        for problem in problems:
+            log.error("cannot_start", detail=problem)
+        if problems:
+            flush_logs()
+            return EXIT_PROBLEMS
+        host, port = listener.getsockname()[:2]
+        log.info("listening", address=_address(host, port), host=host, port=port)
+        flush_logs()
+        return _serve(config, listener, args.config)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) -> int:
     # Imported here: the server stack is only needed by this command.
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
 
     from gateway.app import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, build_app
 
     options = {
-        "host": server.host,
-        "port": server.port,
         "log_config": None,
         "access_log": False,
         "server_header": False,
@@ -151,26 +200,38 @@ def run_serve(args: argparse.Namespace) -> int:
         "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
-    if server.workers == 1:
-        configure_logging()
-        uvicorn.run(build_app(config), **options)  # type: ignore[arg-type]
-        return EXIT_OK
+    if config.server.workers == 1:
+        server = uvicorn.Server(uvicorn.Config(build_app(config), **options))  # type: ignore[arg-type]
+        # uvicorn stops cleanly on SIGTERM as on SIGINT, then raises the signal again with the
+        # handler it found. SIGTERM's default handler would end the process with 143; as SIGINT's,
+        # it raises KeyboardInterrupt, which a clean stop turns into exit 0.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[listener])
+        return EXIT_OK if server.started else EXIT_CANNOT_START
     # Each worker loads the same file (it was checked above) and builds its own app. Counters
     # go to files in a directory of this run's, which any worker adds up for /metrics.
     metrics_directory = tempfile.mkdtemp(prefix="finrelay-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
-    os.environ[WORKER_CONFIG_ENV] = str(args.config.resolve())
+    os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
     os.environ[WORKER_PARENT_ENV] = str(os.getpid())
     try:
-        uvicorn.run(
-            "gateway.app:worker_app",
-            factory=True,
-            workers=server.workers,
-            **options,  # type: ignore[arg-type]
+        # The parent holds the socket and every worker accepts on it; SIGTERM or SIGINT to the
+        # parent stops every worker, then the parent returns.
+        supervisor = Multiprocess(
+            uvicorn.Config(
+                "gateway.app:worker_app",
+                factory=True,
+                workers=config.server.workers,
+                **options,  # type: ignore[arg-type]
+            ),
+            sockets=[listener],
         )
+        supervisor.run()
     finally:
         shutil.rmtree(metrics_directory, ignore_errors=True)
-    return EXIT_OK
+    failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
+    return EXIT_CANNOT_START if failed else EXIT_OK
 
 
 def run_reprocess(args: argparse.Namespace) -> int:
@@ -221,6 +282,8 @@ def run_dead_letters(args: argparse.Namespace) -> int:
     """List dead letters: event id, subscriber, attempts, last error (tab-separated, or JSON)."""
     config = _load_or_report(args.config)
     if config is None:
+        return EXIT_PROBLEMS
+    if not _known_subscriber(config, args.subscriber):
         return EXIT_PROBLEMS
     letters = _with_store(config, lambda store: store.dead_letters(subscriber=args.subscriber))
     for letter in letters:
@@ -301,7 +364,9 @@ def run_enable(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     _with_store(
         config,
-        lambda store: store.save_subscriber_circuit(args.subscriber, msgspec.json.encode(CLOSED)),
+        lambda store: store.save_subscriber_circuit(
+            args.subscriber, encode_circuit(CLOSED), expected_version=None
+        ),
     )
     print(f"enabled {args.subscriber}")
     return EXIT_OK
@@ -314,15 +379,50 @@ def run_public_key(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     if not _known_subscriber(config, args.subscriber):
         return EXIT_PROBLEMS
+    secrets = config.subscribers[args.subscriber].secrets
+    if not secrets:
+        print(f"{args.subscriber} has no secret: what it receives is not signed", file=sys.stderr)
+        return EXIT_PROBLEMS
     keys = [
-        public_key_of(secret.reveal())
-        for secret in config.subscribers[args.subscriber].secrets
-        if secret.reveal().startswith("whsk_")
+        public_key_of(secret.reveal()) for secret in secrets if secret.reveal().startswith("whsk_")
     ]
     if not keys:
         print(f"{args.subscriber} has no whsk_ signing key (it is signed with v1 only)")
         return EXIT_PROBLEMS
     print("\n".join(keys))
+    return EXIT_OK
+
+
+def run_quarantine(args: argparse.Namespace) -> int:
+    """List the payloads waiting in quarantine, or drop one (`quarantine drop ID`)."""
+    if args.action == "drop" and args.quarantine_id is None:
+        print("quarantine drop: give the ID of the payload to drop", file=sys.stderr)
+        return EXIT_USAGE
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    if args.action == "drop":
+        quarantine_id: int = args.quarantine_id
+        if not _with_store(config, lambda store: drop_quarantined(store, quarantine_id)):
+            print(f"no quarantined payload with id {quarantine_id}", file=sys.stderr)
+            return EXIT_PROBLEMS
+        print(f"dropped quarantined payload {quarantine_id}")
+        return EXIT_OK
+    for item in _with_store(config, list_quarantine):
+        if args.json:
+            print(msgspec.json.encode(item).decode())
+        else:
+            error = item.error.replace("\t", " ").replace("\n", " ")
+            print(f"{item.id}\t{item.source}\t{item.received_at}\t{error}")
+    return EXIT_OK
+
+
+def run_new_secret(args: argparse.Namespace) -> int:
+    """Print a fresh random subscriber secret; for whsk_, its whpk_ public key on stderr."""
+    secret = new_secret(args.kind)
+    print(secret)
+    if args.kind == "whsk":
+        print(f"public key (for the subscriber): {public_key_of(secret)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -338,7 +438,8 @@ def run_sample(args: argparse.Namespace) -> int:
         if source is None:
             print(f"no source uses {adapter.name} in {args.config}: give --to", file=sys.stderr)
             return EXIT_USAGE
-        url = f"http://{config.server.host}:{config.server.port}/webhooks/{source.name}"
+        url = f"http://{config.server.host}:{config.server.port}"
+    url = _webhook_url(url, source.name if source else adapter.name)
     credentials = source.secrets if adapter.signed and source else source.tokens if source else ()
     secret = args.secret or (credentials[0].reveal() if credentials else None)
     if secret is None:
@@ -362,6 +463,15 @@ def run_sample(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     print(f"POST {url} -> {response.status_code} {response.text}")
     return EXIT_OK if response.is_success else EXIT_PROBLEMS
+
+
+def _webhook_url(url: str, source: str) -> str:
+    """`url` as given when it has a path; a bare base URL (`http://127.0.0.1:8090`) gets the
+    source's webhook path."""
+    parts = urlsplit(url)
+    if parts.path.strip("/"):
+        return url
+    return urlunsplit(parts._replace(path=f"/webhooks/{source}"))
 
 
 def _config_path(text: str) -> Path:
@@ -394,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gateway",
         description="finrelay: provider webhooks in, one canonical CloudEvents envelope out.",
     )
+    parser.add_argument("--version", action="version", version=f"finrelay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     normalize = commands.add_parser(
@@ -447,10 +558,46 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=run_serve)
 
     reprocess = commands.add_parser(
-        "reprocess", help="run quarantined payloads through their adapters again"
+        "reprocess",
+        help="run quarantined payloads through their adapters again",
+        description=(
+            "Run every quarantined payload through its adapter again: one that now reads is "
+            "stored and routed, one that does not stays in quarantine with the new reason. "
+            "Exit 0 when every payload was released, 1 when some are still invalid or were "
+            "skipped (their source is no longer configured)."
+        ),
     )
     _add_config_option(reprocess)
     reprocess.set_defaults(handler=run_reprocess)
+
+    quarantine = commands.add_parser(
+        "quarantine",
+        help="list quarantined payloads, or drop one",
+        description=(
+            "List the payloads waiting in quarantine (id, source, received, error), or with "
+            "`drop ID` delete one for good (exit 1 when there is no such payload waiting)."
+        ),
+    )
+    quarantine.add_argument("action", nargs="?", choices=("drop",), help="drop one payload")
+    quarantine.add_argument("quarantine_id", nargs="?", type=int, metavar="ID")
+    quarantine.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON lines (id, source, received_at, verification, error), not tab-separated",
+    )
+    _add_config_option(quarantine)
+    quarantine.set_defaults(handler=run_quarantine)
+
+    secret = commands.add_parser(
+        "new-secret",
+        help="print a fresh random subscriber secret",
+        description=(
+            "Print a new random subscriber secret: whsec_ signs with v1 (HMAC-SHA256), whsk_ "
+            "with v1a (Ed25519; its whpk_ public key, for the subscriber, goes to stderr)."
+        ),
+    )
+    secret.add_argument("--kind", choices=("whsec", "whsk"), default="whsec")
+    secret.set_defaults(handler=run_new_secret)
 
     sample = commands.add_parser(
         "sample",

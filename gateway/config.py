@@ -15,9 +15,10 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -25,19 +26,28 @@ import msgspec
 from adapters.base import Adapter
 from adapters.registry import ADAPTERS
 from adapters.source import Secret, SourceSettings
+from gateway.broker_url import BrokerUrl
+from gateway.delivery.templates import template_problem
 from gateway.signing import decode_signing_secret
-from schemas.money import MoneyError, normalize_currency_code
+from schemas.money import CURRENCY_EXPONENTS, MoneyError, normalize_currency_code
+from schemas.taxonomy import CANONICAL_TYPES, KINDS, OPEN_KINDS
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "STANDARD_WEBHOOKS_SCHEDULE",
+    "AmqpSubscriber",
     "ConfigError",
     "ConfigProblem",
+    "FileSubscriber",
     "GatewayConfig",
+    "HttpSubscriber",
+    "NatsSubscriber",
+    "RedisSubscriber",
     "RouteConfig",
     "ServerConfig",
     "StoreConfig",
     "SubscriberConfig",
+    "SubscriberKind",
     "load_config",
 ]
 
@@ -58,7 +68,7 @@ STANDARD_WEBHOOKS_SCHEDULE: tuple[float, ...] = (
     86400,
 )
 
-SubscriberKind = Literal["http", "file"]
+SubscriberKind = Literal["http", "file", "redis", "nats", "amqp"]
 
 # Source and subscriber names appear in URLs (`/webhooks/<source>`) and event ids.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -76,7 +86,9 @@ _SECTIONS = ("server", "store", "sources", "subscribers", "routes")
 _SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers")
 # More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
-_STORE_KEYS = ("url",)
+_STORE_KEYS = ("url", "retention_days")
+# Retention longer than this is a typo (or a wish to keep everything: a very large number).
+_MAX_RETENTION_DAYS = 36_500
 _SOURCE_KEYS = (
     "adapter",
     "secret",
@@ -91,10 +103,9 @@ _SOURCE_KEYS = (
     "uri",
     "allow_unauthenticated",
 )
+# Keys every subscriber kind takes (the delivery keys), then each kind's own.
 _SUBSCRIBER_KEYS = (
     "kind",
-    "url",
-    "path",
     "secret",
     "secrets",
     "timeout_seconds",
@@ -103,11 +114,26 @@ _SUBSCRIBER_KEYS = (
     "circuit_breaker_failures",
     "circuit_breaker_seconds",
 )
+_KIND_KEYS: Mapping[str, tuple[str, ...]] = {
+    "http": ("url",),
+    "file": ("path",),
+    "redis": ("url", "stream", "maxlen"),
+    "nats": ("url", "subject"),
+    "amqp": ("url", "exchange", "routing_key"),
+}
+# The URL schemes of each broker's client (TLS: rediss, tls, amqps).
+_BROKER_SCHEMES: Mapping[str, tuple[str, ...]] = {
+    "redis": ("redis", "rediss"),
+    "nats": ("nats", "tls"),
+    "amqp": ("amqp", "amqps"),
+}
+# RabbitMQ: an exchange name is up to 127 of these; a routing key up to 255 bytes.
+_AMQP_EXCHANGE = re.compile(r"[A-Za-z0-9_.:-]{0,127}")
+_AMQP_MAX_ROUTING_KEY_BYTES = 255
 _ROUTE_KEYS = ("sources", "types", "subscribers")
 
 _SQLITE_PREFIX = "sqlite:///"
-_KINDS = ("http", "file")
-_PLANNED_KINDS = ("redis", "nats", "amqp")
+_KINDS: tuple[SubscriberKind, ...] = ("http", "file", "redis", "nats", "amqp")
 _WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 _MIN_WEBHOOK_KEY_BYTES = 16
 _SIGNING_KEY_PREFIX = "whsk_"  # the Standard Webhooks v1a prefix
@@ -129,13 +155,16 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     url: str = "sqlite:///./data/gateway.db"
+    # Delivered events (and their attempts) older than this are deleted (gateway/retention.py).
+    retention_days: float = 30.0
 
 
-class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True):
+class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    """The delivery keys every kind of subscriber takes; each kind is a subclass with its own
+    (a tagged union on `kind`: gateway/delivery/registry.py finds the transport by it)."""
+
+    kind: ClassVar[SubscriberKind]
     name: str
-    kind: SubscriberKind = "http"
-    url: str | None = None
-    path: Path | None = None
     secrets: tuple[Secret, ...] = ()
     timeout_seconds: float = 10.0
     retry_schedule: tuple[float, ...] = STANDARD_WEBHOOKS_SCHEDULE
@@ -144,6 +173,47 @@ class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True):
     # one delivery probes whether it is back.
     circuit_breaker_failures: int = 20
     circuit_breaker_seconds: float = 60.0
+
+
+class HttpSubscriber(SubscriberConfig, frozen=True, kw_only=True, tag="http"):
+    """Standard Webhooks POSTs to `url` (a secret is required: CONTRACT.md 4)."""
+
+    kind: ClassVar[SubscriberKind] = "http"
+    url: str
+
+
+class FileSubscriber(SubscriberConfig, frozen=True, kw_only=True, tag="file"):
+    """One JSON line per delivery appended to `path`."""
+
+    kind: ClassVar[SubscriberKind] = "file"
+    path: Path
+
+
+class RedisSubscriber(SubscriberConfig, frozen=True, kw_only=True, tag="redis"):
+    """XADD to a Redis stream (CONTRACT.md 4a); `maxlen` trims it approximately (MAXLEN ~)."""
+
+    kind: ClassVar[SubscriberKind] = "redis"
+    url: BrokerUrl
+    stream: str
+    maxlen: int | None = None
+
+
+class NatsSubscriber(SubscriberConfig, frozen=True, kw_only=True, tag="nats"):
+    """A JetStream publish on `subject`, a template of `{type}` and `{source}`."""
+
+    kind: ClassVar[SubscriberKind] = "nats"
+    url: BrokerUrl
+    subject: str
+
+
+class AmqpSubscriber(SubscriberConfig, frozen=True, kw_only=True, tag="amqp"):
+    """A confirmed, mandatory, persistent publish to `exchange` ("" is the default exchange)
+    with `routing_key`, a template of `{type}` and `{source}`."""
+
+    kind: ClassVar[SubscriberKind] = "amqp"
+    url: BrokerUrl
+    routing_key: str
+    exchange: str = ""
 
 
 class RouteConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -547,8 +617,33 @@ def _store(checker: _Checker, value: object) -> StoreConfig | None:
     if table is None:
         return None
     _check_keys(checker, table, _STORE_KEYS, place)
-    if "url" not in table:
-        return StoreConfig()
+    default = StoreConfig()
+    retention_days: float | None = default.retention_days
+    if "retention_days" in table:
+        retention_days = _retention_days(
+            checker, table["retention_days"], _key(place, "retention_days")
+        )
+    url = _store_url(checker, table, place) if "url" in table else default.url
+    if url is None or retention_days is None:
+        return None
+    return StoreConfig(url=url, retention_days=retention_days)
+
+
+def _retention_days(checker: _Checker, value: object, place: str) -> float | None:
+    """A number of days, more than 0; fractions allowed (0.5 is twelve hours)."""
+    if value is _UNRESOLVED:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        checker.add(place, f"expected a number of days, got {_kind(value)}")
+        return None
+    # TOML has nan and inf; neither is a number of days.
+    if not math.isfinite(value) or value <= 0 or value > _MAX_RETENTION_DAYS:
+        checker.add(place, f"must be more than 0 and up to {_MAX_RETENTION_DAYS} days, not {value}")
+        return None
+    return float(value)
+
+
+def _store_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:
     url_place = _key(place, "url")
     url = _string(checker, table["url"], url_place)
     if url is None:
@@ -567,7 +662,7 @@ def _store(checker: _Checker, value: object) -> StoreConfig | None:
                 " give a file path: sqlite:///<path>",
             )
         else:
-            return StoreConfig(url=url)
+            return url
         return None
     scheme = url.partition(":")[0].lower() if _URL_SCHEME.match(url) else ""
     if scheme == "sqlite":
@@ -743,15 +838,44 @@ def _check_authentication(
         )
 
 
+# Three letters is the shape of an ISO 4217 code, so a three-letter code outside the table is
+# far likelier a typo ("XYZ", "GPB") than an asset; these crypto tickers are the exceptions.
+# Longer or shorter tickers (USDT, USDC) are kept as given, as the money module keeps them.
+_THREE_LETTER_TICKERS = frozenset(
+    {"ADA", "BNB", "BTC", "DAI", "DOT", "ETH", "LTC", "SOL", "TRX", "XLM", "XRP"}
+)
+
+
 def _currency(checker: _Checker, value: object, place: str) -> str | None:
     text = _string(checker, value, place)
     if text is None:
         return None
     try:
-        return normalize_currency_code(text)
+        code = normalize_currency_code(text)
     except MoneyError:
         checker.add(place, f'not a currency code: {checker.show(place, text)} (e.g. "GBP")')
         return None
+    if len(code) == 3 and code not in CURRENCY_EXPONENTS and code not in _THREE_LETTER_TICKERS:
+        checker.add(
+            place,
+            f"not an ISO 4217 currency code: {checker.show(place, text)}{_closest_currency(code)}",
+        )
+        return None
+    return code
+
+
+def _closest_currency(code: str) -> str:
+    """Codes two neighbouring letters apart (GPB), else one letter apart (EUA): typos."""
+    codes = [other for other in sorted(CURRENCY_EXPONENTS) if len(other) == len(code)]
+    swaps = {code[:i] + code[i + 1] + code[i] + code[i + 2 :] for i in range(len(code) - 1)}
+    swapped = [other for other in codes if other in swaps]
+    one_off = [
+        other for other in codes if sum(a != b for a, b in zip(other, code, strict=True)) == 1
+    ]
+    closest = (swapped or one_off)[:3]
+    if not closest:
+        return ""
+    return " (did you mean " + " or ".join(f'"{other}"' for other in closest) + "?)"
 
 
 def _header_name(checker: _Checker, value: object, place: str) -> str | None:
@@ -777,18 +901,9 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
         return None
     before = len(checker.problems)
     _name(checker, name, place, "subscriber")
-    _check_keys(checker, table, _SUBSCRIBER_KEYS, place)
-
     kind = _subscriber_kind(checker, table.get("kind", "http"), _key(place, "kind"))
-    settings: dict[str, Any] = {}
-    if kind == "http":
-        settings["url"] = _http_url(checker, table, place)
-    elif kind == "file":
-        settings["path"] = _file_path(checker, table, place)
-    if kind is not None:
-        for key, owner in (("url", "http"), ("path", "file")):
-            if key in table and kind != owner:
-                checker.add(_key(place, key), f"only {owner} subscribers have a {key}")
+    _check_subscriber_keys(checker, table, kind, place)
+    settings: dict[str, Any] = {} if kind is None else _KIND_SETTINGS[kind](checker, table, place)
     secrets = _one_or_many(checker, table, place, "secret", "secrets")
     for secret_place, secret in secrets:
         _subscriber_secret(checker, secret, secret_place)
@@ -831,9 +946,8 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
         )
     if len(checker.problems) > before or kind is None:
         return None
-    return SubscriberConfig(
+    return _SUBSCRIBER_TYPES[kind](
         name=name,
-        kind=kind,
         secrets=tuple(Secret(secret) for _, secret in secrets),
         **settings,
     )
@@ -843,19 +957,158 @@ def _subscriber_kind(checker: _Checker, value: object, place: str) -> Subscriber
     text = _string(checker, value, place)
     if text is None:
         return None
-    if text == "http":
-        return "http"
-    if text == "file":
-        return "file"
-    if text in _PLANNED_KINDS:
-        checker.add(place, f"{text} subscribers are not supported yet (supported: http, file)")
-    else:
-        checker.add(
-            place,
-            f"unknown kind {checker.show(place, text)}{_did_you_mean(text, _KINDS)}"
-            f" (supported: http, file; {', '.join(_PLANNED_KINDS)}: not supported yet)",
-        )
+    for kind in _KINDS:
+        if text == kind:
+            return kind
+    checker.add(
+        place,
+        f"unknown kind {checker.show(place, text)}{_did_you_mean(text, _KINDS)}"
+        f" (supported: {', '.join(_KINDS)})",
+    )
     return None
+
+
+def _check_subscriber_keys(
+    checker: _Checker, table: Mapping[str, object], kind: SubscriberKind | None, place: str
+) -> None:
+    """Unknown keys, and keys of another kind (`stream` on an amqp subscriber)."""
+    all_keys = dict.fromkeys(_SUBSCRIBER_KEYS + tuple(k for ks in _KIND_KEYS.values() for k in ks))
+    own = _SUBSCRIBER_KEYS + (_KIND_KEYS[kind] if kind is not None else tuple(all_keys))
+    for key in table:
+        if key in own:
+            continue
+        if key in all_keys:
+            owners = [other for other in _KINDS if key in _KIND_KEYS[other]]
+            listed = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
+            checker.add(_key(place, key), f"only {listed} subscribers have a {key}")
+        else:
+            checker.add(_key(place, key), f"unknown key{_did_you_mean(key, own)}")
+
+
+def _http_settings(checker: _Checker, table: Mapping[str, object], place: str) -> dict[str, Any]:
+    return {"url": _http_url(checker, table, place)}
+
+
+def _file_settings(checker: _Checker, table: Mapping[str, object], place: str) -> dict[str, Any]:
+    return {"path": _file_path(checker, table, place)}
+
+
+def _redis_settings(checker: _Checker, table: Mapping[str, object], place: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "url": _broker_url(checker, table, place, "redis"),
+        "stream": _required_string(checker, table, place, "stream", "redis"),
+    }
+    if "maxlen" in table:
+        # MAXLEN ~ keeps at least this many entries; 0 would empty the stream on every XADD.
+        settings["maxlen"] = _integer(checker, table["maxlen"], _key(place, "maxlen"), 1)
+    return settings
+
+
+def _nats_settings(checker: _Checker, table: Mapping[str, object], place: str) -> dict[str, Any]:
+    subject = _required_string(checker, table, place, "subject", "nats")
+    if subject is not None:
+        # JetStream publishes to one subject: `*` and `>` subscribe, they do not address.
+        problem = template_problem(subject, "*>", empty_parts=False)
+        if problem is not None:
+            checker.add(_key(place, "subject"), problem)
+    return {"url": _broker_url(checker, table, place, "nats"), "subject": subject}
+
+
+def _amqp_settings(checker: _Checker, table: Mapping[str, object], place: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {"url": _broker_url(checker, table, place, "amqp")}
+    key_place = _key(place, "routing_key")
+    if "routing_key" not in table:
+        checker.add(key_place, 'required for an amqp subscriber (e.g. "{type}"; "" for fanout)')
+    elif not isinstance(table["routing_key"], str):
+        _string(checker, table["routing_key"], key_place)  # reports the type
+    else:
+        routing_key: str = table["routing_key"]
+        # `*` and `#` are binding patterns; a published routing key with one is a typo.
+        problem = template_problem(routing_key, "*#", empty_parts=True)
+        if problem is None and len(routing_key.encode()) > _AMQP_MAX_ROUTING_KEY_BYTES:
+            problem = f"at most {_AMQP_MAX_ROUTING_KEY_BYTES} bytes"
+        if problem is not None:
+            checker.add(key_place, problem)
+        settings["routing_key"] = routing_key
+    if "exchange" in table:
+        exchange_place = _key(place, "exchange")
+        exchange = table["exchange"]
+        if not isinstance(exchange, str):
+            _string(checker, exchange, exchange_place)  # reports the type
+        elif not _AMQP_EXCHANGE.fullmatch(exchange):
+            checker.add(
+                exchange_place,
+                'not an exchange name: up to 127 of A-Za-z0-9_.:- ("" is the default exchange)',
+            )
+        else:
+            settings["exchange"] = exchange
+    return settings
+
+
+_KIND_SETTINGS: Mapping[
+    SubscriberKind, Callable[[_Checker, Mapping[str, object], str], dict[str, Any]]
+] = {
+    "http": _http_settings,
+    "file": _file_settings,
+    "redis": _redis_settings,
+    "nats": _nats_settings,
+    "amqp": _amqp_settings,
+}
+_SUBSCRIBER_TYPES: Mapping[SubscriberKind, type[SubscriberConfig]] = {
+    "http": HttpSubscriber,
+    "file": FileSubscriber,
+    "redis": RedisSubscriber,
+    "nats": NatsSubscriber,
+    "amqp": AmqpSubscriber,
+}
+
+
+def _required_string(
+    checker: _Checker, table: Mapping[str, object], place: str, key: str, kind: str
+) -> str | None:
+    if key not in table:
+        checker.add(
+            _key(place, key), f"required for a{'n' if kind[0] in 'aeiou' else ''} {kind} subscriber"
+        )
+        return None
+    return _string(checker, table[key], _key(place, key))
+
+
+def _broker_url(
+    checker: _Checker, table: Mapping[str, object], place: str, kind: SubscriberKind
+) -> BrokerUrl | None:
+    """A broker URL of one of the kind's schemes, with a host. Never quoted in a message: it
+    may carry a password."""
+    url_place = _key(place, "url")
+    expected = " or ".join(f"{scheme}://" for scheme in _BROKER_SCHEMES[kind])
+    if "url" not in table:
+        checker.add(
+            url_place,
+            f"required for a{'n' if kind[0] in 'aeiou' else ''} {kind} subscriber: {expected}...",
+        )
+        return None
+    url = _string(checker, table["url"], url_place)
+    if url is None:
+        return None
+    if any(character.isspace() or ord(character) < 32 for character in url):
+        checker.add(url_place, "not a URL: it contains whitespace or control characters")
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError as error:
+        checker.add(url_place, f"not a URL: {_url_error(error)}")
+        return None
+    if parts.scheme not in _BROKER_SCHEMES[kind]:
+        checker.add(url_place, f"expected a {expected} URL")
+        return None
+    if not parts.hostname:
+        checker.add(url_place, "the URL has no host")
+        return None
+    if kind == "redis" and parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        checker.add(url_place, "the database (the URL's path) is a number, e.g. /0")
+        return None
+    return BrokerUrl(url)
 
 
 def _http_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:
@@ -1038,8 +1291,31 @@ def _type_patterns(checker: _Checker, value: object, place: str) -> list[tuple[s
         if any(character.isspace() for character in pattern):
             checker.add(item_place, 'a type pattern has no whitespace (e.g. "payment.*")')
             continue
+        if not _may_match_a_type(pattern):
+            checker.warnings.append(
+                f"{item_place}: {checker.show(item_place, pattern)} matches no event type"
+                f"{_closest_types(pattern)}"
+            )
         patterns.append((item_place, pattern))
     return patterns
+
+
+def _may_match_a_type(pattern: str) -> bool:
+    """Whether some event could have a type the glob matches: a canonical type, any action of
+    an open kind (`workflow.*`), or an unmapped `<adapter>.<provider type>`, whose provider
+    types nobody can list in advance."""
+    if any(fnmatchcase(name, pattern) for name in CANONICAL_TYPES):
+        return True
+    head = pattern.partition(".")[0]
+    return any(fnmatchcase(prefix, head) for prefix in (*ADAPTERS, *OPEN_KINDS))
+
+
+def _closest_types(pattern: str) -> str:
+    names = sorted(CANONICAL_TYPES | {f"{kind}.*" for kind in KINDS})
+    closest = difflib.get_close_matches(pattern, names, n=3, cutoff=0.6)
+    if not closest:
+        return " (canonical types are <kind>.<action>, e.g. payment.succeeded)"
+    return " (closest: " + ", ".join(json.dumps(name) for name in closest) + ")"
 
 
 def _references(

@@ -49,6 +49,21 @@ _STATUS_BY_CODE = {
 # Never kept with a quarantined payload: they prove identity, and reprocessing needs no proof
 # (the request was authenticated when it arrived).
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
+# Every header an adapter reads a signature from (adapters/finaegis.py, finexer.py,
+# finfusion.py). Finexer's name is a source setting besides (`signature_header`), whatever it
+# is called; and any header whose name says "signature" goes too.
+_SIGNATURE_HEADERS = frozenset(
+    {
+        "x-webhook-signature",
+        "x-finaegis-signature",
+        "fx-signature",
+        "x-finexer-signature",
+        "x-finfusion-signature",
+    }
+)
+# A refusal whose code has no status above (an adapter's new error nobody mapped yet) is still
+# a refusal: 401 with this code, never a 500.
+_UNMAPPED_REFUSAL = "unauthenticated"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 _encoder = msgspec.json.Encoder()
@@ -79,13 +94,18 @@ def _is_trusted(address: str, proxies: tuple[IPv4Network | IPv6Network, ...]) ->
     return any(parsed in network for network in proxies)
 
 
-def quarantinable_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def quarantinable_headers(headers: Mapping[str, str], settings: SourceSettings) -> dict[str, str]:
     """The headers kept with a quarantined body: what an adapter may read again, minus anything
-    that proves identity (credentials and signatures)."""
+    that proves identity (credentials and signatures, the source's own signature header
+    included)."""
+    configured = settings.signature_header.lower()
     return {
         name: value
         for name, value in headers.items()
-        if name not in _SECRET_HEADERS and "signature" not in name
+        if name not in _SECRET_HEADERS
+        and name not in _SIGNATURE_HEADERS
+        and name != configured
+        and "signature" not in name
     }
 
 
@@ -98,6 +118,21 @@ class _Answer:
         self.status = status
         self.content = content
         self.fields = fields
+
+
+_TOO_LARGE = _Answer(413, {"error": "payload_too_large"}, outcome="payload_too_large")
+
+
+def _cut_short(size: int, declared: str) -> _Answer:
+    # Answered in case the client still listens (it usually does not: the server then sends
+    # nothing), and logged with the request.
+    expected = f" of {declared}" if declared else ""
+    return _Answer(
+        400,
+        {"error": "incomplete_body"},
+        outcome="incomplete_body",
+        detail=f"the client closed the request after {size}{expected} bytes of its body",
+    )
 
 
 class _SourceSeries:
@@ -159,11 +194,20 @@ class Ingress:
     ) -> None:
         request_id = responder.request_id
         name = scope["path"][len(WEBHOOK_PREFIX) :]
+        client = self._client_of(scope)
         settings = self._config.sources.get(name)
         if settings is None:
-            # The name came from the URL: not a metric label, and cut short in the answer.
+            # The name came from the URL: not a metric label, and cut short in the answer and
+            # the log alike.
             self._unknown.inc()
-            log.info("webhook", request_id=request_id, outcome="unknown_source", status=404)
+            log.info(
+                "webhook",
+                request_id=request_id,
+                source=name[:64],
+                client=client,
+                outcome="unknown_source",
+                status=404,
+            )
             detail = f"no source {name[:64]!r}"
             await responder.json(404, {"error": "unknown_source", "detail": detail})
             return
@@ -178,14 +222,29 @@ class Ingress:
         elapsed = time.perf_counter() - started
         series.answer(name, answer.fields["outcome"]).inc()
         series.latency.observe(elapsed)
-        log.info(
+        # Refused credentials or addresses are worth an operator's eye: a misconfigured
+        # provider, a rotated secret, or someone probing.
+        emit = log.warning if answer.status in (401, 403) else log.info
+        emit(
             "webhook",
             request_id=request_id,
             source=name,
+            client=client,
             status=answer.status,
             latency_ms=round(elapsed * 1000, 3),
             **answer.fields,
         )
+
+    def _client_of(self, scope: Scope) -> str | None:
+        """The client's address for the log line, as `client_address` judges it."""
+        peer = scope.get("client")
+        if peer is None or not self._proxies:
+            return peer[0] if peer else None
+        forwarded = None
+        for key, value in scope["headers"]:
+            if key == b"x-forwarded-for":
+                forwarded = value.decode("latin-1")  # the last one, as the headers dict keeps
+        return client_address(peer[0], forwarded, self._proxies)
 
     async def _receive(
         self,
@@ -200,8 +259,8 @@ class Ingress:
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
         body = await self._read_body(headers, receive)
-        if body is None:
-            return _Answer(413, {"error": "payload_too_large"}, outcome="payload_too_large")
+        if isinstance(body, _Answer):
+            return body
 
         peer = scope.get("client")
         inbound = InboundRequest(
@@ -219,18 +278,26 @@ class Ingress:
         try:
             verification = adapter.verify(inbound, settings, received_at)
         except AuthenticationError as error:
+            status = _STATUS_BY_CODE.get(error.code)
+            if status is None:
+                # The adapter's detail may say more than a refusal should: not in the answer.
+                return _Answer(
+                    401,
+                    {"error": _UNMAPPED_REFUSAL},
+                    outcome=_UNMAPPED_REFUSAL,
+                    code=error.code,
+                    detail=error.detail,
+                )
             content = {"error": error.code}
             if error.code == "invalid_signature":
                 content["detail"] = error.detail
-            return _Answer(
-                _STATUS_BY_CODE[error.code], content, outcome=error.code, detail=error.detail
-            )
+            return _Answer(status, content, outcome=error.code, detail=error.detail)
 
         try:
             event = adapter.normalize(body, headers, settings, received_at, verification)
         except InvalidPayload as error:
             return await self._quarantine(
-                name, body, headers, verification, error, received_at, series
+                settings, body, headers, verification, error, received_at, series
             )
         return await self._store_event(name, event, received_at, series)
 
@@ -271,29 +338,35 @@ class Ingress:
             type=event.type,
         )
 
-    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
-        """The body, or None as soon as it proves longer than the limit (the rest unread)."""
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | _Answer:
+        """The whole body; or the answer when there is none to use: 413 as soon as it proves
+        longer than the limit (the rest unread), 400 when the client cut it short."""
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self._max_body:
-            return None
+            return _TOO_LARGE
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                # A prefix of a body is not the body: verifying it fails at best, and a prefix
+                # that happens to be valid JSON (or not JSON, for a token-authenticated source)
+                # would be stored or quarantined as if the provider had sent it.
+                return _cut_short(size, declared)
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
-                return None
+                return _TOO_LARGE
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if declared.isdigit() and size < int(declared):
+            return _cut_short(size, declared)
         return b"".join(chunks)
 
     async def _quarantine(
         self,
-        name: str,
+        settings: SourceSettings,
         body: bytes,
         headers: dict[str, str],
         verification: str,
@@ -303,10 +376,10 @@ class Ingress:
     ) -> _Answer:
         try:
             quarantine_id = await self._store.quarantine(
-                source=name,
+                source=settings.name,
                 received_at=received_at.timestamp(),
                 body=body,
-                headers=quarantinable_headers(headers),
+                headers=quarantinable_headers(headers, settings),
                 verification=verification,
                 error=error.detail,
             )

@@ -12,12 +12,13 @@ import collections
 import logging
 import os
 import select
+import threading
 from typing import Any
 
 import msgspec
 import structlog
 
-__all__ = ["DroppingBytesLogger", "configure_logging", "flush_logs"]
+__all__ = ["DroppingBytesLogger", "configure_logging", "flush_logs", "wait_for_logs"]
 
 
 class DroppingBytesLogger:
@@ -32,6 +33,11 @@ class DroppingBytesLogger:
     Several worker processes share one stdout, so every write is whole lines of at most
     PIPE_BUF bytes, which a pipe never interleaves with another writer's (nor does a file
     opened for appending): a line is never cut by another process's.
+
+    The writes themselves happen on a thread of their own (`_StdoutWriter`): a stdout that
+    blocks (a pipe nobody reads, a stalled terminal) would otherwise stop the event loop, and
+    every request with it. What that thread cannot take in time is dropped, whole lines at a
+    time, and counted.
     """
 
     dropped = 0
@@ -52,28 +58,102 @@ _FLUSH_LINES = 256
 _STDOUT_FD = 1
 
 
+# What may wait for the writer thread: about a second of request lines at 1,000 requests/s.
+# Past it, stdout is not keeping up, and lines are dropped rather than memory grown.
+MAX_BUFFERED_BYTES = 256 * 1024
+# How long the process waits at exit for the writer to finish (a blocked stdout never does).
+EXIT_DRAIN_SECONDS = 1.0
+
+
 def flush_logs() -> None:
-    """Write the waiting log lines (the server calls this on a timer and at exit)."""
+    """Hand the waiting log lines to the writer thread, in whole-line chunks of at most
+    PIPE_BUF bytes (the server calls this on a timer, and at exit). Never blocks."""
     chunk: list[bytes] = []
     size = 0
     while _waiting:
         line = _waiting.popleft()
         if chunk and size + len(line) > select.PIPE_BUF:
-            _write(chunk)
+            _writer.offer(chunk)
             chunk, size = [], 0
         chunk.append(line)
         size += len(line)
     if chunk:
-        _write(chunk)
+        _writer.offer(chunk)
 
 
-def _write(lines: list[bytes]) -> None:
-    data = memoryview(b"".join(lines))
+def wait_for_logs(timeout: float) -> bool:
+    """Wait until every line handed to the writer is written (or dropped); False when that
+    took longer than `timeout` seconds."""
+    return _writer.drain(timeout)
+
+
+class _StdoutWriter:
+    """The one thread that writes to stdout, fed whole-line chunks through a bounded buffer.
+
+    A chunk is written whole by blocking writes (the thread may wait, the event loop does not),
+    so the stream never holds a cut line: a write of at most PIPE_BUF bytes to a pipe is all or
+    nothing, and a longer one is finished by the next write. A chunk that does not fit in the
+    buffer is dropped whole, and its lines counted.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._chunks: collections.deque[tuple[bytes, int]] = collections.deque()
+        # Bytes waiting or being written: the buffer's bound counts both.
+        self._buffered = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def offer(self, lines: list[bytes]) -> None:
+        data = b"".join(lines)
+        with self._ready:
+            if self._buffered + len(data) > MAX_BUFFERED_BYTES:
+                DroppingBytesLogger.dropped += len(lines)
+                return
+            self._chunks.append((data, len(lines)))
+            self._buffered += len(data)
+            # One thread per process: a forked child has none of its parent's threads.
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def drain(self, timeout: float) -> bool:
+        with self._ready:
+            return self._ready.wait_for(lambda: self._buffered == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._chunks:
+                    self._ready.wait()
+                data, lines = self._chunks.popleft()
+            written = _write(data)
+            with self._ready:
+                if not written:
+                    DroppingBytesLogger.dropped += lines
+                self._buffered -= len(data)
+                self._ready.notify_all()
+
+
+def _write(data: bytes) -> bool:
+    """Write all of `data` to stdout; False when a write fails (a full disk, a closed pipe)."""
+    view = memoryview(data)
     try:
-        while data:
-            data = data[os.write(_STDOUT_FD, data) :]
+        while view:
+            view = view[os.write(_STDOUT_FD, view) :]
     except OSError:
-        DroppingBytesLogger.dropped += len(lines)
+        return False
+    return True
+
+
+_writer = _StdoutWriter()
+
+
+def _flush_at_exit() -> None:
+    flush_logs()
+    wait_for_logs(EXIT_DRAIN_SECONDS)
 
 
 def _dropping_logger(*_: Any) -> DroppingBytesLogger:
@@ -97,4 +177,4 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger_factory=_dropping_logger,
         cache_logger_on_first_use=True,
     )
-    atexit.register(flush_logs)
+    atexit.register(_flush_at_exit)

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from adapters.source import Secret
 
-__all__ = ["SigningKeys", "decode_signing_secret", "public_key_of"]
+__all__ = ["SigningKeys", "decode_signing_secret", "new_secret", "public_key_of"]
 
 WHSEC_PREFIX = "whsec_"
 WHSK_PREFIX = "whsk_"
@@ -63,6 +64,14 @@ def public_key_of(secret: str) -> str:
     """The `whpk_` public key to give the subscriber of a `whsk_` signing key."""
     key = _ed25519_key(secret.removeprefix(WHSK_PREFIX))
     return WHPK_PREFIX + base64.b64encode(_public_bytes(key)).decode()
+
+
+def new_secret(kind: str) -> str:
+    """A fresh random subscriber secret: `whsec_` and 32 random bytes (v1), or `whsk_` and an
+    Ed25519 seed (v1a)."""
+    if kind not in ("whsec", "whsk"):
+        raise ValueError("a secret is whsec (v1) or whsk (v1a)")
+    return f"{kind}_" + base64.b64encode(secrets.token_bytes(_SEED_BYTES)).decode()
 
 
 class SigningKeys:

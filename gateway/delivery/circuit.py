@@ -11,6 +11,9 @@ gateway process sees the same one and a restart does not forget that a subscribe
 - disabled: the subscriber answered 410 Gone, which the Standard Webhooks spec reads as "stop
   sending". Only an operator re-enables it (`gateway enable NAME`).
 Deliveries held back while a circuit is open or disabled stay pending: they cost no attempt.
+
+The store keeps each state as the bytes `encode_circuit` makes, with a version it compares and
+sets (gateway/delivery/dispatcher.py), so no process overwrites a state it has not seen.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ import msgspec
 
 from gateway.delivery.transport import SendResult
 
-__all__ = ["CircuitState", "after_attempt", "may_send"]
+__all__ = [
+    "CLOSED",
+    "CircuitState",
+    "after_attempt",
+    "decode_circuit",
+    "encode_circuit",
+    "may_send",
+]
 
 MAX_OPEN_SECONDS = 3600.0
 GONE = 410
@@ -36,6 +46,17 @@ class CircuitState(msgspec.Struct, frozen=True, kw_only=True):
 
 
 CLOSED = CircuitState()
+
+_decoder = msgspec.json.Decoder(CircuitState)
+
+
+def encode_circuit(circuit: CircuitState) -> bytes:
+    """The bytes the store keeps for a circuit."""
+    return msgspec.json.encode(circuit)
+
+
+def decode_circuit(encoded: bytes) -> CircuitState:
+    return _decoder.decode(encoded)
 
 
 def may_send(circuit: CircuitState, now: float) -> Literal["yes", "probe", "no"]:
@@ -64,6 +85,9 @@ def after_attempt(
         return CircuitState(state="disabled", failures=circuit.failures + 1)
     if result.outcome == "delivered":
         return CLOSED
+    if not failure_threshold and circuit.state == "closed":
+        # It never opens: counting failures would only cost a store write per failed attempt.
+        return circuit
     failures = circuit.failures + 1
     if circuit.state == "open":
         if started < circuit.opened_at:

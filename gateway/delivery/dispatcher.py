@@ -10,6 +10,12 @@ Work is bounded twice: a subscriber never has more than `max_in_flight` sends un
 dispatcher claims only for subscribers with a free slot, so a slow subscriber leaves its backlog
 in the store rather than in memory. A subscriber whose circuit is open gets nothing but, when
 its pause is over, a single probe (gateway/delivery/circuit.py).
+
+Nothing a subscriber or a bug does stops delivery: every send has a deadline (the subscriber's
+`timeout_seconds`, around the whole attempt, whatever the transport), any exception a transport
+raises is a recorded attempt that is retried, and the dispatch loop restarts itself after a
+crash (`running` is False meanwhile, and /readyz says so). An attempt is recorded under the
+lease token it was claimed with: a worker whose lease was taken over changes nothing.
 """
 
 from __future__ import annotations
@@ -17,22 +23,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
-import msgspec
 import structlog
 
 from gateway.config import SubscriberConfig
-from gateway.delivery.circuit import CLOSED, CircuitState, after_attempt, may_send
+from gateway.delivery.circuit import (
+    CLOSED,
+    CircuitState,
+    after_attempt,
+    decode_circuit,
+    encode_circuit,
+    may_send,
+)
+from gateway.delivery.decide import Dead, Decision, Delivered, RetryAt, attempt_outcome, decide
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.transport import OutboundMessage, SendResult, Transport
 from gateway.metrics import Metrics
 from gateway.signing import SigningKeys
 from gateway.store.base import Attempt, ClaimedDelivery, Store, StoreUnavailable
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "read_circuit", "update_circuit"]
 
 log = structlog.get_logger("gateway.delivery")
 
@@ -45,18 +60,51 @@ MIN_SLEEP_SECONDS = 0.01
 # After the store fails, wait this long before asking again, doubling up to the maximum.
 STORE_BACKOFF_SECONDS = 0.5
 MAX_STORE_BACKOFF_SECONDS = 30.0
+# After the loop crashed on something unexpected (a bug, not the store), restart it after this,
+# doubling up to the maximum while it keeps crashing.
+CRASH_BACKOFF_SECONDS = 0.5
+MAX_CRASH_BACKOFF_SECONDS = 30.0
+# Each dispatcher writes a heartbeat into the store this often; one whose heartbeat is older
+# than SILENT_SECONDS is taken for dead and its leases are given back, well before they would
+# run out (3 x timeout + 5 s: 35 s by default). Evidence in the store, so it holds across hosts
+# and PID namespaces, where a pid proves nothing.
+HEARTBEAT_SECONDS = 1.0
+SILENT_SECONDS = 5.0
+# Compare-and-set rounds of one circuit update. Every lost round means another process's write
+# went in, and they stop writing once it is disabled, so a 410 gets its turn; the bound is only
+# against a broken store.
+CIRCUIT_CAS_ROUNDS = 100
+
+
+def lease_seconds(timeout_seconds: float) -> float:
+    """A lease outlives any attempt by construction: an attempt is cut off at timeout_seconds
+    (`Dispatcher._send`), so a worker still holding its lease may still be sending, and a lease
+    that ran out means the attempt is over. The margin covers recording it. Short enough that a
+    crashed worker's deliveries are soon taken up by another (CONTRACT.md 7)."""
+    return 3 * timeout_seconds + 5
 
 
 class _Subscriber:
-    """What the dispatcher holds per subscriber: transport, keys, policy, circuit, free slots."""
+    """What the dispatcher holds per subscriber: transport, keys, policy, circuit (and the
+    version the store had it at), free slots."""
 
     def __init__(self, config: SubscriberConfig, transport: Transport) -> None:
         self.config = config
         self.transport = transport
         self.keys = SigningKeys(config.secrets)
         self.policy = RetryPolicy(config.retry_schedule)
+        self.lease_seconds = lease_seconds(config.timeout_seconds)
         self.circuit: CircuitState = CLOSED
+        self.circuit_version = 0
+        # One circuit update at a time per process: concurrent answers would only make each
+        # other's compare-and-set fail.
+        self.circuit_lock = asyncio.Lock()
         self.in_flight = 0
+
+    def adopt_circuit(self, version: int, circuit: CircuitState) -> None:
+        """Take a circuit state the store had at `version`, unless a newer one is known."""
+        if version >= self.circuit_version:
+            self.circuit_version, self.circuit = version, circuit
 
     def free_slots(self, now: float) -> int:
         allowed = may_send(self.circuit, now)
@@ -67,25 +115,40 @@ class _Subscriber:
         return self.config.max_in_flight - self.in_flight
 
 
-_circuit_decoder = msgspec.json.Decoder(CircuitState)
+async def read_circuit(store: Store, subscriber: str) -> tuple[int, CircuitState]:
+    """A subscriber's circuit as the store has it, and its version (0, closed: no row)."""
+    stored = (await store.subscriber_circuits()).get(subscriber)
+    if stored is None:
+        return 0, CLOSED
+    version, encoded = stored
+    return version, decode_circuit(encoded)
 
 
-def _pid_of(owner: str, host: str) -> int | None:
-    """The pid in a lease owner `host:pid:dispatcher` of this host, else None."""
-    owner_host, separator, rest = owner.rpartition(":")[0].rpartition(":")
-    if not separator or owner_host != host or not rest.isdigit():
-        return None
-    return int(rest)
+async def update_circuit(
+    store: Store,
+    subscriber: str,
+    change: Callable[[CircuitState], CircuitState],
+    known: tuple[int, CircuitState],
+) -> tuple[int, CircuitState]:
+    """Apply `change` to a subscriber's circuit in the store, by compare-and-set against the
+    `known` (version, state): if another process changed it meanwhile, read what it wrote and
+    apply `change` to that instead. So a process holding a stale `closed` never overwrites
+    another's `disabled` or `open`. What the store holds afterwards, as far as this knows."""
+    version, circuit = known
+    for _ in range(CIRCUIT_CAS_ROUNDS):
+        after = change(circuit)
+        if after == circuit:
+            return version, circuit
+        if await store.save_subscriber_circuit(
+            subscriber, encode_circuit(after), expected_version=version
+        ):
+            return version + 1, after
+        version, circuit = await read_circuit(store, subscriber)
+    return version, circuit
 
 
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: running
-    return True
+def _rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Dispatcher:
@@ -104,73 +167,95 @@ class Dispatcher:
         }
         self._metrics = metrics
         self._clock = clock
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # Unique even among processes with one hostname and one pid (containers): an id, never
+        # something to judge liveness by (the heartbeat does that).
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._crashed = False
         self._circuits_read_at = float("-inf")
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
-        longest_timeout = max((s.timeout_seconds for s in subscribers.values()), default=10.0)
-        # A lease outlives any send: a worker that still holds it is still working on it. Short
-        # enough that a crashed worker's deliveries are soon taken up by another.
-        self._lease_seconds = 3 * longest_timeout + 5
+
+    @property
+    def running(self) -> bool:
+        """The dispatch loop runs (not stopped, not waiting to restart after a crash)."""
+        return self._running is not None and not self._running.done() and not self._crashed
 
     def notify(self) -> None:
         """New deliveries were stored: look now rather than at the next poll."""
         self._wake.set()
 
     def start(self) -> None:
-        """Run the dispatch loop in the background until `stop`."""
+        """Run the dispatch loop (and the heartbeat) in the background until `stop`."""
+        self._heartbeat = asyncio.create_task(self._keep_beating(), name="dispatcher-heartbeat")
         self._running = asyncio.create_task(self.run(), name="dispatcher")
 
-    async def _release_leases_of_the_dead(self) -> None:
-        """Give back the leases of gateway processes on this host that no longer run (killed,
-        or out of memory), so their deliveries go out now rather than when the leases run out.
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if `stop` comes first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
 
-        A process on another host, or one this cannot tell is gone, keeps its leases until they
-        expire: a pid reused by a live process looks alive, which only means waiting.
-        """
-        host = socket.gethostname()
-        try:
-            owners = await self._store.lease_owners()
-        except StoreUnavailable:
-            return  # the leases still expire
-        for owner in owners:
-            pid = _pid_of(owner, host)
-            if pid is None or pid == os.getpid() or _is_running(pid):
-                continue
-            with contextlib.suppress(StoreUnavailable):
-                await self._store.release_leases(owner)
-                log.info("leases_released", owner=owner, reason="owner is not running")
+    async def _keep_beating(self) -> None:
+        """Tell the store this dispatcher lives, and give back the leases of any whose
+        heartbeat went silent (killed, out of memory, or cut off), so that their deliveries go
+        out now rather than when the leases run out. Nothing stops it but `stop`, which cancels
+        it once the sends under way are over (beating on while they finish)."""
+        while True:
+            try:
+                await self._store.heartbeat(self._owner)
+                for owner in await self._store.release_leases_of_silent_owners(SILENT_SECONDS):
+                    log.info("leases_released", owner=owner, silent_for=SILENT_SECONDS)
+                    self._wake.set()
+            except StoreUnavailable as error:
+                log.warning("heartbeat_failed", error=str(error))
+            except Exception as error:  # never the end of the heartbeat: logged, tried again
+                log.error("heartbeat_failed", error=type(error).__name__, exc_info=True)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def run(self) -> None:
-        await self._release_leases_of_the_dead()
-        backoff = STORE_BACKOFF_SECONDS
+        """The dispatch loop, restarted with backoff whatever its step raises."""
+        store_backoff = STORE_BACKOFF_SECONDS
+        crash_backoff = CRASH_BACKOFF_SECONDS
         while not self._stopping:
-            # Cleared before claiming: a notify from here on means work the claim may have missed.
-            self._wake.clear()
             try:
-                await self._refresh_circuits()
-                claimed = await self._claim()
+                await self._step()
             except StoreUnavailable as error:
                 # The disk is full or the database is down: ask again later, not in a loop.
-                log.warning("claim_failed", error=str(error), retry_in=backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopped.wait(), backoff)
-                backoff = min(backoff * 2, MAX_STORE_BACKOFF_SECONDS)
+                log.warning("claim_failed", error=str(error), retry_in=store_backoff)
+                await self._pause(store_backoff)
+                store_backoff = min(store_backoff * 2, MAX_STORE_BACKOFF_SECONDS)
                 continue
-            backoff = STORE_BACKOFF_SECONDS
-            if self._stopping:
-                break  # claimed while stopping: not started; stop() gives the leases back
-            for delivery in claimed:
-                subscriber = self._subscribers[delivery.subscriber]
-                subscriber.in_flight += 1
-                task = asyncio.create_task(self._dispatch(subscriber, delivery))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if len(claimed) < CLAIM_BATCH:
-                await self._sleep()
+            except Exception as error:  # a bug or a broken store: never the end of delivery
+                self._crashed = True
+                log.error(
+                    "dispatcher_crashed",
+                    error=type(error).__name__,
+                    restart_in=crash_backoff,
+                    exc_info=True,
+                )
+                await self._pause(crash_backoff)
+                crash_backoff = min(crash_backoff * 2, MAX_CRASH_BACKOFF_SECONDS)
+                continue
+            store_backoff = STORE_BACKOFF_SECONDS
+            crash_backoff = CRASH_BACKOFF_SECONDS
+
+    async def _step(self) -> None:
+        """One turn of the loop: circuits, a claim, the claimed sends started, then a sleep
+        until there may be more work."""
+        # Cleared before claiming: a notify from here on means work the claim may have missed.
+        self._wake.clear()
+        await self._refresh_circuits()
+        claimed = await self._claim()
+        if self._crashed:
+            self._crashed = False  # it claims again: running (before the sleep, not after)
+            log.info("dispatcher_restarted")
+        if self._stopping:
+            return
+        if len(claimed) < CLAIM_BATCH:
+            await self._sleep()
 
     async def _refresh_circuits(self) -> None:
         """Circuits as the store has them: another process's probe, or `gateway enable`.
@@ -181,10 +266,13 @@ class Dispatcher:
         self._circuits_read_at = now
         stored = await self._store.subscriber_circuits()
         for name, subscriber in self._subscribers.items():
-            encoded = stored.get(name)
-            subscriber.circuit = CLOSED if encoded is None else _circuit_decoder.decode(encoded)
+            version, encoded = stored.get(name, (0, None))
+            subscriber.adopt_circuit(
+                version, CLOSED if encoded is None else decode_circuit(encoded)
+            )
 
     async def _claim(self) -> list[ClaimedDelivery]:
+        """Claim for every subscriber with a free slot, and start sending what came back."""
         now = self._clock()
         wanted = {
             name: slots
@@ -196,15 +284,36 @@ class Dispatcher:
             *(
                 self._store.claim_due(
                     subscriber=name,
-                    now=now,
                     limit=slots,
-                    lease_seconds=self._lease_seconds,
+                    lease_seconds=self._subscribers[name].lease_seconds,
                     owner=self._owner,
                 )
                 for name, slots in wanted.items()
-            )
+            ),
+            return_exceptions=True,
         )
-        return [delivery for claimed in claims for delivery in claimed]
+        claimed = [
+            delivery
+            for claim in claims
+            if not isinstance(claim, BaseException)
+            for delivery in claim
+        ]
+        if not self._stopping:  # claimed while stopping: not started; stop() gives them back
+            # Started even when another subscriber's claim failed: leased, they would otherwise
+            # wait for their leases to run out.
+            for delivery in claimed:
+                self._start(delivery)
+        for claim in claims:
+            if isinstance(claim, BaseException):
+                raise claim
+        return claimed
+
+    def _start(self, delivery: ClaimedDelivery) -> None:
+        subscriber = self._subscribers[delivery.subscriber]
+        subscriber.in_flight += 1
+        task = asyncio.create_task(self._dispatch(subscriber, delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _sleep(self) -> None:
         """Wait for new work: a notify (stored, or a send finished and freed a slot), the next
@@ -225,17 +334,40 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _dispatch(self, subscriber: _Subscriber, delivery: ClaimedDelivery) -> None:
+        """prepare -> send -> decide -> record, for one claimed delivery."""
         try:
             message = self._prepare(subscriber, delivery)
             started = self._clock()
-            result = await subscriber.transport.send(message)
-            await self._record(subscriber, delivery, started, result)
+            result = await self._send(subscriber, message)
+            finished = self._clock()
+            decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
+            await self._record(subscriber, delivery, started, finished, result, decision)
         except StoreUnavailable as error:
             # The lease runs out and the delivery is tried again: at least once, never lost.
             log.error("record_failed", event_id=delivery.event_id, error=str(error))
+        except Exception as error:  # a bug: logged; the lease runs out and it is tried again
+            log.error(
+                "dispatch_failed",
+                event_id=delivery.event_id,
+                error=type(error).__name__,
+                exc_info=True,
+            )
         finally:
             subscriber.in_flight -= 1
             self._wake.set()
+
+    async def _send(self, subscriber: _Subscriber, message: OutboundMessage) -> SendResult:
+        """The transport's answer within the subscriber's `timeout_seconds`, the whole attempt
+        (connect, send, the answer's headers and body), whatever the transport: a deadline hit
+        is a timeout, and any exception a failed attempt, both retried (CONTRACT.md 4)."""
+        try:
+            async with asyncio.timeout(subscriber.config.timeout_seconds):
+                return await subscriber.transport.send(message)
+        except TimeoutError:
+            return SendResult(outcome="retry", error="timeout")
+        except Exception as error:
+            # Its type only: a message may quote a URL's credentials or the subscriber's answer.
+            return SendResult(outcome="retry", error=f"unexpected error: {type(error).__name__}")
 
     def _prepare(self, subscriber: _Subscriber, delivery: ClaimedDelivery) -> OutboundMessage:
         timestamp = int(self._clock())
@@ -244,6 +376,8 @@ class Dispatcher:
             webhook_timestamp=timestamp,
             webhook_signature=subscriber.keys.sign(delivery.event_id, timestamp, delivery.body),
             body=delivery.body,
+            event_type=delivery.event_type,
+            source=delivery.source,
         )
 
     async def _record(
@@ -251,69 +385,94 @@ class Dispatcher:
         subscriber: _Subscriber,
         delivery: ClaimedDelivery,
         started: float,
+        finished: float,
         result: SendResult,
+        decision: Decision,
     ) -> None:
-        finished = self._clock()
-        attempts_made = delivery.attempts + 1
-        delay = subscriber.policy.next_delay(attempts_made, result)
-        next_attempt_at = None if delay is None else finished + delay
-        dead = result.outcome != "delivered" and next_attempt_at is None
-        # An attempt's outcome is what became of the delivery: the last retryable failure of an
-        # exhausted schedule is a failure, not a retry.
-        outcome = "failed" if dead else result.outcome
-        await self._store.record_attempt(
+        """Thin steps acting on the decision: record it, then the circuit, metrics and log."""
+        applied = await self._store.record_attempt(
             Attempt(
                 delivery_id=delivery.delivery_id,
                 started_at=started,
                 duration=finished - started,
-                outcome=outcome,
+                outcome=attempt_outcome(decision),
                 status_code=result.status_code,
                 error=result.error,
                 response_excerpt=result.response_excerpt,
             ),
-            next_attempt_at=next_attempt_at,
-            dead=dead,
+            decision,
+            lease_token=delivery.lease_token,
         )
+        fields = {
+            "event_id": delivery.event_id,
+            "subscriber": subscriber.config.name,
+            "attempt": delivery.attempts + 1,
+        }
+        if not applied:
+            # Our lease was taken over (or the delivery settled meanwhile): the store kept
+            # what the newer holder recorded, and this attempt counts nowhere.
+            log.warning("stale_attempt_record", **fields)
+            return
         await self._update_circuit(subscriber, result, started, finished)
+        self._count(subscriber, delivery, decision, finished)
+        self._log(decision, result, fields)
 
+    def _count(
+        self,
+        subscriber: _Subscriber,
+        delivery: ClaimedDelivery,
+        decision: Decision,
+        finished: float,
+    ) -> None:
         name = subscriber.config.name
+        outcome = attempt_outcome(decision)
         self._metrics.delivery_attempts.labels(subscriber=name, outcome=outcome).inc()
-        fields = {"event_id": delivery.event_id, "subscriber": name, "attempt": attempts_made}
-        if outcome == "delivered":
+        if isinstance(decision, Delivered):
+            # From when it became due, not when the event was stored: a replay of an old event
+            # does not count the event's age.
             self._metrics.delivered_latency.labels(subscriber=name).observe(
-                max(0.0, finished - delivery.created_at)
+                max(0.0, finished - delivery.due_at)
             )
-            log.info("delivered", **fields)
-        elif dead:
+        elif isinstance(decision, Dead):
             self._metrics.dead_letters.labels(subscriber=name).inc()
-            log.warning("dead_letter", error=result.error, status=result.status_code, **fields)
-        else:
+
+    @staticmethod
+    def _log(decision: Decision, result: SendResult, fields: dict[str, object]) -> None:
+        if isinstance(decision, Delivered):
+            log.info("delivered", **fields)
+        elif isinstance(decision, RetryAt):
             log.info(
                 "retry_scheduled",
                 error=result.error,
                 status=result.status_code,
-                next_attempt_at=next_attempt_at,
+                next_attempt_at=_rfc3339(decision.at),
                 **fields,
             )
+        else:
+            log.warning("dead_letter", error=result.error, status=result.status_code, **fields)
 
     async def _update_circuit(
         self, subscriber: _Subscriber, result: SendResult, started: float, now: float
     ) -> None:
-        before = subscriber.circuit
-        after = after_attempt(
-            before,
-            result,
-            now,
-            started=started,
-            failure_threshold=subscriber.config.circuit_breaker_failures,
-            open_seconds=subscriber.config.circuit_breaker_seconds,
-        )
-        if after == before:
-            return
-        subscriber.circuit = after
-        await self._store.save_subscriber_circuit(
-            subscriber.config.name, msgspec.json.encode(after)
-        )
+        def change(circuit: CircuitState) -> CircuitState:
+            return after_attempt(
+                circuit,
+                result,
+                now,
+                started=started,
+                failure_threshold=subscriber.config.circuit_breaker_failures,
+                open_seconds=subscriber.config.circuit_breaker_seconds,
+            )
+
+        async with subscriber.circuit_lock:
+            before = subscriber.circuit
+            version, after = await update_circuit(
+                self._store,
+                subscriber.config.name,
+                change,
+                (subscriber.circuit_version, subscriber.circuit),
+            )
+            subscriber.adopt_circuit(version, after)
         if after.state != before.state:
             log.warning(
                 "circuit_" + after.state,
@@ -338,6 +497,10 @@ class Dispatcher:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         with contextlib.suppress(StoreUnavailable):
             await self._store.release_leases(self._owner)
         for subscriber in self._subscribers.values():

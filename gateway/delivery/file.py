@@ -37,7 +37,8 @@ class FileTransport(Transport):
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The directory is never created here: `gateway serve` checks it exists at start,
+            # and a path that vanished later is an error to retry, not a tree to make.
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         return self._fd
 

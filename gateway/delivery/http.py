@@ -3,12 +3,21 @@
 2xx is success; 408, 425, 429, 5xx, timeouts and connection errors are worth another attempt;
 anything else, 3xx included (redirects are not followed: a moved endpoint is a configuration
 change, not something to chase with signed payloads), fails the delivery at once.
+
+An answer is the subscriber's to size, so at most MAX_ANSWER_BYTES of its body are read, as the
+raw bytes on the wire (CONTRACT.md 4): a body that declares or sends gigabytes, or that
+decompresses to them, costs the gateway 64 KiB. A body is never decoded to judge the attempt,
+so one that cannot be (a 200 whose gzip is garbage) still counts by its status.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
+import zlib
+from collections.abc import AsyncGenerator
+from typing import cast
 
 import aiohttp
 import httpx
@@ -21,6 +30,7 @@ __all__ = ["HttpTransport", "parse_retry_after"]
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 EXCERPT_BYTES = 512
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -68,11 +78,13 @@ class HttpTransport(Transport):
         if message.webhook_signature is not None:
             headers["webhook-signature"] = message.webhook_signature
         try:
-            response = await self._client.post(self.url, content=message.body, headers=headers)
+            request = self._client.stream("POST", self.url, content=message.body, headers=headers)
+            async with request as response:
+                head = await _read_at_most(response, MAX_ANSWER_BYTES)
         except (httpx.TransportError, aiohttp.ClientError) as error:
             return SendResult(outcome="retry", error=_failure(error))
         status = response.status_code
-        excerpt = response.content[:EXCERPT_BYTES].decode("utf-8", "replace")
+        excerpt = _excerpt(head, response.headers.get("content-encoding", ""))
         if 200 <= status < 300:
             return SendResult(outcome="delivered", status_code=status, response_excerpt=excerpt)
         retryable = status in RETRYABLE_STATUSES or status >= 500
@@ -86,6 +98,39 @@ class HttpTransport(Transport):
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """Up to `limit` bytes of the body as sent (aiter_raw: httpx-aiohttp asks aiohttp not to
+    decompress, and httpx does not either on this path), in aiohttp's 16 KiB chunks; the rest
+    is never read. A body within the limit is read whole, so its connection can be reused;
+    closing a response read only in part closes its connection."""
+    chunks: list[bytes] = []
+    size = 0
+    # Closed at once when left early, rather than whenever the collector finds it.
+    raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
+    async with contextlib.aclosing(raw) as stream:
+        async for chunk in stream:
+            chunks.append(chunk[: limit - size])
+            size += len(chunks[-1])
+            if size >= limit:
+                break
+    return b"".join(chunks)
+
+
+def _excerpt(head: bytes, content_encoding: str) -> str | None:
+    """The start of the answer for operators, decompressed (within EXCERPT_BYTES) when it is
+    gzip or deflate; None when it cannot be decoded."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            # wbits 32 + MAX_WBITS: a gzip or zlib header, whichever it has.
+            head = zlib.decompressobj(32 + zlib.MAX_WBITS).decompress(head, EXCERPT_BYTES)
+        except zlib.error:
+            return None
+    elif encoding not in ("", "identity"):
+        return None
+    return head[:EXCERPT_BYTES].decode("utf-8", "replace")
 
 
 def _failure(error: Exception) -> str:

@@ -20,6 +20,10 @@ class OutboundMessage(msgspec.Struct, frozen=True, kw_only=True):
     webhook_timestamp: int
     webhook_signature: str | None
     body: bytes
+    # The event's canonical type and source name, for queue subscribers' `{type}` / `{source}`
+    # templates (CONTRACT.md 4a); HTTP and file subscribers ignore them.
+    event_type: str = ""
+    source: str = ""
 
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):

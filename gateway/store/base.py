@@ -6,7 +6,9 @@ quarantined payloads. Two rules make the gateway lose nothing:
   provider is told 200; the event id is unique, so a provider's retry can never store it twice,
   even when both copies arrive at the same moment on different processes;
 - deliveries are *claimed* with a lease (`claim_due`): a worker that crashes mid-send loses its
-  lease, and the delivery becomes due again for any other worker.
+  lease, and the delivery becomes due again for any other worker. Each claim hands out a new
+  lease token, and an attempt is recorded only under the token that still holds the lease
+  (fencing): a worker whose lease was taken over cannot overwrite what its successor recorded.
 
 Times are unix seconds (float) throughout: every backend stores and compares them as numbers.
 """
@@ -19,6 +21,8 @@ from typing import Literal
 
 import msgspec
 
+from gateway.delivery.decide import Decision
+
 __all__ = [
     "AcceptOutcome",
     "Attempt",
@@ -26,6 +30,7 @@ __all__ = [
     "DeadLetter",
     "DeliveryState",
     "NewEvent",
+    "Purged",
     "QuarantinedPayload",
     "Store",
     "StoreUnavailable",
@@ -53,14 +58,21 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClaimedDelivery(msgspec.Struct, frozen=True, kw_only=True):
-    """A due delivery, leased to one worker until `lease_until`."""
+    """A due delivery, leased to one worker: `lease_token` is that lease, and recording the
+    attempt needs it; `due_at` is when the delivery became due (its next_attempt_at)."""
 
     delivery_id: int
     event_id: str
     subscriber: str
     attempts: int
     created_at: float
+    due_at: float
+    lease_token: int
     body: bytes
+    # The event's source name and canonical type: queue subscribers' `{source}` / `{type}`
+    # templates (CONTRACT.md 4a).
+    source: str = ""
+    event_type: str = ""
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,6 +106,16 @@ class QuarantinedPayload(msgspec.Struct, frozen=True, kw_only=True):
     headers: dict[str, str]
     verification: str
     error: str
+
+
+class Purged(msgspec.Struct, frozen=True, kw_only=True):
+    """What one retention batch (`Store.purge_expired`) deleted, and where the next one starts:
+    `scanned_to` is the `received_at` of the last event it looked at, None when no event older
+    than the cutoff is left to look at."""
+
+    events: int
+    quarantined: int
+    scanned_to: float | None
 
 
 class Store(ABC):
@@ -144,6 +166,11 @@ class Store(ABC):
     async def note_quarantine_error(self, quarantine_id: int, error: str) -> None:
         """Record why a reprocessing attempt failed again."""
 
+    @abstractmethod
+    async def drop_quarantined(self, quarantine_id: int) -> bool:
+        """Delete a payload waiting in quarantine (an operator gave up on it); False when no
+        payload with that id is waiting."""
+
     # Delivery.
 
     @abstractmethod
@@ -151,32 +178,36 @@ class Store(ABC):
         self,
         *,
         subscriber: str,
-        now: float,
         limit: int,
         lease_seconds: float,
         owner: str,
     ) -> Sequence[ClaimedDelivery]:
-        """Lease up to `limit` pending deliveries to `subscriber`, due at `now`, whose lease
-        (if any) expired, oldest due first."""
+        """Lease up to `limit` pending deliveries to `subscriber` that are due and whose lease
+        (if any) expired, oldest due first, each under a new lease token. "Due" and "expired"
+        are judged by the store's clock, the one clock every worker shares."""
 
     @abstractmethod
     async def release_leases(self, owner: str) -> None:
-        """Give back every lease `owner` holds (a clean shutdown), so others need not wait."""
+        """A clean stop of `owner`: give back every lease it holds, so others need not wait,
+        and forget its heartbeat."""
 
     @abstractmethod
-    async def lease_owners(self) -> Sequence[str]:
-        """Who holds leases on pending deliveries now (to find the ones a crash left behind)."""
+    async def heartbeat(self, owner: str) -> None:
+        """`owner` (one dispatcher) is alive, as of the store's clock."""
+
+    @abstractmethod
+    async def release_leases_of_silent_owners(self, silent_for: float) -> list[str]:
+        """Give back the leases of every owner whose last heartbeat is more than `silent_for`
+        seconds old (by the store's clock), and forget those owners; who they were. Evidence
+        that holds across hosts and PID namespaces, unlike a pid."""
 
     @abstractmethod
     async def record_attempt(
-        self,
-        attempt: Attempt,
-        *,
-        next_attempt_at: float | None = None,
-        dead: bool = False,
-    ) -> None:
-        """Record an attempt and its consequence: delivered, retry at `next_attempt_at`, or
-        dead (a dead letter). Releases the lease."""
+        self, attempt: Attempt, decision: Decision, *, lease_token: int
+    ) -> bool:
+        """Record an attempt and the decision taken on it (delivered, retry at a time, dead),
+        and release the lease: only if `lease_token` still holds the delivery's lease and the
+        delivery is still pending. Otherwise change nothing and return False (a stale worker)."""
 
     @abstractmethod
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
@@ -213,18 +244,33 @@ class Store(ABC):
         """Per subscriber with pending deliveries: how many, and when the oldest was created."""
 
     @abstractmethod
-    async def subscriber_circuits(self) -> dict[str, bytes]:
-        """Each subscriber's circuit-breaker state, as the dispatcher encoded it."""
+    async def subscriber_circuits(self) -> dict[str, tuple[int, bytes]]:
+        """Each stored subscriber circuit: its version and the bytes gateway/delivery/circuit.py
+        encoded. A subscriber with no row is at version 0 (closed)."""
 
     @abstractmethod
-    async def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
-        """Keep a subscriber's circuit-breaker state (shared by every gateway process)."""
+    async def save_subscriber_circuit(
+        self, subscriber: str, state: bytes, *, expected_version: int | None
+    ) -> bool:
+        """Keep a subscriber's circuit state (shared by every gateway process) if its version is
+        still `expected_version` (compare-and-set; 0: no row yet), bumping the version; False
+        when another process changed it first. `None` sets it whatever it is (an operator's
+        `gateway enable`)."""
 
     @abstractmethod
     def watch_commits(self, callback: Callable[[int], None]) -> None:
         """Call `callback(writes)` after every commit, from whatever thread committed: the
         writes per commit are the group commit's batch size (/metrics sums them over every
         gateway process)."""
+
+    @abstractmethod
+    async def purge_expired(self, *, before: float, after: float, limit: int) -> Purged:
+        """Retention, one short transaction: of the (at most `limit`) oldest events received
+        after `after` and before `before`, delete those whose every delivery was delivered
+        (or that have none), with their deliveries and attempts; an event with a pending or
+        dead delivery stays until it is delivered, redriven or dropped. Also delete up to
+        `limit` quarantined payloads: released ones (their event is stored), and waiting ones
+        received before `before`."""
 
     @abstractmethod
     async def stats(self) -> dict[str, int]:

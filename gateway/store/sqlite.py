@@ -6,8 +6,12 @@ every write that is waiting into one transaction. Under load a commit carries hu
 events for the price of one fsync; idle, a lone request commits at once. Each request still
 gets its own answer, because each job runs in its own savepoint.
 
-The writer queue is bounded: when the disk cannot keep up, `accept` raises StoreUnavailable
-(503) instead of letting memory grow.
+Writes wait in two rooms (`_Rooms`). Ingest's is bounded: when the disk cannot keep up,
+`accept` raises StoreUnavailable (503) instead of letting memory grow. The dispatcher's claims
+and attempt records have their own, which ingest cannot fill. Nothing a batch raises stops the
+writer: its callers get StoreUnavailable and the next batch goes on; a writer that cannot go on
+(its connection unusable) marks the store unavailable, so every caller and /readyz hear it at
+once rather than wait for an answer that will never come.
 
 Several processes may open one database (`serve --workers N`, and the CLI next to a running
 gateway): their writers take turns through a lock file (`_WriterLock`), and WAL lets everyone
@@ -20,22 +24,25 @@ import asyncio
 import contextlib
 import fcntl
 import os
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 
+from gateway.delivery.decide import Decision, Delivered, RetryAt
 from gateway.store.base import (
     AcceptOutcome,
     Attempt,
     ClaimedDelivery,
     DeadLetter,
     NewEvent,
+    Purged,
     QuarantinedPayload,
     Store,
     StoreUnavailable,
@@ -43,10 +50,13 @@ from gateway.store.base import (
 
 __all__ = ["SQLiteStore", "sqlite_path_from_url"]
 
+log = structlog.get_logger("gateway.store")
+
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
-SCHEMA_VERSION = 1
+# 2: fencing tokens on deliveries, versioned circuits, dispatcher heartbeats (`_upgrade`).
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id          TEXT PRIMARY KEY,
@@ -65,6 +75,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_at REAL NOT NULL,
     lease_until     REAL,
     lease_owner     TEXT,
+    lease_token     INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
     finished_at     REAL,
     UNIQUE (event_id, subscriber)
@@ -89,7 +100,12 @@ CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (subscriber, next_at
 CREATE TABLE IF NOT EXISTS subscriber_circuits (
     subscriber TEXT PRIMARY KEY,
     state      BLOB NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    version    INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS dispatcher_heartbeats (
+    owner   TEXT PRIMARY KEY,
+    beat_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id           INTEGER PRIMARY KEY,
@@ -102,13 +118,22 @@ CREATE TABLE IF NOT EXISTS quarantine (
     released_as  TEXT,
     released_at  REAL
 );
+-- Retention (`purge_expired`) walks these from the oldest: it never scans a table.
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+CREATE INDEX IF NOT EXISTS quarantine_waiting ON quarantine (received_at)
+    WHERE released_as IS NULL;
+CREATE INDEX IF NOT EXISTS quarantine_released ON quarantine (released_at)
+    WHERE released_as IS NOT NULL;
 """
 
-# Writes waiting for the writer thread. At ~10,000 events/s this is several seconds of backlog:
-# past it, the disk is not keeping up and 503 is the honest answer.
+# Ingest writes waiting for the writer thread. At ~10,000 events/s this is several seconds of
+# backlog: past it, the disk is not keeping up and 503 is the honest answer.
 MAX_PENDING_WRITES = 20_000
 # Jobs per transaction: large enough to amortize the fsync, small enough to answer promptly.
 MAX_BATCH = 1_000
+# A writer that has taken no write for this long while writes wait is stuck (another process
+# holding the writers' lock, a disk that does not answer): /readyz says so.
+WRITER_STALL_SECONDS = 30.0
 
 
 def sqlite_path_from_url(url: str) -> Path:
@@ -145,7 +170,85 @@ class _Pending:
         self.future: asyncio.Future[Any] = loop.create_future()
 
 
-_STOP = object()
+class _Rooms:
+    """The writes waiting for the writer thread, in two rooms.
+
+    Ingest (`accept`, `quarantine`) is bounded by MAX_PENDING_WRITES. Everything else (the
+    dispatcher's claims and attempt records, circuits, operators' commands) has a room of its
+    own that ingest cannot fill: refusing an attempt record because webhooks filled the queue
+    would leave its delivery leased, and sent again when the lease runs out, turning overload
+    into duplicate sends. That room needs no bound of its own: the dispatcher has at most
+    `max_in_flight` sends per subscriber, each waiting for its record.
+
+    A batch takes the other room's writes first, up to half of it, then ingest's, then more of
+    either: neither room starves the other.
+    """
+
+    def __init__(self, ingest_limit: int) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._ingest: deque[_Pending] = deque()
+        self._other: deque[_Pending] = deque()
+        self._ingest_limit = ingest_limit
+        self._closed: str | None = None
+        # Since when writes have waited with none taken by the writer (None: nothing waits).
+        self._waiting_since: float | None = None
+
+    def put(self, pending: _Pending, *, ingest: bool) -> None:
+        """Queue a write (never blocks); StoreUnavailable when its room is full or closed."""
+        with self._ready:
+            if self._closed is not None:
+                raise StoreUnavailable(self._closed)
+            if not ingest:
+                self._other.append(pending)
+            elif len(self._ingest) < self._ingest_limit:
+                self._ingest.append(pending)
+            else:
+                raise StoreUnavailable("too many writes waiting for the disk")
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            self._ready.notify()
+
+    def take(self, limit: int) -> list[_Pending] | None:
+        """The next batch, waiting for one; None once closed and empty."""
+        with self._ready:
+            while not self._other and not self._ingest:
+                if self._closed is not None:
+                    return None
+                self._ready.wait()
+            batch = _take(self._other, limit // 2)
+            batch += _take(self._ingest, limit - len(batch))
+            batch += _take(self._other, limit - len(batch))
+            self._waiting_since = time.monotonic() if self._other or self._ingest else None
+            return batch
+
+    def stalled_for(self) -> float:
+        """Seconds the writer has taken no write while some wait (0 when none waits)."""
+        with self._ready:
+            since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def close(self, reason: str) -> None:
+        """Refuse new writes from now on; the writer still takes what is waiting. The lock is
+        never held for long, so this is safe on the event loop."""
+        with self._ready:
+            if self._closed is None:
+                self._closed = reason
+            self._ready.notify()
+
+    def abandon(self, reason: str) -> list[_Pending]:
+        """Close and hand back every waiting write: nobody will take them."""
+        with self._ready:
+            if self._closed is None:
+                self._closed = reason
+            waiting = [*self._other, *self._ingest]
+            self._other.clear()
+            self._ingest.clear()
+            self._ready.notify()
+        return waiting
+
+
+def _take(room: deque[_Pending], count: int) -> list[_Pending]:
+    return [room.popleft() for _ in range(min(count, len(room)))]
 
 
 class _WriterLock:
@@ -173,10 +276,14 @@ class _WriterLock:
 
 
 class SQLiteStore(Store):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        self._queue: queue.Queue[_Pending | object] = queue.Queue(MAX_PENDING_WRITES)
+        # The one clock leases and heartbeats are judged by (tests pass their own).
+        self._clock = clock
+        self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._thread: threading.Thread | None = None
+        # Why the writer stopped on its own (the store is unavailable until reopened).
+        self._failure: str | None = None
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
         self._commit_watchers: list[Callable[[int], None]] = []
@@ -189,7 +296,13 @@ class SQLiteStore(Store):
     # Life cycle.
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Events hold provider payloads: no access for others, whatever the umask says.
+        # (Path.mkdir gives missing parents the default mode: each is made here instead.)
+        chain = (self.path.parent, *self.path.parent.parents)
+        for directory in reversed([path for path in chain if not path.exists()]):
+            directory.mkdir(mode=0o750, exist_ok=True)
+        self._rooms = _Rooms(MAX_PENDING_WRITES)
+        self._failure = None
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
         await asyncio.to_thread(self._opened.wait)
@@ -199,7 +312,9 @@ class SQLiteStore(Store):
     async def close(self) -> None:
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        # Never a blocking put on the event loop: the writer finishes what is waiting, then
+        # stops.
+        self._rooms.close("the store is closed")
         await asyncio.to_thread(self._thread.join)
         self._thread = None
         with self._reader_lock:
@@ -208,6 +323,14 @@ class SQLiteStore(Store):
                 self._reader = None
 
     def _connect(self) -> sqlite3.Connection:
+        # Created here, not by SQLite (0644 less the umask): owner only. SQLite gives the -wal
+        # and -shm files the database's own mode.
+        # Only when it does not exist yet (O_EXCL): closing any descriptor of the database drops
+        # every POSIX lock this process holds on it, its SQLite connections' included, and
+        # another process's connection then deletes the WAL from under them (later commits
+        # become invisible to every other process).
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         # FULL: the WAL is fsync'd at every commit, so a commit that returned survives power loss.
@@ -230,31 +353,35 @@ class SQLiteStore(Store):
                 if version > SCHEMA_VERSION:
                     raise RuntimeError(f"database schema {version} is newer than this gateway's")
                 connection.executescript(SCHEMA)
+                _upgrade(connection, version)
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError, RuntimeError) as error:
+        except Exception as error:  # `open` waits for `_opened`: it must hear of anything
             lock.close()
             self._open_error = error
             self._opened.set()
             return
         self._opened.set()
+        batch: list[_Pending] = []
         try:
             while True:
-                first = self._queue.get()
-                if first is _STOP:
-                    return
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        self._queue.put(_STOP)  # finish this batch, then stop
-                        break
-                    batch.append(item)
-                self._run_batch(connection, lock, batch)  # type: ignore[arg-type]
+                taken = self._rooms.take(MAX_BATCH)
+                if taken is None:
+                    break
+                batch = taken
+                self._run_batch(connection, lock, batch)
+        except BaseException as error:  # whatever it is, nobody may be left waiting
+            log.exception("store_writer_stopped")
+            if self._failure is None:
+                self._failure = f"the store's writer stopped: {error!r}"
+            failed = StoreUnavailable(self._failure)
+            _hand_back([(pending, None, failed) for pending in batch])
         finally:
-            connection.close()
+            if self._failure is not None:
+                failed = StoreUnavailable(self._failure)
+                waiting = self._rooms.abandon(self._failure)
+                _hand_back([(pending, None, failed) for pending in waiting])
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
             lock.close()
 
     def _run_batch(
@@ -266,25 +393,42 @@ class SQLiteStore(Store):
         attempts = [pending for pending in batch if pending.kind == "attempt"]
         jobs = [pending for pending in batch if pending.kind == "job"]
         results: list[tuple[_Pending, Any, BaseException | None]]
+        usable = True
         try:
             with lock:
-                results = self._apply(connection, accepts, attempts, jobs)
-        except sqlite3.Error as error:
-            # The commit (or the disk under it) failed: nothing of this batch is durable.
-            unavailable = StoreUnavailable(f"database write failed: {error}")
+                try:
+                    results = self._apply(connection, accepts, attempts, jobs)
+                except BaseException:
+                    usable = _roll_back(connection)
+                    raise
+        except Exception as error:
+            # Nothing of this batch is durable. A sqlite3.Error is the commit or the disk under
+            # it (a full disk recovers); anything else is a bug, logged, and the writer goes on.
+            reason = str(error)
+            if not isinstance(error, sqlite3.Error):
+                log.exception("store_batch_failed", writes=len(batch))
+                reason = f"{type(error).__name__}: {error}"
+            unavailable = StoreUnavailable(f"database write failed: {reason}")
             results = [(pending, None, unavailable) for pending in batch]
         else:
-            for watcher in self._commit_watchers:
-                watcher(len(batch))
-        # One wake-up per event loop per batch, not one per write.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]]
-        by_loop = {}
-        for entry in results:
-            by_loop.setdefault(entry[0].loop, []).append(entry)
-        for loop, entries in by_loop.items():
-            # A closed loop has nobody waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, entries)
+            self._tell_watchers(len(batch))
+        if not usable:
+            # Unavailable before anyone hears of this batch: whoever it answers and asks again
+            # (/readyz included) must find the store unavailable, not a writer about to stop.
+            self._failure = "the store's writer stopped: its connection cannot roll back"
+            self._rooms.close(self._failure)
+        _hand_back(results)
+        if not usable:
+            raise RuntimeError(self._failure)
+
+    def _tell_watchers(self, writes: int) -> None:
+        # The batch is committed whatever a watcher does: a watcher's bug must not turn
+        # durable writes into errors (the provider would retry an event already stored).
+        for watcher in self._commit_watchers:
+            try:
+                watcher(writes)
+            except Exception:
+                log.exception("commit_watcher_failed")
 
     @staticmethod
     def _apply(
@@ -303,8 +447,8 @@ class SQLiteStore(Store):
                     (p, outcome, None) for p, outcome in zip(accepts, outcomes, strict=True)
                 ]
             if attempts:
-                _record_attempts(connection, [pending.payload for pending in attempts])
-                results += [(pending, None, None) for pending in attempts]
+                applied = _record_attempts(connection, [pending.payload for pending in attempts])
+                results += [(p, ok, None) for p, ok in zip(attempts, applied, strict=True)]
             for pending in jobs:
                 results.append(_run_job(connection, pending))
             connection.execute("COMMIT")
@@ -314,17 +458,17 @@ class SQLiteStore(Store):
             raise
         return results
 
-    async def _submit(self, pending: _Pending) -> Any:
+    async def _submit(self, pending: _Pending, *, ingest: bool = False) -> Any:
+        """Hand a write to the writer thread and wait for its answer. `ingest` writes go to the
+        bounded room (StoreUnavailable at once when it is full); the others never find theirs
+        full (`_Rooms`)."""
         if self._thread is None:
             raise StoreUnavailable("the store is not open")
-        try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
-            raise StoreUnavailable("too many writes waiting for the disk") from None
+        self._rooms.put(pending, ingest=ingest)
         return await pending.future
 
-    async def _write(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = await self._submit(_Pending(asyncio.get_running_loop(), job=job))
+    async def _write(self, job: Callable[[sqlite3.Connection], T], *, ingest: bool = False) -> T:
+        result: T = await self._submit(_Pending(asyncio.get_running_loop(), job=job), ingest=ingest)
         return result
 
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
@@ -339,23 +483,42 @@ class SQLiteStore(Store):
 
         def run() -> T:
             with self._reader_lock:
-                if self._reader is None:
-                    self._reader = self._connect()
                 try:
+                    if self._reader is None:
+                        self._reader = self._connect()
                     return query(self._reader)
-                except sqlite3.Error as error:
+                except (sqlite3.Error, OSError) as error:
                     raise StoreUnavailable(f"database read failed: {error}") from None
 
         return await asyncio.to_thread(run)
 
     async def ping(self) -> None:
+        # A writer that stopped answers no write: unavailable, even though reads still work.
+        if self._failure is not None:
+            raise StoreUnavailable(self._failure)
+        if self._thread is None or not self._thread.is_alive():
+            raise StoreUnavailable("the store's writer is not running")
+        stalled = self._rooms.stalled_for()
+        if stalled > WRITER_STALL_SECONDS:
+            raise StoreUnavailable(f"the store's writer has taken no write for {stalled:.0f} s")
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def durability(self) -> tuple[str, int]:
+        """`PRAGMA journal_mode` and `PRAGMA synchronous` as the writer connection has them:
+        what makes a commit survive a power loss (a crash test cannot tell FULL from NORMAL)."""
+
+        def job(db: sqlite3.Connection) -> tuple[str, int]:
+            journal_mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+            synchronous = db.execute("PRAGMA synchronous").fetchone()[0]
+            return str(journal_mode), int(synchronous)
+
+        return await self._write(job)
 
     # Ingress.
 
     async def accept(self, event: NewEvent) -> AcceptOutcome:
         outcome: AcceptOutcome = await self._submit(
-            _Pending(asyncio.get_running_loop(), kind="accept", payload=event)
+            _Pending(asyncio.get_running_loop(), kind="accept", payload=event), ingest=True
         )
         return outcome
 
@@ -379,7 +542,7 @@ class SQLiteStore(Store):
             )
             return int(cursor.lastrowid or 0)
 
-        return await self._write(job)
+        return await self._write(job, ingest=True)
 
     async def quarantined(self) -> Sequence[QuarantinedPayload]:
         rows = await self._read(
@@ -419,31 +582,44 @@ class SQLiteStore(Store):
             )
         )
 
+    async def drop_quarantined(self, quarantine_id: int) -> bool:
+        def job(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "DELETE FROM quarantine WHERE id = ? AND released_as IS NULL", (quarantine_id,)
+            )
+            return cursor.rowcount > 0
+
+        return await self._write(job)
+
     # Delivery.
 
     async def claim_due(
         self,
         *,
         subscriber: str,
-        now: float,
         limit: int,
         lease_seconds: float,
         owner: str,
     ) -> Sequence[ClaimedDelivery]:
         def job(db: sqlite3.Connection) -> list[ClaimedDelivery]:
+            # Read in the writer's transaction (BEGIN IMMEDIATE): nobody claims in between.
+            now = self._clock()
             rows = db.execute(
-                "SELECT d.id, d.event_id, d.subscriber, d.attempts, d.created_at, e.body"
+                "SELECT d.id, d.event_id, d.subscriber, d.attempts, d.created_at,"
+                " d.next_attempt_at, d.lease_token, e.body, e.source, e.type"
                 " FROM deliveries d JOIN events e ON e.id = d.event_id"
                 " WHERE d.state = 'pending' AND d.subscriber = ? AND d.next_attempt_at <= ?"
                 " AND (d.lease_until IS NULL OR d.lease_until < ?)"
                 " ORDER BY d.next_attempt_at, d.id LIMIT ?",
                 (subscriber, now, now, limit),
             ).fetchall()
+            # Each claim increments the row's token: the new holder's is the old one + 1, and
+            # every earlier holder's token is now stale (a fencing token).
             for chunk in _chunks(db, [(row[0],) for row in rows], reserved=2):
                 marks = ",".join("?" * len(chunk))
                 db.execute(
-                    "UPDATE deliveries SET lease_until = ?, lease_owner = ?"  # noqa: S608 - "?"
-                    f" WHERE id IN ({marks})",
+                    "UPDATE deliveries SET lease_until = ?, lease_owner = ?,"  # noqa: S608 - "?"
+                    f" lease_token = lease_token + 1 WHERE id IN ({marks})",
                     [now + lease_seconds, owner, *(value for (value,) in chunk)],
                 )
             return [
@@ -453,45 +629,68 @@ class SQLiteStore(Store):
                     subscriber=row[2],
                     attempts=row[3],
                     created_at=row[4],
-                    body=bytes(row[5]),
+                    due_at=row[5],
+                    lease_token=row[6] + 1,
+                    body=bytes(row[7]),
+                    source=row[8],
+                    event_type=row[9],
                 )
                 for row in rows
             ]
 
         return await self._write(job)
 
-    async def lease_owners(self) -> Sequence[str]:
-        rows = await self._read(
-            lambda db: db.execute(
-                "SELECT DISTINCT lease_owner FROM deliveries"
-                " WHERE state = 'pending' AND lease_owner IS NOT NULL"
-            ).fetchall()
-        )
-        return [str(row[0]) for row in rows]
-
     async def release_leases(self, owner: str) -> None:
-        await self._write(
-            lambda db: db.execute(
+        def job(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL"
                 " WHERE lease_owner = ? AND state = 'pending'",
                 (owner,),
             )
+            db.execute("DELETE FROM dispatcher_heartbeats WHERE owner = ?", (owner,))
+
+        await self._write(job)
+
+    async def heartbeat(self, owner: str) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO dispatcher_heartbeats (owner, beat_at) VALUES (?, ?)"
+                " ON CONFLICT (owner) DO UPDATE SET beat_at = excluded.beat_at",
+                (owner, self._clock()),
+            )
         )
 
+    async def release_leases_of_silent_owners(self, silent_for: float) -> list[str]:
+        def job(db: sqlite3.Connection) -> list[str]:
+            silent = [
+                str(owner)
+                for (owner,) in db.execute(
+                    "SELECT owner FROM dispatcher_heartbeats WHERE beat_at < ?",
+                    (self._clock() - silent_for,),
+                )
+            ]
+            for owner in silent:
+                db.execute(
+                    "UPDATE deliveries SET lease_until = NULL, lease_owner = NULL"
+                    " WHERE lease_owner = ? AND state = 'pending'",
+                    (owner,),
+                )
+                db.execute("DELETE FROM dispatcher_heartbeats WHERE owner = ?", (owner,))
+            return silent
+
+        return await self._write(job)
+
     async def record_attempt(
-        self,
-        attempt: Attempt,
-        *,
-        next_attempt_at: float | None = None,
-        dead: bool = False,
-    ) -> None:
-        await self._submit(
+        self, attempt: Attempt, decision: Decision, *, lease_token: int
+    ) -> bool:
+        applied: bool = await self._submit(
             _Pending(
                 asyncio.get_running_loop(),
                 kind="attempt",
-                payload=(attempt, next_attempt_at, dead),
+                payload=(attempt, decision, lease_token),
             )
         )
+        return applied
 
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
         # Per subscriber, the first pending delivery in the (subscriber, next_attempt_at) index
@@ -585,21 +784,87 @@ class SQLiteStore(Store):
         )
         return {row[0]: (row[1], row[2]) for row in rows}
 
-    async def subscriber_circuits(self) -> dict[str, bytes]:
+    async def subscriber_circuits(self) -> dict[str, tuple[int, bytes]]:
         rows = await self._read(
-            lambda db: db.execute("SELECT subscriber, state FROM subscriber_circuits").fetchall()
-        )
-        return {row[0]: bytes(row[1]) for row in rows}
-
-    async def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
-        await self._write(
             lambda db: db.execute(
-                "INSERT INTO subscriber_circuits (subscriber, state, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (subscriber) DO UPDATE SET state = excluded.state,"
-                " updated_at = excluded.updated_at",
-                (subscriber, state, time.time()),
-            )
+                "SELECT subscriber, version, state FROM subscriber_circuits"
+            ).fetchall()
         )
+        return {row[0]: (int(row[1]), bytes(row[2])) for row in rows}
+
+    async def save_subscriber_circuit(
+        self, subscriber: str, state: bytes, *, expected_version: int | None
+    ) -> bool:
+        def job(db: sqlite3.Connection) -> bool:
+            now = self._clock()
+            if expected_version is None:
+                db.execute(
+                    "INSERT INTO subscriber_circuits (subscriber, state, updated_at, version)"
+                    " VALUES (?, ?, ?, 1) ON CONFLICT (subscriber) DO UPDATE SET"
+                    " state = excluded.state, updated_at = excluded.updated_at,"
+                    " version = version + 1",
+                    (subscriber, state, now),
+                )
+                return True
+            if expected_version == 0:
+                cursor = db.execute(
+                    "INSERT INTO subscriber_circuits (subscriber, state, updated_at, version)"
+                    " VALUES (?, ?, ?, 1) ON CONFLICT (subscriber) DO NOTHING",
+                    (subscriber, state, now),
+                )
+            else:
+                cursor = db.execute(
+                    "UPDATE subscriber_circuits SET state = ?, updated_at = ?,"
+                    " version = version + 1 WHERE subscriber = ? AND version = ?",
+                    (state, now, subscriber, expected_version),
+                )
+            return cursor.rowcount == 1
+
+        return await self._write(job)
+
+    async def purge_expired(self, *, before: float, after: float, limit: int) -> Purged:
+        def job(db: sqlite3.Connection) -> Purged:
+            # The oldest events first, from `events_received`; whether each may go is one look
+            # into the (event_id, subscriber) index. Kept ones are passed over by `after`.
+            rows = db.execute(
+                "SELECT e.id, e.received_at, NOT EXISTS (SELECT 1 FROM deliveries d"
+                " WHERE d.event_id = e.id AND d.state <> 'delivered')"
+                " FROM events e INDEXED BY events_received"
+                " WHERE e.received_at > ? AND e.received_at < ?"
+                " ORDER BY e.received_at LIMIT ?",
+                (after, before, limit),
+            ).fetchall()
+            expired = [(row[0],) for row in rows if row[2]]
+            for chunk in _chunks(db, expired):
+                marks = ",".join("?" * len(chunk))
+                ids = [value for (value,) in chunk]
+                # Children first: the foreign keys are enforced.
+                db.execute(
+                    "DELETE FROM attempts WHERE delivery_id IN"  # noqa: S608 - only "?" marks
+                    f" (SELECT id FROM deliveries WHERE event_id IN ({marks}))",
+                    ids,
+                )
+                db.execute(f"DELETE FROM deliveries WHERE event_id IN ({marks})", ids)  # noqa: S608
+                db.execute(f"DELETE FROM events WHERE id IN ({marks})", ids)  # noqa: S608
+            released = db.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine"
+                " INDEXED BY quarantine_released WHERE released_as IS NOT NULL"
+                " ORDER BY released_at LIMIT ?)",
+                (limit,),
+            ).rowcount
+            stale = db.execute(
+                "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine"
+                " INDEXED BY quarantine_waiting WHERE released_as IS NULL AND received_at < ?"
+                " ORDER BY received_at LIMIT ?)",
+                (before, max(0, limit - released)),
+            ).rowcount
+            return Purged(
+                events=len(expired),
+                quarantined=released + stale,
+                scanned_to=float(rows[-1][1]) if len(rows) == limit else None,
+            )
+
+        return await self._write(job)
 
     async def stats(self) -> dict[str, int]:
         def job(db: sqlite3.Connection) -> dict[str, int]:
@@ -614,6 +879,14 @@ class SQLiteStore(Store):
             return counts
 
         return await self._read(job)
+
+
+def _upgrade(db: sqlite3.Connection, version: int) -> None:
+    """Add what SCHEMA's `CREATE ... IF NOT EXISTS` cannot to a database an older gateway made
+    (`version` is its user_version; 0 is a new database, which SCHEMA made whole)."""
+    if version == 1:
+        db.execute("ALTER TABLE deliveries ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE subscriber_circuits ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
 
 
 def _insert_events(db: sqlite3.Connection, events: list[NewEvent]) -> list[AcceptOutcome]:
@@ -655,10 +928,35 @@ def _insert_events(db: sqlite3.Connection, events: list[NewEvent]) -> list[Accep
 
 
 def _record_attempts(
-    db: sqlite3.Connection, records: list[tuple[Attempt, float | None, bool]]
-) -> None:
-    """Record attempts and move their deliveries on: delivered, pending a retry, or dead.
-    Set-based, as `_insert_events` and for the same reason."""
+    db: sqlite3.Connection, records: list[tuple[Attempt, Decision, int]]
+) -> list[bool]:
+    """Record attempts and move their deliveries on as decided: delivered, pending a retry, or
+    dead; for each record, whether it applied. Set-based, as `_insert_events` and for the same
+    reason.
+
+    A record applies only while its lease token still holds the lease of a pending delivery
+    (fencing): a worker whose lease ran out and was claimed again (a new token), whose lease
+    was given back (no lease), or which recorded already (that releases the lease) changes
+    nothing. Which ones hold is read first, in the same BEGIN IMMEDIATE transaction, so nothing
+    changes between that read and the writes.
+    """
+    held: set[tuple[int, int]] = set()
+    for chunk in _chunks(db, [(attempt.delivery_id,) for attempt, _, _ in records]):
+        marks = ",".join("?" * len(chunk))
+        held.update(
+            (int(row[0]), int(row[1]))
+            for row in db.execute(
+                "SELECT id, lease_token FROM deliveries"  # noqa: S608 - only "?" marks
+                f" WHERE state = 'pending' AND lease_until IS NOT NULL AND id IN ({marks})",
+                [value for (value,) in chunk],
+            )
+        )
+    applied: list[bool] = []
+    for attempt, _, lease_token in records:
+        key = (attempt.delivery_id, lease_token)
+        applied.append(key in held)
+        held.discard(key)  # one record per lease
+    records = [record for record, ok in zip(records, applied, strict=True) if ok]
     _insert_rows(
         db,
         "attempts (delivery_id, started_at, duration, outcome, status_code, error,"
@@ -677,28 +975,33 @@ def _record_attempts(
         ],
     )
     updates: list[tuple[Any, ...]] = []
-    for attempt, next_attempt_at, dead in records:
+    for attempt, decision, lease_token in records:
         finished = attempt.started_at + attempt.duration
-        if attempt.outcome == "delivered":
-            state, next_at = "delivered", None
-        elif dead or next_attempt_at is None:
-            state, next_at = "dead", None
+        if isinstance(decision, RetryAt):
+            state, next_at, finished_at = "pending", decision.at, None
+        elif isinstance(decision, Delivered):
+            state, next_at, finished_at = "delivered", None, finished
         else:
-            state, next_at = "pending", next_attempt_at
-        finished_at = None if state == "pending" else finished
-        updates.append((attempt.delivery_id, state, next_at, attempt.error, finished_at))
+            state, next_at, finished_at = "dead", None, finished
+        updates.append(
+            (attempt.delivery_id, lease_token, state, next_at, attempt.error, finished_at)
+        )
     for chunk in _chunks(db, updates):
-        rows = ",".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-        # A delivery has at most one attempt in flight (its lease), so one row per id.
+        rows = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
+        # One row per id (one record per lease, above); the token and state conditions repeat
+        # the check above in the statement that writes.
         db.execute(
-            "WITH outcome (id, state, next_at, error, finished_at) AS"  # noqa: S608 - "?" marks
+            "WITH outcome (id, token, state, next_at, error, finished_at) AS"  # noqa: S608
             f" (VALUES {rows})"
             " UPDATE deliveries SET state = outcome.state, attempts = attempts + 1,"
             " next_attempt_at = COALESCE(outcome.next_at, next_attempt_at), lease_until = NULL,"
             " lease_owner = NULL, last_error = outcome.error, finished_at = outcome.finished_at"
-            " FROM outcome WHERE deliveries.id = outcome.id",
+            " FROM outcome WHERE deliveries.id = outcome.id"
+            " AND deliveries.lease_token = outcome.token AND deliveries.state = 'pending'"
+            " AND deliveries.lease_until IS NOT NULL",
             [value for row in chunk for value in row],
         )
+    return applied
 
 
 def _insert_rows(db: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
@@ -740,6 +1043,30 @@ def _run_job(
         return pending, None, error
     db.execute("RELEASE job")
     return pending, result, None
+
+
+def _roll_back(connection: sqlite3.Connection) -> bool:
+    """Undo a failed batch's open transaction; False when the connection cannot (it is
+    unusable: closed, or its database gone)."""
+    try:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        connection.execute("SELECT 1").fetchone()
+    except Exception:
+        return False
+    return True
+
+
+def _hand_back(results: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+    """Answer each write's caller on its own event loop: one wake-up per loop, not per write."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]]
+    by_loop = {}
+    for entry in results:
+        by_loop.setdefault(entry[0].loop, []).append(entry)
+    for loop, entries in by_loop.items():
+        # A closed loop has nobody waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, entries)
 
 
 def _resolve(entries: list[tuple[_Pending, Any, BaseException | None]]) -> None:

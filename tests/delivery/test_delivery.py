@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -874,8 +875,9 @@ def test_sigterm_lets_sends_under_way_finish_and_starts_no_new_ones(
 def test_after_kill_9_a_restart_sends_the_dead_process_s_leased_deliveries_at_once(
     start_gateway: Callable[[str], GatewayProcess], subscriber: Callable[..., Subscriber]
 ) -> None:
-    """The default timeout (10 s) makes a lease last 35 s; a restarted gateway on the same host
-    sees the killed process is gone and takes its deliveries up at once."""
+    """The default timeout (10 s) makes a lease last 35 s; the killed process's heartbeat in
+    the store goes silent, and after 5 s of silence the restarted gateway gives its leases back
+    and sends them: evidence that holds across hosts and PID namespaces, unlike a pid."""
     pace = {"delay": 2.0}
     secret = new_hmac_secret()
     server = subscriber([secret], script=lambda _: Reply(200, delay=pace["delay"]))
@@ -893,12 +895,14 @@ def test_after_kill_9_a_restart_sends_the_dead_process_s_leased_deliveries_at_on
     pace["delay"] = 0.0
     restarted = time.monotonic()
     gateway.start()
-    # Well inside the 35 s the leases would otherwise hold them back. (The subscriber did get
+    # Well inside the 35 s the leases would otherwise hold them back (about 5 s of heartbeat
+    # silence, counted from the kill). (The subscriber did get
     # the sends under way at the kill, but the gateway never heard back: they count only once
     # recorded as delivered.)
     wait_until(
-        lambda: gateway.query("SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'")
-        == [(0,)],
+        lambda: (
+            gateway.query("SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'") == [(0,)]
+        ),
         timeout=15,
         what="every delivery recorded as delivered",
     )
@@ -1022,3 +1026,44 @@ def test_metrics_count_attempts_dead_letters_latency_and_backlog(
     assert value("finrelay_delivery_queue_depth", subscriber="crm") == 0
     assert (value("finrelay_delivery_oldest_pending_seconds", subscriber="backlog") or 0) > 0
     assert value("finrelay_delivery_oldest_pending_seconds", subscriber="ledger") == 0
+
+
+def test_delivered_seconds_counts_from_when_a_delivery_became_due_not_the_event_s_age(
+    start_gateway: Callable[[str], GatewayProcess], subscriber: Callable[..., Subscriber]
+) -> None:
+    """A replay of an event stored a day ago is delivered in moments: it must not count as a
+    day's latency. Nor does a retry count its wait: it is due when its wait is over."""
+    secret = new_hmac_secret()
+    server = subscriber([secret], script=first_attempts(1, Reply(503)))
+    gateway = start_gateway(
+        config(
+            subscriber_toml("ledger", server.url, [secret], retry_schedule=[1.0]),
+            routed=["ledger"],
+        )
+    )
+    event_id = post_event(gateway)
+    wait_until(lambda: delivery(gateway, event_id, "ledger")[0] == "delivered", what="delivered")
+    # The event and its delivery, as if stored a day ago.
+    with sqlite3.connect(gateway.database) as db:
+        db.execute("UPDATE events SET received_at = received_at - 86400")
+        db.execute("UPDATE deliveries SET created_at = created_at - 86400")
+    db.close()
+    cli_ok(gateway, "replay", event_id)
+    wait_until(lambda: delivery(gateway, event_id, "ledger") == ("delivered", 1), what="replayed")
+
+    response = httpx.get(f"{gateway.base_url}/metrics", timeout=10)
+    samples = _samples(response.text)
+    count = samples[("finrelay_delivered_seconds_count", frozenset({("subscriber", "ledger")}))]
+    total = samples[("finrelay_delivered_seconds_sum", frozenset({("subscriber", "ledger")}))]
+    assert count == 2
+    # Both in moments: the first after its 1 s retry wait, the replay at once.
+    assert total < 10, f"{total:.1f} s over two deliveries"
+    # And the retry was logged with its time in RFC 3339 UTC.
+    line = next(
+        json.loads(text)
+        for text in gateway.logs_once_they_say("retry_scheduled").splitlines()
+        if '"retry_scheduled"' in text
+    )
+    scheduled = datetime.fromisoformat(line["next_attempt_at"])
+    assert line["next_attempt_at"].endswith("Z")
+    assert abs(scheduled - datetime.now(UTC)) < timedelta(minutes=2)

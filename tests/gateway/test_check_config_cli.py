@@ -46,8 +46,13 @@ BROKEN: dict[str, str] = {
     "in_memory_store.toml": "store.url: an in-memory database loses every event when the process"
     " stops; give a file path: sqlite:///<path>",
     "no_sources.toml": "sources: no [sources.*]: nothing can be received",
-    "unsupported_subscriber_kind.toml": "subscribers.stream.kind: redis subscribers are not"
-    " supported yet (supported: http, file)",
+    "unsupported_subscriber_kind.toml": 'subscribers.stream.kind: unknown kind "kafka"'
+    " (supported: http, file, redis, nats, amqp)",
+    "redis_without_stream.toml": "subscribers.ledger-stream.stream: required for a redis"
+    " subscriber",
+    "nats_wildcard_subject.toml": "subscribers.risk.subject: must not contain the wildcard *:"
+    " publishing needs one subject",
+    "amqp_url_without_host.toml": "subscribers.accounting.url: the URL has no host",
     "bad_retry_schedule.toml": "subscribers.audit.retry_schedule[1]: must be from 0 up to 86400"
     " seconds, not -1",
     "unknown_section.toml": 'route: unknown section (did you mean "routes"?)',

@@ -798,17 +798,80 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "subscriber kind unknown": (
         '+[subscribers.mail]\nkind = "smtp"\n',
-        'subscribers.mail.kind: unknown kind "smtp" (supported: http, file;'
-        " redis, nats, amqp: not supported yet)",
+        'subscribers.mail.kind: unknown kind "smtp" (supported: http, file, redis, nats, amqp)',
     ),
     "subscriber kind misspelled": (
         '+[subscribers.mail]\nkind = "flie"\n',
         'subscribers.mail.kind: unknown kind "flie" (did you mean "file"?) (supported: http,'
-        " file; redis, nats, amqp: not supported yet)",
+        " file, redis, nats, amqp)",
     ),
-    "subscriber kind redis": (
-        '+[subscribers.stream]\nkind = "redis"\n',
-        "subscribers.stream.kind: redis subscribers are not supported yet (supported: http, file)",
+    # Queue subscribers (CONTRACT.md 4a): each kind its own keys and checks; URLs never quoted.
+    "redis subscriber without stream": (
+        '+[subscribers.stream]\nkind = "redis"\nurl = "redis://127.0.0.1:6379/0"\n',
+        "subscribers.stream.stream: required for a redis subscriber",
+    ),
+    "redis subscriber without url": (
+        '+[subscribers.stream]\nkind = "redis"\nstream = "s"\n',
+        "subscribers.stream.url: required for a redis subscriber: redis:// or rediss://...",
+    ),
+    "redis url of another scheme": (
+        '+[subscribers.stream]\nkind = "redis"\nurl = "http://:pw@127.0.0.1/"\nstream = "s"\n',
+        "subscribers.stream.url: expected a redis:// or rediss:// URL",
+    ),
+    "redis url with a database that is no number": (
+        '+[subscribers.stream]\nkind = "redis"\nurl = "redis://127.0.0.1/x"\nstream = "s"\n',
+        "subscribers.stream.url: the database (the URL's path) is a number, e.g. /0",
+    ),
+    "redis maxlen zero": (
+        '+[subscribers.stream]\nkind = "redis"\nurl = "rediss://h"\nstream = "s"\nmaxlen = 0\n',
+        "subscribers.stream.maxlen: must be at least 1, not 0",
+    ),
+    "redis maxlen not an integer": (
+        '+[subscribers.stream]\nkind = "redis"\nurl = "redis://h"\nstream = "s"\nmaxlen = 1.5\n',
+        "subscribers.stream.maxlen: expected an integer, got a float",
+    ),
+    "nats subject with a wildcard": (
+        '+[subscribers.risk]\nkind = "nats"\nurl = "nats://h:4222"\nsubject = "finrelay.>"\n',
+        "subscribers.risk.subject: must not contain the wildcard >: publishing needs one subject",
+    ),
+    "nats subject with whitespace": (
+        '+[subscribers.risk]\nkind = "nats"\nurl = "tls://h"\nsubject = "a {type}"\n',
+        "subscribers.risk.subject: must not contain whitespace or control characters",
+    ),
+    "nats subject with an unknown placeholder": (
+        '+[subscribers.risk]\nkind = "nats"\nurl = "nats://h"\nsubject = "a.{kind}"\n',
+        "subscribers.risk.subject: unknown placeholder {kind} (known: {type}, {source})",
+    ),
+    "nats subject with an empty part": (
+        '+[subscribers.risk]\nkind = "nats"\nurl = "nats://h"\nsubject = "a..{type}"\n',
+        "subscribers.risk.subject: an empty part: no leading, trailing or double dot",
+    ),
+    "nats url of the amqp scheme": (
+        '+[subscribers.risk]\nkind = "nats"\nurl = "amqp://h"\nsubject = "a"\n',
+        "subscribers.risk.url: expected a nats:// or tls:// URL",
+    ),
+    "amqp url without a host": (
+        '+[subscribers.acc]\nkind = "amqp"\nurl = "amqp://guest:pw@/%2f"\nrouting_key = "{type}"\n',
+        "subscribers.acc.url: the URL has no host",
+    ),
+    "amqp routing key with a wildcard": (
+        '+[subscribers.acc]\nkind = "amqp"\nurl = "amqps://h"\nrouting_key = "payment.#"\n',
+        "subscribers.acc.routing_key: must not contain the wildcard #: publishing needs one"
+        " subject",
+    ),
+    "amqp without routing key": (
+        '+[subscribers.acc]\nkind = "amqp"\nurl = "amqp://h"\n',
+        'subscribers.acc.routing_key: required for an amqp subscriber (e.g. "{type}"; "" for'
+        " fanout)",
+    ),
+    "amqp exchange name with a space": (
+        '+[subscribers.acc]\nkind = "amqp"\nurl = "amqp://h"\nrouting_key = ""\nexchange = "a b"\n',
+        'subscribers.acc.exchange: not an exchange name: up to 127 of A-Za-z0-9_.:- ("" is the'
+        " default exchange)",
+    ),
+    "amqp subscriber with a stream": (
+        '+[subscribers.acc]\nkind = "amqp"\nurl = "amqp://h"\nrouting_key = "k"\nstream = "s"\n',
+        "subscribers.acc.stream: only redis subscribers have a stream",
     ),
     "file subscriber without path": (
         '+[subscribers.audit2]\nkind = "file"\n',
@@ -816,7 +879,7 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "file subscriber with a url": (
         '+[subscribers.audit2]\nkind = "file"\npath = "a"\nurl = "http://x/"\n',
-        "subscribers.audit2.url: only http subscribers have a url",
+        "subscribers.audit2.url: only http, redis, nats and amqp subscribers have a url",
     ),
     "http subscriber with a path": (
         f'+[subscribers.ledger]\nurl = "http://x/"\nsecret = "{SUBSCRIBER_SECRET}"\npath = "a"\n',

@@ -141,6 +141,7 @@ def test_threshold_zero_never_opens() -> None:
             circuit, RETRY, 0.0, started=0.0, failure_threshold=0, open_seconds=10
         )
     assert may_send(circuit, now=0.0) == "yes"
+    assert circuit == CLOSED  # unchanged: nothing for the store to write per failure
 
 
 def test_gone_disables_until_an_operator_says_otherwise() -> None:

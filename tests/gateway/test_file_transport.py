@@ -23,6 +23,8 @@ def message(n: int) -> OutboundMessage:
 
 
 def test_each_delivery_is_one_line_with_the_event_embedded(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+
     async def scenario() -> None:
         transport = FileTransport(tmp_path / "out" / "events.jsonl")
         results = [await transport.send(message(n)) for n in range(3)]
@@ -76,3 +78,14 @@ def test_an_unwritable_path_is_a_retry_not_a_crash(tmp_path: Path) -> None:
         return result.outcome
 
     assert asyncio.run(scenario()) == "retry"
+
+
+def test_a_missing_directory_is_a_retry_and_is_not_created(tmp_path: Path) -> None:
+    async def scenario() -> str:
+        transport = FileTransport(tmp_path / "missing" / "events.jsonl")
+        result = await transport.send(message(1))
+        await transport.close()
+        return result.outcome
+
+    assert asyncio.run(scenario()) == "retry"
+    assert not (tmp_path / "missing").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -56,6 +57,7 @@ def test_lines_are_written_whole_and_in_order(
     for line in lines:
         logger.msg(line)
     logs.flush_logs()
+    assert logs.wait_for_logs(5)
 
     writes = all_writes[start:]
     assert b"".join(writes) == b"".join(line + b"\n" for line in lines)
@@ -74,5 +76,41 @@ def test_a_failing_stdout_drops_lines_instead_of_raising(monkeypatch: pytest.Mon
     for n in range(3):
         logger.msg(b"line %d" % n)
     logs.flush_logs()
+    assert logs.wait_for_logs(5)
     os.close(write_end)
     assert logs.DroppingBytesLogger.dropped == before + 3
+
+
+def test_a_stdout_nobody_reads_never_blocks_the_caller_and_drops_whole_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(logs, "_STDOUT_FD", write_end)
+    before = logs.DroppingBytesLogger.dropped
+    logger = logs.DroppingBytesLogger()
+    # Several times what the pipe and the writer's buffer hold together.
+    lines = [b"%06d:" % n + b"x" * 300 for n in range(4_000)]
+    started = time.monotonic()
+    for line in lines:
+        logger.msg(line)
+    logs.flush_logs()
+    assert time.monotonic() - started < 2.0, "logging waited for a stdout nobody reads"
+    assert logs.DroppingBytesLogger.dropped > before
+
+    # Now somebody reads: what was written is whole lines, in order, and nothing is lost
+    # without being counted.
+    received: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: received.extend(iter(lambda: os.read(read_end, 65536), b""))
+    )
+    reader.start()
+    assert logs.wait_for_logs(10)
+    os.close(write_end)
+    reader.join(timeout=10)
+    os.close(read_end)
+    stream = b"".join(received)
+    assert stream.endswith(b"\n")
+    written = stream.splitlines()
+    assert set(written) <= set(lines)
+    assert written == sorted(written)
+    assert len(written) + logs.DroppingBytesLogger.dropped - before == len(lines)

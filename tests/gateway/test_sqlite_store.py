@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store.base import Attempt, NewEvent, StoreUnavailable
+from gateway.store.base import NewEvent, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
 
 
@@ -59,92 +59,6 @@ def test_concurrent_copies_of_one_event_store_it_once(tmp_path: Path) -> None:
     outcomes = asyncio.run(scenario())
     assert outcomes.count("accepted") == 1
     assert outcomes.count("duplicate") == 49
-
-
-def test_a_lease_keeps_a_delivery_from_a_second_worker(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with opened(tmp_path / "gateway.db") as store:
-            await store.accept(event(1, ("a",)))
-            now = time.time() + 1
-            first = await store.claim_due(
-                now=now, limit=10, lease_seconds=30, owner="w1", subscriber="a"
-            )
-            second = await store.claim_due(
-                now=now, limit=10, lease_seconds=30, owner="w2", subscriber="a"
-            )
-            assert len(first) == 1
-            assert second == []
-            # The first worker dies: once its lease runs out, another worker gets it.
-            later = await store.claim_due(
-                now=now + 31, limit=10, lease_seconds=30, owner="w2", subscriber="a"
-            )
-            assert [d.delivery_id for d in later] == [first[0].delivery_id]
-
-    asyncio.run(scenario())
-
-
-def test_released_leases_are_due_at_once(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with opened(tmp_path / "gateway.db") as store:
-            await store.accept(event(1, ("a",)))
-            now = time.time() + 1
-            await store.claim_due(now=now, limit=1, lease_seconds=30, owner="w1", subscriber="a")
-            assert await store.lease_owners() == ["w1"]
-            await store.release_leases("w1")
-            assert await store.lease_owners() == []
-            again = await store.claim_due(
-                now=now, limit=1, lease_seconds=30, owner="w2", subscriber="a"
-            )
-            assert len(again) == 1
-            assert await store.lease_owners() == ["w2"]
-
-    asyncio.run(scenario())
-
-
-def test_attempts_move_a_delivery_through_its_states(tmp_path: Path) -> None:
-    async def scenario() -> None:
-        async with opened(tmp_path / "gateway.db") as store:
-            await store.accept(event(1, ("a",)))
-            now = time.time() + 1
-            (claimed,) = await store.claim_due(
-                now=now, limit=1, lease_seconds=30, owner="w", subscriber="a"
-            )
-            retry = Attempt(
-                delivery_id=claimed.delivery_id,
-                started_at=now,
-                duration=0.1,
-                outcome="retry",
-                status_code=503,
-                error="HTTP 503",
-            )
-            await store.record_attempt(retry, next_attempt_at=now + 100)
-            assert await store.next_due_at(subscribers=["a"]) == pytest.approx(now + 100)
-            assert await store.next_due_at(subscribers=["b"]) is None
-            assert (
-                await store.claim_due(
-                    now=now + 1, limit=1, lease_seconds=30, owner="w", subscriber="a"
-                )
-                == []
-            )
-            (again,) = await store.claim_due(
-                now=now + 100, limit=1, lease_seconds=30, owner="w", subscriber="a"
-            )
-            assert again.attempts == 1
-            failed = Attempt(
-                delivery_id=again.delivery_id,
-                started_at=now + 100,
-                duration=0.1,
-                outcome="failed",
-                status_code=400,
-                error="HTTP 400",
-            )
-            await store.record_attempt(failed, dead=True)
-            (dead,) = await store.dead_letters()
-            assert (dead.event_id, dead.subscriber, dead.attempts) == (claimed.event_id, "a", 2)
-            assert dead.last_error == "HTTP 400"
-            assert (await store.stats())["dead"] == 1
-
-    asyncio.run(scenario())
 
 
 def test_quarantine_keeps_the_raw_body_until_released(tmp_path: Path) -> None:

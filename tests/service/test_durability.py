@@ -116,6 +116,14 @@ def test_full_disk_answers_503_and_recovers(tiny_disk: Path) -> None:
                     handle.flush()
             except OSError:
                 pass  # ENOSPC: the disk is full
+        # The log file's last page may still have room (the log shares the disk): fill it
+        # too, with newlines only, so that the next log line really finds the disk full.
+        with gateway.log_path.open("ab", buffering=0) as log:
+            try:
+                while True:
+                    log.write(b"\n" * 512)
+            except OSError:
+                pass
 
         answers = [
             gateway.post(

@@ -1,0 +1,61 @@
+"""Broker URLs carry credentials (`amqp://user:password@host/`, `redis://:password@host/0`,
+`nats://token@host`): wherever one is shown (a log line, an error, a repr, a metric label), the
+password is masked, so a config dump or a traceback never leaks it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = ["BrokerUrl", "masked_url"]
+
+MASK = "****"
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password (or, with no password, its user: NATS takes a bare token there)
+    replaced by MASK; the scheme, host, port and path stay readable. A URL that cannot even be
+    parsed is masked whole rather than risk quoting it."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return MASK
+    if parts.username is None and parts.password is None:
+        return url
+    user = MASK if parts.password is None else f"{parts.username}:{MASK}"
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal loses its brackets in urlsplit
+        host = f"[{host}]"
+    location = f"{user}@{host}" + ("" if port is None else f":{port}")
+    return urlunsplit((parts.scheme, location, parts.path, parts.query, parts.fragment))
+
+
+class BrokerUrl:
+    """A broker URL that shows itself masked; `reveal()` is for the one place that connects.
+
+    Like adapters/source.py's `Secret`: configs end up in reprs, tracebacks and debug logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def masked(self) -> str:
+        return masked_url(self._value)
+
+    def __repr__(self) -> str:
+        return f"BrokerUrl({self.masked!r})"
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BrokerUrl) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)

@@ -1,0 +1,55 @@
+"""What becomes of a delivery after an attempt, decided as a value before anything is written.
+
+As in Svix's worker (prepare -> call -> decide -> record), the decision is a pure function of
+the attempt's result, the attempts made so far and the subscriber's retry policy. The store
+records the decision it is handed and does not work it out again; the dispatcher's later steps
+(circuit, metrics, log) act on the same value.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.transport import SendResult
+
+__all__ = ["Dead", "Decision", "Delivered", "RetryAt", "attempt_outcome", "decide"]
+
+
+class Delivered(msgspec.Struct, frozen=True):
+    """The subscriber acknowledged it: done."""
+
+
+class RetryAt(msgspec.Struct, frozen=True):
+    """Worth another attempt, at unix time `at`."""
+
+    at: float
+
+
+class Dead(msgspec.Struct, frozen=True):
+    """Failed for good (a permanent answer, or no attempt left): a dead letter."""
+
+
+Decision = Delivered | RetryAt | Dead
+
+
+def decide(result: SendResult, attempts_made: int, policy: RetryPolicy, now: float) -> Decision:
+    """The delivery's fate after its `attempts_made`-th attempt answered `result` at `now`."""
+    if result.outcome == "delivered":
+        return Delivered()
+    delay = policy.next_delay(attempts_made, result)
+    if delay is None:
+        return Dead()
+    return RetryAt(at=now + delay)
+
+
+def attempt_outcome(decision: Decision) -> Literal["delivered", "retry", "failed"]:
+    """How the attempt is recorded: what became of the delivery. The last retryable failure of
+    an exhausted schedule is a failure, not a retry."""
+    if isinstance(decision, Delivered):
+        return "delivered"
+    if isinstance(decision, RetryAt):
+        return "retry"
+    return "failed"

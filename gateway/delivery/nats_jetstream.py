@@ -1,0 +1,122 @@
+"""The NATS JetStream subscriber: a publish on `<subject>` acknowledged by the stream
+(CONTRACT.md 4a).
+
+The payload is the event bytes; the headers are `webhook-id`, `webhook-timestamp`,
+`webhook-signature` (with a secret), `content-type` and `Nats-Msg-Id` = the event id, so the
+stream's duplicate window drops a second copy (a retry whose first PubAck was lost, a replay).
+The stream's PubAck, a duplicate's included, is success; no stream capturing the subject (no
+responders) is a failed attempt with that said, retried like a 5xx.
+
+One connection per subscriber, made on the first send: JetStream publishes are requests whose
+answers are matched by inbox, so `max_in_flight` of them share it. nats-py reconnects by itself
+once connected; a first connection that fails is tried again by the next send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from gateway.config import NatsSubscriber
+from gateway.delivery.connecting import SharedConnect
+from gateway.delivery.templates import render_template
+from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+
+__all__ = ["NatsJetStreamTransport"]
+
+log = structlog.get_logger("gateway.delivery")
+
+CONTENT_TYPE = "application/cloudevents+json"
+# How soon nats-py tries again after losing the server; it never stops trying (-1).
+RECONNECT_WAIT_SECONDS = 0.5
+
+# nats-py logs unexpected read errors in plain text on its own logger; the dispatcher records
+# (and logs as JSON) every failed attempt already.
+logging.getLogger("nats").setLevel(logging.CRITICAL)
+
+
+class NatsJetStreamTransport(Transport):
+    def __init__(self, config: NatsSubscriber) -> None:
+        self.name = config.name
+        self.subject = config.subject
+        self._url = config.url
+        self._timeout = config.timeout_seconds
+        self._client: Client | None = None
+        self._jetstream: JetStreamContext | None = None
+        self._connect = SharedConnect[JetStreamContext]()
+
+    def _connected(self) -> JetStreamContext | None:
+        """JetStream on the connection, while nats-py keeps it (connected or reconnecting)."""
+        if self._jetstream is None or self._client is None or self._client.is_closed:
+            return None
+        return self._jetstream
+
+    async def _open(self) -> JetStreamContext:
+        """A new connection: the first one, or after nats-py gave up on the last."""
+        client = await nats.connect(
+            self._url.reveal(),
+            connect_timeout=max(1, int(self._timeout)),
+            allow_reconnect=True,
+            # The first connection gives up after two tries (this attempt fails, the
+            # next send tries again); once connected, nats-py never stops reconnecting.
+            max_reconnect_attempts=1,
+            reconnect_time_wait=RECONNECT_WAIT_SECONDS,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        client.options["max_reconnect_attempts"] = -1
+        self._client = client
+        self._jetstream = client.jetstream(timeout=self._timeout)
+        return self._jetstream
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        headers = {
+            "webhook-id": message.webhook_id,
+            "webhook-timestamp": str(message.webhook_timestamp),
+            "content-type": CONTENT_TYPE,
+            "Nats-Msg-Id": message.webhook_id,
+        }
+        if message.webhook_signature is not None:
+            headers["webhook-signature"] = message.webhook_signature
+        subject = render_template(self.subject, message.event_type, message.source)
+        try:
+            jetstream = self._connected() or await self._connect.get(self._connected, self._open)
+        except (OSError, TimeoutError, nats.errors.Error) as error:
+            return SendResult(outcome="retry", error=f"NATS unreachable: {type(error).__name__}")
+        try:
+            await jetstream.publish(subject, message.body, timeout=self._timeout, headers=headers)
+        except nats.js.errors.NoStreamResponseError:
+            return SendResult(outcome="retry", error=f"no JetStream stream captures {subject!r}")
+        except nats.js.errors.APIError as error:
+            # The stream's own refusal (full, sealed, wrong expected stream...).
+            return SendResult(outcome="retry", error=f"JetStream refused: {error.description}")
+        except (nats.errors.TimeoutError, TimeoutError):
+            return SendResult(outcome="retry", error="NATS timeout: no PubAck")
+        except (OSError, nats.errors.Error) as error:
+            return SendResult(outcome="retry", error=f"NATS unreachable: {type(error).__name__}")
+        return SendResult(outcome="delivered")
+
+    # nats-py reports what happens to the connection here; by default it would print the
+    # server's URL, credentials included, to its own logger.
+    async def _on_error(self, error: Exception) -> None:
+        log.info("nats_error", subscriber=self.name, error=type(error).__name__)
+
+    async def _on_disconnected(self) -> None:
+        log.warning("nats_disconnected", subscriber=self.name, url=self._url.masked)
+
+    async def _on_reconnected(self) -> None:
+        log.info("nats_reconnected", subscriber=self.name, url=self._url.masked)
+
+    async def close(self) -> None:
+        if self._client is not None and not self._client.is_closed:
+            # Already gone: nothing held to release.
+            with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
+                await self._client.close()

@@ -1,0 +1,153 @@
+"""CONTRACT.md 4a, Redis Streams: a real redis-server, a real `gateway serve`, and redis-py
+reading the stream as a consumer would."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+import redis
+
+from tests.delivery.subscriber import new_hmac_secret
+from tests.queues.brokers import BrokerProcess, RedisServer
+from tests.queues.support import (
+    CONTENT_TYPE,
+    attempt_errors,
+    attempts_metric,
+    delivery_states,
+    post_events,
+    queue_config,
+    redis_messages,
+    stored_body,
+    verify,
+    wait_until,
+)
+from tests.service.harness import GatewayProcess
+
+StartGateway = Callable[[str], GatewayProcess]
+
+
+def test_redis_stream_gets_every_event_signed_with_the_contracted_fields(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    secret = new_hmac_secret()
+    stream = f"finrelay:{uuid.uuid4().hex}"
+    gateway = start_gateway(
+        queue_config(
+            "ledger-stream",
+            "redis",
+            url=redis_server.url,
+            stream=stream,
+            maxlen=1000,
+            secret=secret,
+            max_in_flight=8,
+        )
+    )
+    ids = post_events(gateway, 12)
+
+    wait_until(lambda: len(redis_messages(redis_server.url, stream)) >= 12, what="12 entries")
+    messages = redis_messages(redis_server.url, stream)
+    assert sorted(message.headers["webhook-id"] for message in messages) == sorted(ids)
+    for message in messages:
+        assert set(message.headers) == {
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "content-type",
+        }
+        assert message.headers["content-type"] == CONTENT_TYPE
+        assert message.headers["webhook-timestamp"].isdigit()
+        # The very bytes stored at ingest, verified as a consumer would.
+        assert message.body == stored_body(gateway, message.headers["webhook-id"])
+        event = verify(message, secret)
+        assert event["type"] == "payment.succeeded"
+    wait_until(
+        lambda: set(delivery_states(gateway, "ledger-stream").values()) == {"delivered"},
+        what="every delivery recorded as delivered",
+    )
+    assert attempts_metric(gateway, "ledger-stream") == {"delivered": 12.0}
+
+
+def test_redis_without_a_secret_has_no_signature_field_and_uses_one_connection(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    stream = f"finrelay:{uuid.uuid4().hex}"
+    with redis.Redis.from_url(redis_server.url) as client:
+        clients_before = int(client.info("clients")["connected_clients"])
+    gateway = start_gateway(
+        queue_config("plain", "redis", url=redis_server.url, stream=stream, max_in_flight=32)
+    )
+    ids = post_events(gateway, 40)
+    wait_until(lambda: len(redis_messages(redis_server.url, stream)) >= 40, what="40 entries")
+    messages = redis_messages(redis_server.url, stream)
+    assert sorted(message.headers["webhook-id"] for message in messages) == sorted(ids)
+    for message in messages:
+        verify(message, None)
+    with redis.Redis.from_url(redis_server.url) as client:
+        clients_after = int(client.info("clients")["connected_clients"])
+    # 32 sends at a time went through one connection (pipelined), not one each.
+    assert clients_after - clients_before <= 1
+
+
+def test_redis_refusing_the_xadd_is_retried_then_dead(
+    redis_server: RedisServer, start_gateway: StartGateway
+) -> None:
+    stream = f"finrelay:{uuid.uuid4().hex}"
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.set(stream, "not a stream")  # XADD then answers WRONGTYPE
+    gateway = start_gateway(
+        queue_config(
+            "wrong", "redis", url=redis_server.url, stream=stream, retry_schedule=[0.1, 0.1]
+        )
+    )
+    (event_id,) = post_events(gateway, 1)
+    wait_until(lambda: delivery_states(gateway, "wrong") == {event_id: "dead"}, what="dead")
+    errors = attempt_errors(gateway, event_id)
+    assert [outcome for outcome, _ in errors] == ["retry", "retry", "failed"]
+    assert all("WRONGTYPE" in error for _, error in errors), errors
+
+
+def test_redis_stopped_then_killed_loses_no_event_and_never_shows_its_password(
+    own_broker: Callable[..., BrokerProcess], start_gateway: StartGateway
+) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    server = own_broker(RedisServer, password=password)
+    assert isinstance(server, RedisServer)
+    url = server.url
+    assert password in url
+    stream = "finrelay:events"
+    gateway = start_gateway(
+        queue_config(
+            "ledger-stream",
+            "redis",
+            url=url,
+            stream=stream,
+            timeout_seconds=2,
+            retry_schedule=[0.5] * 20,
+            circuit_breaker_failures=0,
+        )
+    )
+    posted = post_events(gateway, 5)
+    wait_until(lambda: len(redis_messages(url, stream)) >= 5, what="the first 5")
+
+    for stop in (server.stop, server.kill):  # orderly, then SIGKILL
+        stop()
+        # Ingress does not depend on the broker: 200 for every event, ready all along.
+        posted += post_events(gateway, 5)
+        assert httpx.get(f"{gateway.base_url}/readyz", timeout=10).status_code == 200
+        server.start()
+        expected = set(posted)
+        wait_until(
+            lambda: (
+                {m.headers["webhook-id"] for m in redis_messages(url, stream)} >= expected  # noqa: B023 - waited for here, within the loop's turn
+            ),
+            what="every event after the broker is back",
+        )
+    assert set(delivery_states(gateway, "ledger-stream").values()) == {"delivered"}
+    errors = {error for event_id in posted for _, error in attempt_errors(gateway, event_id)}
+    assert any(error.startswith("Redis unreachable") for error in errors), errors
+    metrics = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+    assert password not in gateway.logs()
+    assert password not in metrics
+    assert not any(password in error for error in errors)
