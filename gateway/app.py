@@ -15,10 +15,12 @@ from pathlib import Path
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.admin.api import AdminApi, not_found_answer
+from gateway.admin.page import operator_page
 from gateway.config import GatewayConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.registry import build_transport
@@ -99,6 +101,30 @@ def _is_webhook_path(path: str) -> bool:
     return path.startswith(WEBHOOK_PREFIX) and bool(name) and "/" not in name
 
 
+async def _not_found(request: Request, error: Exception) -> Response:
+    # A path no route's pattern takes (a newline in it: Mount's `.*` stops there) ends here,
+    # under /admin too: it answers as the admin API's own 404s do.
+    if request.url.path.startswith("/admin"):
+        return not_found_answer()
+    return PlainTextResponse("Not Found", status_code=404)
+
+
+async def _admin_off(scope: Scope, receive: Receive, send: Send) -> None:
+    await not_found_answer()(scope, receive, send)
+
+
+def _admin_routes(config: GatewayConfig, store: Store, metrics: Metrics) -> list[BaseRoute]:
+    """/admin/api (the JSON API) and /admin/ (the operator page) when `[admin]` has a token;
+    without one everything under /admin is 404, as if it did not exist (CONTRACT.md 8)."""
+    if not config.admin.enabled:
+        return [Mount("/admin", app=_admin_off)]
+    return [
+        Mount("/admin/api", app=AdminApi(config, store)),
+        # The operator page; a path it does not know answers as if the page were off.
+        Mount("/admin", app=operator_page(config, store, metrics, not_found=_admin_off)),
+    ]
+
+
 def build_app(
     config: GatewayConfig, store: Store | None = None, *, parent: int | None = None
 ) -> ASGIApp:
@@ -168,7 +194,9 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *_admin_routes(config, store, metrics),
         ],
+        exception_handlers={404: _not_found},
         lifespan=lifespan,
     )
     return GatewayApp(ingress, RequestIdMiddleware(rest))

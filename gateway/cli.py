@@ -16,7 +16,6 @@ import signal
 import socket
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,9 +37,12 @@ from gateway.config import (
     GatewayConfig,
     load_config,
 )
-from gateway.delivery.circuit import CLOSED, encode_circuit
 from gateway.logs import configure_logging, flush_logs
+from gateway.operations.dead_letters import DeadLetterItem, list_dead_letters, redrive
+from gateway.operations.paging import MAX_LIMIT
 from gateway.operations.quarantine import drop_quarantined, list_quarantine
+from gateway.operations.replay import replay_event
+from gateway.operations.subscribers import enable
 from gateway.preflight import file_subscriber_problems, listen_socket, store_problem
 from gateway.reprocess import ReprocessReport, reprocess_quarantine
 from gateway.signing import new_secret, public_key_of
@@ -274,10 +276,6 @@ def _with_store(config: GatewayConfig, work: Callable[[Store], Awaitable[T]]) ->
     return asyncio.run(run())
 
 
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
-
-
 def run_dead_letters(args: argparse.Namespace) -> int:
     """List dead letters: event id, subscriber, attempts, last error (tab-separated, or JSON)."""
     config = _load_or_report(args.config)
@@ -285,23 +283,27 @@ def run_dead_letters(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     if not _known_subscriber(config, args.subscriber):
         return EXIT_PROBLEMS
-    letters = _with_store(config, lambda store: store.dead_letters(subscriber=args.subscriber))
+    letters = _with_store(config, lambda store: _every_dead_letter(store, args.subscriber))
     for letter in letters:
         if args.json:
-            line = msgspec.json.encode(
-                {
-                    "event_id": letter.event_id,
-                    "subscriber": letter.subscriber,
-                    "attempts": letter.attempts,
-                    "last_error": letter.last_error,
-                    "dead_at": _iso(letter.dead_at),
-                }
-            ).decode()
+            line = msgspec.json.encode(letter).decode()
         else:
             error = (letter.last_error or "").replace("\t", " ").replace("\n", " ")
             line = f"{letter.event_id}\t{letter.subscriber}\t{letter.attempts}\t{error}"
         print(line)
     return EXIT_OK
+
+
+async def _every_dead_letter(store: Store, subscriber: str | None) -> list[DeadLetterItem]:
+    """Every dead letter, oldest first: the admin API's pages, walked to the end."""
+    letters: list[DeadLetterItem] = []
+    cursor: str | None = None
+    while True:
+        page = await list_dead_letters(store, subscriber=subscriber, limit=MAX_LIMIT, cursor=cursor)
+        letters += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return letters[::-1]
 
 
 def _known_subscriber(config: GatewayConfig, name: str | None) -> bool:
@@ -323,9 +325,7 @@ def run_redrive(args: argparse.Namespace) -> int:
     until = None if args.until is None else args.until.timestamp()
     count = _with_store(
         config,
-        lambda store: store.redrive(
-            now=time.time(), subscriber=args.subscriber, since=since, until=until
-        ),
+        lambda store: redrive(store, config, subscriber=args.subscriber, since=since, until=until),
     )
     print(f"redriven: {count}")
     return EXIT_OK
@@ -339,15 +339,8 @@ def run_replay(args: argparse.Namespace) -> int:
     if not _known_subscriber(config, args.subscriber):
         return EXIT_PROBLEMS
 
-    async def replay(store: Store) -> int | None:
-        if args.subscriber is not None:
-            targets = [args.subscriber]
-        else:
-            delivered_to = await store.event_subscribers(args.event_id)
-            targets = [name for name in delivered_to if name in config.subscribers]
-        return await store.replay(args.event_id, targets, now=time.time())
-
-    count = _with_store(config, replay)
+    targets = None if args.subscriber is None else [args.subscriber]
+    count = _with_store(config, lambda store: replay_event(store, config, args.event_id, targets))
     if count is None:
         print(f"no stored event {args.event_id!r}", file=sys.stderr)
         return EXIT_PROBLEMS
@@ -362,12 +355,7 @@ def run_enable(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     if not _known_subscriber(config, args.subscriber):
         return EXIT_PROBLEMS
-    _with_store(
-        config,
-        lambda store: store.save_subscriber_circuit(
-            args.subscriber, encode_circuit(CLOSED), expected_version=None
-        ),
-    )
+    _with_store(config, lambda store: enable(store, config, args.subscriber))
     print(f"enabled {args.subscriber}")
     return EXIT_OK
 

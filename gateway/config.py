@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
@@ -35,6 +35,7 @@ from schemas.taxonomy import CANONICAL_TYPES, KINDS, OPEN_KINDS
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "STANDARD_WEBHOOKS_SCHEDULE",
+    "AdminConfig",
     "AmqpSubscriber",
     "ConfigError",
     "ConfigProblem",
@@ -42,6 +43,7 @@ __all__ = [
     "GatewayConfig",
     "HttpSubscriber",
     "NatsSubscriber",
+    "Ordering",
     "RedisSubscriber",
     "RouteConfig",
     "ServerConfig",
@@ -69,6 +71,9 @@ STANDARD_WEBHOOKS_SCHEDULE: tuple[float, ...] = (
 )
 
 SubscriberKind = Literal["http", "file", "redis", "nats", "amqp"]
+# CONTRACT.md 4b: "subject" sends one source's events about one subject one at a time, in the
+# order they were committed; "none" sends everything in parallel.
+Ordering = Literal["subject", "none"]
 
 # Source and subscriber names appear in URLs (`/webhooks/<source>`) and event ids.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -82,7 +87,8 @@ _QUERY_PARAMETER = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 # RFC 3986 URI-reference: reserved and unreserved characters, and %-escapes.
 _URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+")
 
-_SECTIONS = ("server", "store", "sources", "subscribers", "routes")
+_SECTIONS = ("server", "store", "sources", "subscribers", "routes", "admin")
+_ADMIN_KEYS = ("token", "tokens")
 _SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers")
 # More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
@@ -113,6 +119,7 @@ _SUBSCRIBER_KEYS = (
     "max_in_flight",
     "circuit_breaker_failures",
     "circuit_breaker_seconds",
+    "ordering",
 )
 _KIND_KEYS: Mapping[str, tuple[str, ...]] = {
     "http": ("url",),
@@ -134,6 +141,7 @@ _ROUTE_KEYS = ("sources", "types", "subscribers")
 
 _SQLITE_PREFIX = "sqlite:///"
 _KINDS: tuple[SubscriberKind, ...] = ("http", "file", "redis", "nats", "amqp")
+_ORDERINGS: tuple[Ordering, ...] = ("subject", "none")
 _WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 _MIN_WEBHOOK_KEY_BYTES = 16
 _SIGNING_KEY_PREFIX = "whsk_"  # the Standard Webhooks v1a prefix
@@ -159,6 +167,17 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     retention_days: float = 30.0
 
 
+class AdminConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """`[admin]`: the tokens that open the admin API and page (CONTRACT.md 8); none (the
+    default) turns both off. Several tokens allow a rotation."""
+
+    tokens: tuple[Secret, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens)
+
+
 class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
     """The delivery keys every kind of subscriber takes; each kind is a subclass with its own
     (a tagged union on `kind`: gateway/delivery/registry.py finds the transport by it)."""
@@ -173,6 +192,7 @@ class SubscriberConfig(msgspec.Struct, frozen=True, kw_only=True, tag_field="kin
     # one delivery probes whether it is back.
     circuit_breaker_failures: int = 20
     circuit_breaker_seconds: float = 60.0
+    ordering: Ordering = "none"
 
 
 class HttpSubscriber(SubscriberConfig, frozen=True, kw_only=True, tag="http"):
@@ -230,8 +250,17 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     sources: Mapping[str, SourceSettings] = msgspec.field(default_factory=dict)
     subscribers: Mapping[str, SubscriberConfig] = msgspec.field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     # Sources with `allow_unauthenticated = true`: `gateway serve` warns about each at start.
     warnings: tuple[str, ...] = ()
+
+    def ordered(self, subscribers: Iterable[str]) -> tuple[str, ...]:
+        """Those of `subscribers` that take one subject's events in order (CONTRACT.md 4b)."""
+        return tuple(
+            name
+            for name in subscribers
+            if name in self.subscribers and self.subscribers[name].ordering == "subject"
+        )
 
 
 class ConfigProblem(msgspec.Struct, frozen=True):
@@ -561,7 +590,10 @@ def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | 
     routes = _routes(checker, document.get("routes", []), defined_sources, defined_subscribers)
     if routes is not None:
         _warn_unrouted(checker, routes, defined_subscribers)
+    admin = _admin(checker, document.get("admin", {}))
     if server is None or store is None or sources is None or subscribers is None or routes is None:
+        return None
+    if admin is None:
         return None
     return GatewayConfig(
         server=server,
@@ -569,6 +601,7 @@ def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | 
         sources=sources,
         subscribers=subscribers,
         routes=routes,
+        admin=admin,
         warnings=tuple(checker.warnings),
     )
 
@@ -609,6 +642,22 @@ def _server(checker: _Checker, value: object) -> ServerConfig | None:
     if len(checker.problems) > before:
         return None
     return ServerConfig(**{key: item for key, item in settings.items() if item is not None})
+
+
+def _admin(checker: _Checker, value: object) -> AdminConfig | None:
+    place = "admin"
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    before = len(checker.problems)
+    _check_keys(checker, table, _ADMIN_KEYS, place)
+    tokens = _one_or_many(checker, table, place, "token", "tokens")
+    for token_place, token in tokens:
+        if not token.strip():
+            checker.add(token_place, "an empty token would open the admin API to anyone")
+    if len(checker.problems) > before:
+        return None
+    return AdminConfig(tokens=tuple(Secret(token) for _, token in tokens))
 
 
 def _store(checker: _Checker, value: object) -> StoreConfig | None:
@@ -944,6 +993,8 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
             zero_ok=False,
             highest=_MAX_RETRY_DELAY,
         )
+    if "ordering" in table:
+        settings["ordering"] = _ordering(checker, table["ordering"], _key(place, "ordering"))
     if len(checker.problems) > before or kind is None:
         return None
     return _SUBSCRIBER_TYPES[kind](
@@ -964,6 +1015,21 @@ def _subscriber_kind(checker: _Checker, value: object, place: str) -> Subscriber
         place,
         f"unknown kind {checker.show(place, text)}{_did_you_mean(text, _KINDS)}"
         f" (supported: {', '.join(_KINDS)})",
+    )
+    return None
+
+
+def _ordering(checker: _Checker, value: object, place: str) -> Ordering | None:
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    for ordering in _ORDERINGS:
+        if text == ordering:
+            return ordering
+    checker.add(
+        place,
+        f"unknown ordering {checker.show(place, text)}{_did_you_mean(text, _ORDERINGS)}"
+        f" (supported: {', '.join(_ORDERINGS)})",
     )
     return None
 
@@ -1079,26 +1145,15 @@ def _broker_url(
 ) -> BrokerUrl | None:
     """A broker URL of one of the kind's schemes, with a host. Never quoted in a message: it
     may carry a password."""
-    url_place = _key(place, "url")
     expected = " or ".join(f"{scheme}://" for scheme in _BROKER_SCHEMES[kind])
-    if "url" not in table:
-        checker.add(
-            url_place,
-            f"required for a{'n' if kind[0] in 'aeiou' else ''} {kind} subscriber: {expected}...",
-        )
+    article = "an" if kind[0] in "aeiou" else "a"
+    parsed = _parsed_url(
+        checker, table, place, f"required for {article} {kind} subscriber: {expected}..."
+    )
+    if parsed is None:
         return None
-    url = _string(checker, table["url"], url_place)
-    if url is None:
-        return None
-    if any(character.isspace() or ord(character) < 32 for character in url):
-        checker.add(url_place, "not a URL: it contains whitespace or control characters")
-        return None
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
-    except ValueError as error:
-        checker.add(url_place, f"not a URL: {_url_error(error)}")
-        return None
+    url, parts = parsed
+    url_place = _key(place, "url")
     if parts.scheme not in _BROKER_SCHEMES[kind]:
         checker.add(url_place, f"expected a {expected} URL")
         return None
@@ -1111,15 +1166,18 @@ def _broker_url(
     return BrokerUrl(url)
 
 
-def _http_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:
+def _parsed_url(
+    checker: _Checker, table: Mapping[str, object], place: str, missing: str
+) -> tuple[str, SplitResult] | None:
+    """The subscriber's `url` and its parts, or None with the problem noted (`missing` when
+    there is none). Never quoted in a message: a URL may carry credentials or a token."""
     url_place = _key(place, "url")
     if "url" not in table:
-        checker.add(url_place, 'required for an http subscriber (kind = "http" is the default)')
+        checker.add(url_place, missing)
         return None
     url = _string(checker, table["url"], url_place)
     if url is None:
         return None
-    # Not quoted in messages: a URL may carry credentials or a token.
     if any(character.isspace() or ord(character) < 32 for character in url):
         checker.add(url_place, "not a URL: it contains whitespace or control characters")
         return None
@@ -1129,6 +1187,17 @@ def _http_url(checker: _Checker, table: Mapping[str, object], place: str) -> str
     except ValueError as error:
         checker.add(url_place, f"not a URL: {_url_error(error)}")
         return None
+    return url, parts
+
+
+def _http_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:
+    parsed = _parsed_url(
+        checker, table, place, 'required for an http subscriber (kind = "http" is the default)'
+    )
+    if parsed is None:
+        return None
+    url, parts = parsed
+    url_place = _key(place, "url")
     if parts.scheme not in ("http", "https"):
         checker.add(url_place, "expected an http:// or https:// URL")
         return None

@@ -314,6 +314,9 @@ class Ingress:
                     received_at=received_at.timestamp(),
                     body=encode_event(event),
                     subscribers=subscribers,
+                    subject=event.subject or None,
+                    ordered=self._config.ordered(subscribers),
+                    status=event.data.status,
                 )
             )
         except StoreUnavailable as error:

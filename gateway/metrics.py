@@ -26,6 +26,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway.store.base import Backlog
+
 __all__ = ["Metrics"]
 
 # `*_created` series double the output and no dashboard here reads them.
@@ -100,13 +102,15 @@ class Metrics:
         self.registry.register(self._backlog)
 
     def set_backlog(
-        self, subscribers: Iterable[str], backlog: Mapping[str, tuple[int, float]], now: float
+        self, subscribers: Iterable[str], backlog: Mapping[str, Backlog], now: float
     ) -> None:
-        """Queue depth and oldest pending age per configured subscriber (0 when idle)."""
+        """Queue depth, held deliveries and oldest pending age per configured subscriber (0
+        when idle)."""
+        idle = Backlog(count=0, held=0, oldest_created_at=now)
         self._backlog.values = {
-            name: (depth, max(0.0, now - oldest))
+            name: (entry.count, entry.held, max(0.0, now - entry.oldest_created_at))
             for name in subscribers
-            for depth, oldest in [backlog.get(name, (0, now))]
+            for entry in [backlog.get(name, idle)]
         }
 
     def record_commit(self, writes: int) -> None:
@@ -129,12 +133,17 @@ class _Backlog(Collector):
     """The delivery backlog as the last scrape read it from the store."""
 
     def __init__(self) -> None:
-        self.values: dict[str, tuple[int, float]] = {}
+        self.values: dict[str, tuple[int, int, float]] = {}
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
             "finrelay_delivery_queue_depth",
-            "Pending deliveries (due or scheduled for a retry)",
+            "Pending deliveries (due, scheduled for a retry, or held)",
+            labels=["subscriber"],
+        )
+        held = GaugeMetricFamily(
+            "finrelay_delivery_held",
+            "Deliveries held back behind an earlier one of their subject (ordering = subject)",
             labels=["subscriber"],
         )
         oldest = GaugeMetricFamily(
@@ -142,8 +151,10 @@ class _Backlog(Collector):
             "Age of the oldest pending delivery",
             labels=["subscriber"],
         )
-        for name, (count, age) in sorted(self.values.items()):
+        for name, (count, held_count, age) in sorted(self.values.items()):
             depth.add_metric([name], count)
+            held.add_metric([name], held_count)
             oldest.add_metric([name], age)
         yield depth
+        yield held
         yield oldest

@@ -53,6 +53,7 @@ async def reprocess_quarantine(
             say(f"quarantine {payload.id}: still invalid: {error.detail}")
             report.still_invalid += 1
             continue
+        subscribers = router.subscribers_for(payload.source, event.type)
         outcome = await store.release_quarantined(
             payload.id,
             NewEvent(
@@ -61,7 +62,10 @@ async def reprocess_quarantine(
                 type=event.type,
                 received_at=payload.received_at,
                 body=encode_event(event),
-                subscribers=router.subscribers_for(payload.source, event.type),
+                subscribers=subscribers,
+                subject=event.subject or None,
+                ordered=config.ordered(subscribers),
+                status=event.data.status,
             ),
         )
         say(f"quarantine {payload.id}: {outcome} as {event.id} ({event.type})")

@@ -46,6 +46,8 @@ class RequestIdMiddleware:
             return
         request_id = request_id_of(scope)
         header = (b"x-request-id", request_id.encode("ascii"))
+        # The admin API logs each request with the id its answer carries (gateway/admin/api.py).
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -16,6 +16,11 @@ Nothing a subscriber or a bug does stops delivery: every send has a deadline (th
 raises is a recorded attempt that is retried, and the dispatch loop restarts itself after a
 crash (`running` is False meanwhile, and /readyz says so). An attempt is recorded under the
 lease token it was claimed with: a worker whose lease was taken over changes nothing.
+
+Ordered subscribers (`ordering = "subject"`, CONTRACT.md 4b) need nothing here: the store hands
+out only deliveries whose subject has nothing earlier pending, and the transaction that records
+one delivered or dead releases the next. The wake after every finished send makes the next claim
+pick that successor at once, not after a poll or a backoff.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ class _Subscriber:
         # other's compare-and-set fail.
         self.circuit_lock = asyncio.Lock()
         self.in_flight = 0
+        # An operator's pause (the store's, read with the circuits): nothing is claimed.
+        self.paused = False
 
     def adopt_circuit(self, version: int, circuit: CircuitState) -> None:
         """Take a circuit state the store had at `version`, unless a newer one is known."""
@@ -107,6 +114,8 @@ class _Subscriber:
             self.circuit_version, self.circuit = version, circuit
 
     def free_slots(self, now: float) -> int:
+        if self.paused:
+            return 0
         allowed = may_send(self.circuit, now)
         if allowed == "no":
             return 0
@@ -258,18 +267,21 @@ class Dispatcher:
             await self._sleep()
 
     async def _refresh_circuits(self) -> None:
-        """Circuits as the store has them: another process's probe, or `gateway enable`.
-        Read at most once per poll interval: a busy loop claims far more often than that."""
+        """Circuits and operators' pauses as the store has them: another process's probe,
+        `gateway enable`, a pause or resume from the admin API. Read at most once per poll
+        interval: a busy loop claims far more often than that."""
         now = self._clock()
         if now - self._circuits_read_at < POLL_SECONDS:
             return
         self._circuits_read_at = now
         stored = await self._store.subscriber_circuits()
+        paused = await self._store.paused_subscribers()
         for name, subscriber in self._subscribers.items():
             version, encoded = stored.get(name, (0, None))
             subscriber.adopt_circuit(
                 version, CLOSED if encoded is None else decode_circuit(encoded)
             )
+            subscriber.paused = name in paused
 
     async def _claim(self) -> list[ClaimedDelivery]:
         """Claim for every subscriber with a free slot, and start sending what came back."""

@@ -10,9 +10,20 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from gateway.config import GatewayConfig
+from gateway.operations.paging import check_limit, decode_cursor, encode_cursor
+from gateway.reprocess import reprocess_quarantine
 from gateway.store.base import Store
 
-__all__ = ["QuarantineItem", "drop_quarantined", "list_quarantine"]
+__all__ = [
+    "QuarantineItem",
+    "QuarantinePage",
+    "ReprocessResult",
+    "drop_quarantined",
+    "list_quarantine",
+    "quarantine_page",
+    "reprocess",
+]
 
 
 class QuarantineItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,3 +57,47 @@ async def list_quarantine(store: Store) -> list[QuarantineItem]:
 async def drop_quarantined(store: Store, quarantine_id: int) -> bool:
     """Delete one waiting payload for good; False when there is no such payload waiting."""
     return await store.drop_quarantined(quarantine_id)
+
+
+class QuarantinePage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[QuarantineItem]
+    next_cursor: str | None
+
+
+async def quarantine_page(store: Store, *, limit: int, cursor: str | None) -> QuarantinePage:
+    """One page of what waits in quarantine, newest first (received_at, then id). Quarantine
+    holds few payloads (each one is a provider's bug or ours), so this pages in memory."""
+    check_limit(limit)
+    after = None if cursor is None else decode_cursor(cursor, tuple[float, int])
+    waiting = sorted(await store.quarantined(), key=lambda p: (p.received_at, p.id), reverse=True)
+    if after is not None:
+        waiting = [p for p in waiting if (p.received_at, p.id) < after]
+    page = waiting[:limit]
+    last = page[-1] if len(waiting) > limit else None
+    return QuarantinePage(
+        items=[
+            QuarantineItem(
+                id=payload.id,
+                source=payload.source,
+                received_at=_rfc3339(payload.received_at),
+                verification=payload.verification,
+                error=payload.error,
+            )
+            for payload in page
+        ],
+        next_cursor=None if last is None else encode_cursor((last.received_at, last.id)),
+    )
+
+
+class ReprocessResult(msgspec.Struct, frozen=True, kw_only=True):
+    released: int
+    still_invalid: int
+
+
+async def reprocess(store: Store, config: GatewayConfig) -> ReprocessResult:
+    """Every waiting payload through its adapter again (`gateway reprocess`): how many became
+    events (duplicates of a stored event included), how many still do not read."""
+    report = await reprocess_quarantine(config, store, lambda _line: None)
+    return ReprocessResult(
+        released=report.accepted + report.duplicate, still_invalid=report.still_invalid
+    )

@@ -10,13 +10,19 @@ quarantined payloads. Two rules make the gateway lose nothing:
   lease token, and an attempt is recorded only under the token that still holds the lease
   (fencing): a worker whose lease was taken over cannot overwrite what its successor recorded.
 
+Ordered subscribers (CONTRACT.md 4b) are the store's too, so the rule holds across processes:
+a delivery to an ordered subscriber whose source and subject (its ordering key) has an earlier
+delivery still pending for that subscriber is stored `held`, and claims never see it. The
+transaction that records its predecessor delivered or dead makes the next one of the key
+pending, due at once.
+
 Times are unix seconds (float) throughout: every backend stores and compares them as numbers.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal
 
 import msgspec
@@ -26,9 +32,14 @@ from gateway.delivery.decide import Decision
 __all__ = [
     "AcceptOutcome",
     "Attempt",
+    "Backlog",
     "ClaimedDelivery",
     "DeadLetter",
+    "DeliveryRecord",
     "DeliveryState",
+    "EventFilter",
+    "EventRecord",
+    "EventRow",
     "NewEvent",
     "Purged",
     "QuarantinedPayload",
@@ -36,7 +47,8 @@ __all__ = [
     "StoreUnavailable",
 ]
 
-DeliveryState = Literal["pending", "delivered", "dead"]
+# `held`: pending, but behind an earlier delivery of its ordering key (not claimable yet).
+DeliveryState = Literal["pending", "held", "delivered", "dead"]
 AcceptOutcome = Literal["accepted", "duplicate"]
 
 
@@ -47,7 +59,9 @@ class StoreUnavailable(Exception):
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     """An event to accept: its encoded bytes (encoded once, stored and sent as they are) and the
-    subscribers its routes selected."""
+    subscribers its routes selected; `ordered` are those of them with `ordering = "subject"`,
+    which get the events of one source and `subject` one at a time (an event without a subject
+    is never held)."""
 
     id: str
     source: str
@@ -55,6 +69,10 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     received_at: float
     body: bytes
     subscribers: tuple[str, ...]
+    subject: str | None = None
+    ordered: tuple[str, ...] = ()
+    # The event's `data.status`, kept in a column of its own: operators filter on it.
+    status: str | None = None
 
 
 class ClaimedDelivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +105,15 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     response_excerpt: str | None = None
 
 
+class Backlog(msgspec.Struct, frozen=True, kw_only=True):
+    """One subscriber's undelivered deliveries: how many (`held` ones included), how many of
+    them are held behind an earlier one of their subject, and when the oldest was created."""
+
+    count: int
+    held: int
+    oldest_created_at: float
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     delivery_id: int
     event_id: str
@@ -94,6 +121,49 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     attempts: int
     last_error: str | None
     dead_at: float
+
+
+class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What an operator's event search keeps (None: any): `type_glob` is a glob over the
+    canonical type, `status` the event's `data.status`, `since` (inclusive) and `until`
+    (exclusive) bound `received_at`."""
+
+    source: str | None = None
+    type_glob: str | None = None
+    subject: str | None = None
+    status: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+class EventRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a search, with the state of each of its deliveries by subscriber."""
+
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    received_at: float
+    body: bytes
+    deliveries: dict[str, DeliveryState]
+
+
+class DeliveryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One delivery of an event, its attempts oldest first."""
+
+    subscriber: str
+    state: DeliveryState
+    next_attempt_at: float
+    attempts: tuple[Attempt, ...]
+
+
+class EventRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored event as sent (its canonical bytes) and its deliveries."""
+
+    id: str
+    received_at: float
+    body: bytes
+    deliveries: tuple[DeliveryRecord, ...]
 
 
 class QuarantinedPayload(msgspec.Struct, frozen=True, kw_only=True):
@@ -207,7 +277,9 @@ class Store(ABC):
     ) -> bool:
         """Record an attempt and the decision taken on it (delivered, retry at a time, dead),
         and release the lease: only if `lease_token` still holds the delivery's lease and the
-        delivery is still pending. Otherwise change nothing and return False (a stale worker)."""
+        delivery is still pending. Otherwise change nothing and return False (a stale worker).
+        A delivered or dead one releases the next held delivery of its ordering key, due now,
+        in the same transaction."""
 
     @abstractmethod
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
@@ -228,20 +300,32 @@ class Store(ABC):
         until: float | None = None,
     ) -> int:
         """Make dead deliveries pending again, due now, with a fresh schedule; how many.
-        `since` and `until` bound when they died."""
+        `since` and `until` bound when they died. One whose ordering key has a delivery pending
+        (or held) is held, and keeps its place in commit order: it goes before the held ones
+        committed after it."""
 
     @abstractmethod
-    async def replay(self, event_id: str, subscribers: Sequence[str], *, now: float) -> int | None:
+    async def replay(
+        self,
+        event_id: str,
+        subscribers: Sequence[str],
+        *,
+        now: float,
+        ordered: Collection[str] = (),
+    ) -> int | None:
         """Send a stored event again to `subscribers` (due now, a fresh schedule), whether or not
-        a route selected them; None when there is no such event."""
+        a route selected them; None when there is no such event. For those in `ordered`, as
+        `redrive`: held while its ordering key has a delivery pending; a delivery the event
+        never had is a new one, behind every delivery of its subject stored before."""
 
     @abstractmethod
     async def event_subscribers(self, event_id: str) -> Sequence[str]:
         """The subscribers an event has deliveries for."""
 
     @abstractmethod
-    async def delivery_backlog(self) -> dict[str, tuple[int, float]]:
-        """Per subscriber with pending deliveries: how many, and when the oldest was created."""
+    async def delivery_backlog(self) -> dict[str, Backlog]:
+        """Per subscriber with pending (or held) deliveries: how many, how many held, and when
+        the oldest was created."""
 
     @abstractmethod
     async def subscriber_circuits(self) -> dict[str, tuple[int, bytes]]:
@@ -272,6 +356,39 @@ class Store(ABC):
         `limit` quarantined payloads: released ones (their event is stored), and waiting ones
         received before `before`."""
 
+    # Operators (gateway/operations/): pages walk a keyset, never an OFFSET, so a page deep in
+    # millions of events costs what the first one does and none repeats or skips an item.
+
+    @abstractmethod
+    async def search_events(
+        self, filters: EventFilter, *, after: tuple[float, str] | None, limit: int
+    ) -> Sequence[EventRow]:
+        """Up to `limit` events matching `filters`, newest first (received_at, then id), those
+        strictly after the (received_at, id) `after` in that order."""
+
+    @abstractmethod
+    async def event_record(self, event_id: str) -> EventRecord | None:
+        """One event with its deliveries and their attempts; None when there is no such event."""
+
+    @abstractmethod
+    async def dead_letter_page(
+        self, *, subscriber: str | None, after: tuple[float, int] | None, limit: int
+    ) -> Sequence[DeadLetter]:
+        """Up to `limit` dead deliveries, newest first (dead_at, then delivery id), those
+        strictly after the (dead_at, delivery id) `after` in that order."""
+
+    @abstractmethod
+    async def dead_counts(self) -> dict[str, int]:
+        """Dead deliveries per subscriber (those with none are absent)."""
+
+    @abstractmethod
+    async def paused_subscribers(self) -> set[str]:
+        """The subscribers an operator paused: every dispatcher claims nothing for them."""
+
+    @abstractmethod
+    async def set_paused(self, subscriber: str, paused: bool) -> None:
+        """Pause a subscriber (its deliveries stay pending, no attempt spent) or resume it."""
+
     @abstractmethod
     async def stats(self) -> dict[str, int]:
-        """Counts for health and metrics: events, pending, delivered, dead, quarantined."""
+        """Counts for health and metrics: events, pending, held, delivered, dead, quarantined."""

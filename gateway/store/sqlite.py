@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,8 +39,14 @@ from gateway.delivery.decide import Decision, Delivered, RetryAt
 from gateway.store.base import (
     AcceptOutcome,
     Attempt,
+    Backlog,
     ClaimedDelivery,
     DeadLetter,
+    DeliveryRecord,
+    DeliveryState,
+    EventFilter,
+    EventRecord,
+    EventRow,
     NewEvent,
     Purged,
     QuarantinedPayload,
@@ -48,7 +54,7 @@ from gateway.store.base import (
     StoreUnavailable,
 )
 
-__all__ = ["SQLiteStore", "sqlite_path_from_url"]
+__all__ = ["SQLiteStore", "ordering_key", "sqlite_path_from_url"]
 
 log = structlog.get_logger("gateway.store")
 
@@ -56,14 +62,18 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 # 2: fencing tokens on deliveries, versioned circuits, dispatcher heartbeats (`_upgrade`).
-SCHEMA_VERSION = 2
+# 3: ordered delivery per subject: events' subject, deliveries' ordering key, the `held` state.
+# 4: operators (gateway/operations/): events' data.status, a subject index, paused subscribers.
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
     type        TEXT NOT NULL,
     received_at REAL NOT NULL,
-    body        BLOB NOT NULL
+    body        BLOB NOT NULL,
+    subject     TEXT,
+    status      TEXT
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY,
@@ -78,6 +88,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     lease_token     INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
     finished_at     REAL,
+    ordering_key    TEXT,
     UNIQUE (event_id, subscriber)
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at)
@@ -103,6 +114,11 @@ CREATE TABLE IF NOT EXISTS subscriber_circuits (
     updated_at REAL NOT NULL,
     version    INTEGER NOT NULL DEFAULT 1
 );
+-- Subscribers an operator paused: every dispatcher reads this with the circuits.
+CREATE TABLE IF NOT EXISTS subscriber_pauses (
+    subscriber TEXT PRIMARY KEY,
+    paused_at  REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dispatcher_heartbeats (
     owner   TEXT PRIMARY KEY,
     beat_at REAL NOT NULL
@@ -124,6 +140,23 @@ CREATE INDEX IF NOT EXISTS quarantine_waiting ON quarantine (received_at)
     WHERE released_as IS NULL;
 CREATE INDEX IF NOT EXISTS quarantine_released ON quarantine (released_at)
     WHERE released_as IS NOT NULL;
+"""
+# Ordered delivery (CONTRACT.md 4b), on columns `_upgrade` may have just added. An ordering key
+# is `<source>/<subject>`, set only on deliveries to ordered subscribers. Claims read only
+# `pending` rows (deliveries_pending), so held ones cost a claim nothing however many wait;
+# these two answer "is a delivery of this key pending?" and "which held one is next?" with one
+# index seek each.
+ORDERING_SCHEMA = """
+CREATE INDEX IF NOT EXISTS deliveries_ordered ON deliveries (subscriber, ordering_key)
+    WHERE state = 'pending' AND ordering_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_held ON deliveries (subscriber, ordering_key, id)
+    WHERE state = 'held';
+"""
+# Operators look an event up by its subject (a payment id a ledger misses): newest first within
+# one subject is one index range. Other filters walk `events_received` from the newest event.
+OPERATOR_SCHEMA = """
+CREATE INDEX IF NOT EXISTS events_subject ON events (subject, received_at)
+    WHERE subject IS NOT NULL;
 """
 
 # Ingest writes waiting for the writer thread. At ~10,000 events/s this is several seconds of
@@ -354,6 +387,8 @@ class SQLiteStore(Store):
                     raise RuntimeError(f"database schema {version} is newer than this gateway's")
                 connection.executescript(SCHEMA)
                 _upgrade(connection, version)
+                connection.executescript(ORDERING_SCHEMA)
+                connection.executescript(OPERATOR_SCHEMA)
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except Exception as error:  # `open` waits for `_opened`: it must hear of anything
             lock.close()
@@ -430,8 +465,8 @@ class SQLiteStore(Store):
             except Exception:
                 log.exception("commit_watcher_failed")
 
-    @staticmethod
     def _apply(
+        self,
         connection: sqlite3.Connection,
         accepts: list[_Pending],
         attempts: list[_Pending],
@@ -441,13 +476,16 @@ class SQLiteStore(Store):
         results: list[tuple[_Pending, Any, BaseException | None]] = []
         try:
             connection.execute("BEGIN IMMEDIATE")
+            now = self._clock()
             if accepts:
                 outcomes = _insert_events(connection, [pending.payload for pending in accepts])
                 results += [
                     (p, outcome, None) for p, outcome in zip(accepts, outcomes, strict=True)
                 ]
             if attempts:
-                applied = _record_attempts(connection, [pending.payload for pending in attempts])
+                applied = _record_attempts(
+                    connection, [pending.payload for pending in attempts], now
+                )
                 results += [(p, ok, None) for p, ok in zip(attempts, applied, strict=True)]
             for pending in jobs:
                 results.append(_run_job(connection, pending))
@@ -741,28 +779,71 @@ class SQLiteStore(Store):
         until: float | None = None,
     ) -> int:
         def job(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
-                " finished_at = NULL, lease_until = NULL, lease_owner = NULL"
+            dead = db.execute(
+                "SELECT id, subscriber, ordering_key FROM deliveries"
                 " WHERE state = 'dead' AND (? IS NULL OR subscriber = ?)"
-                " AND (? IS NULL OR finished_at >= ?) AND (? IS NULL OR finished_at <= ?)",
-                (now, subscriber, subscriber, since, since, until, until),
+                " AND (? IS NULL OR finished_at >= ?) AND (? IS NULL OR finished_at <= ?)"
+                " ORDER BY id",
+                (subscriber, subscriber, since, since, until, until),
+            ).fetchall()
+            # In commit order: of several dead letters of one key, the first goes out, the
+            # others wait behind it (and behind whatever of the key is pending already).
+            busy = _busy_keys(
+                db, list(dict.fromkeys((row[1], row[2]) for row in dead if row[2] is not None))
             )
-            return cursor.rowcount
+            updates = []
+            for delivery_id, name, key in dead:
+                state = "pending"
+                if key is not None:
+                    state = "held" if (name, key) in busy else "pending"
+                    busy.add((name, key))
+                updates.append((state, now, delivery_id))
+            db.executemany(
+                "UPDATE deliveries SET state = ?, attempts = 0, next_attempt_at = ?,"
+                " finished_at = NULL, lease_until = NULL, lease_owner = NULL WHERE id = ?",
+                updates,
+            )
+            return len(updates)
 
         return await self._write(job)
 
-    async def replay(self, event_id: str, subscribers: Sequence[str], *, now: float) -> int | None:
+    async def replay(
+        self,
+        event_id: str,
+        subscribers: Sequence[str],
+        *,
+        now: float,
+        ordered: Collection[str] = (),
+    ) -> int | None:
         def job(db: sqlite3.Connection) -> int | None:
-            if db.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+            event = db.execute(
+                "SELECT source, subject FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            if event is None:
                 return None
-            db.executemany(
-                "INSERT INTO deliveries (event_id, subscriber, created_at, next_attempt_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (event_id, subscriber) DO UPDATE SET"
-                " state = 'pending', attempts = 0, next_attempt_at = excluded.next_attempt_at,"
-                " finished_at = NULL, lease_until = NULL, lease_owner = NULL",
-                [(event_id, subscriber, now, now) for subscriber in subscribers],
-            )
+            for subscriber in subscribers:
+                key = ordering_key(event[0], event[1]) if subscriber in ordered else None
+                current = db.execute(
+                    "SELECT state, ordering_key FROM deliveries"
+                    " WHERE event_id = ? AND subscriber = ?",
+                    (event_id, subscriber),
+                ).fetchone()
+                if current is not None and current[0] in ("pending", "held"):
+                    # Still waiting: it keeps its state and its place, with a fresh schedule.
+                    state, key = current
+                elif key is not None and _busy_keys(db, [(subscriber, key)]):
+                    state = "held"
+                else:
+                    state = "pending"
+                db.execute(
+                    "INSERT INTO deliveries (event_id, subscriber, created_at, next_attempt_at,"
+                    " state, ordering_key) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (event_id, subscriber) DO UPDATE SET"
+                    " state = excluded.state, attempts = 0,"
+                    " next_attempt_at = excluded.next_attempt_at, finished_at = NULL,"
+                    " lease_until = NULL, lease_owner = NULL, ordering_key = excluded.ordering_key",
+                    (event_id, subscriber, now, now, state, key),
+                )
             return len(subscribers)
 
         return await self._write(job)
@@ -775,14 +856,34 @@ class SQLiteStore(Store):
         )
         return [row[0] for row in rows]
 
-    async def delivery_backlog(self) -> dict[str, tuple[int, float]]:
-        rows = await self._read(
-            lambda db: db.execute(
-                "SELECT subscriber, COUNT(*), MIN(created_at) FROM deliveries"
-                " WHERE state = 'pending' GROUP BY subscriber"
-            ).fetchall()
-        )
-        return {row[0]: (row[1], row[2]) for row in rows}
+    async def delivery_backlog(self) -> dict[str, Backlog]:
+        def query(db: sqlite3.Connection) -> dict[str, Backlog]:
+            pending = {
+                row[0]: (int(row[1]), float(row[2]))
+                for row in db.execute(
+                    "SELECT subscriber, COUNT(*), MIN(created_at) FROM deliveries"
+                    " WHERE state = 'pending' GROUP BY subscriber"
+                )
+            }
+            held = {
+                row[0]: (int(row[1]), float(row[2]))
+                for row in db.execute(
+                    "SELECT subscriber, COUNT(*), MIN(created_at) FROM deliveries"
+                    " INDEXED BY deliveries_held WHERE state = 'held' GROUP BY subscriber"
+                )
+            }
+            backlog = {}
+            for name in pending.keys() | held.keys():
+                count, oldest = pending.get(name, (0, float("inf")))
+                held_count, held_oldest = held.get(name, (0, float("inf")))
+                backlog[name] = Backlog(
+                    count=count + held_count,
+                    held=held_count,
+                    oldest_created_at=min(oldest, held_oldest),
+                )
+            return backlog
+
+        return await self._read(query)
 
     async def subscriber_circuits(self) -> dict[str, tuple[int, bytes]]:
         rows = await self._read(
@@ -866,10 +967,168 @@ class SQLiteStore(Store):
 
         return await self._write(job)
 
+    # Operators: reads on the reader connection, never in ingest's way.
+
+    async def search_events(
+        self, filters: EventFilter, *, after: tuple[float, str] | None, limit: int
+    ) -> Sequence[EventRow]:
+        conditions: list[str] = []
+        values: list[Any] = []
+        for condition, value in (
+            ("source = ?", filters.source),
+            ("type GLOB ?", filters.type_glob),
+            ("subject = ?", filters.subject),
+            ("status = ?", filters.status),
+            ("received_at >= ?", filters.since),
+            ("received_at < ?", filters.until),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                values.append(value)
+        if after is not None:
+            # The keyset: strictly past the last item of the previous page in (received_at, id)
+            # order; the first term lets SQLite seek the index instead of scanning for the rest.
+            conditions.append("received_at <= ? AND (received_at < ? OR id < ?)")
+            values += [after[0], after[0], after[1]]
+        index = "events_subject" if filters.subject is not None else "events_received"
+        where = " AND ".join(conditions) or "1"
+
+        def query(db: sqlite3.Connection) -> list[EventRow]:
+            rows = db.execute(
+                "SELECT id, source, type, subject, received_at, body"  # noqa: S608 - fixed parts
+                f" FROM events INDEXED BY {index} WHERE {where}"
+                " ORDER BY received_at DESC, id DESC LIMIT ?",
+                [*values, limit],
+            ).fetchall()
+            states: dict[str, dict[str, DeliveryState]] = {row[0]: {} for row in rows}
+            for chunk in _chunks(db, [(row[0],) for row in rows]):
+                marks = ",".join("?" * len(chunk))
+                for event_id, subscriber, state in db.execute(
+                    "SELECT event_id, subscriber, state FROM deliveries"  # noqa: S608 - "?"
+                    f" WHERE event_id IN ({marks}) ORDER BY id",
+                    [value for (value,) in chunk],
+                ):
+                    states[event_id][subscriber] = state
+            return [
+                EventRow(
+                    id=row[0],
+                    source=row[1],
+                    type=row[2],
+                    subject=row[3],
+                    received_at=float(row[4]),
+                    body=bytes(row[5]),
+                    deliveries=states[row[0]],
+                )
+                for row in rows
+            ]
+
+        return await self._read(query)
+
+    async def event_record(self, event_id: str) -> EventRecord | None:
+        def query(db: sqlite3.Connection) -> EventRecord | None:
+            event = db.execute(
+                "SELECT received_at, body FROM events WHERE id = ?", (event_id,)
+            ).fetchone()
+            if event is None:
+                return None
+            deliveries = db.execute(
+                "SELECT id, subscriber, state, next_attempt_at FROM deliveries"
+                " WHERE event_id = ? ORDER BY id",
+                (event_id,),
+            ).fetchall()
+            attempts: dict[int, list[Attempt]] = {row[0]: [] for row in deliveries}
+            for row in db.execute(
+                "SELECT a.delivery_id, a.started_at, a.duration, a.outcome, a.status_code,"
+                " a.error, a.response_excerpt FROM attempts a"
+                " JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = ? ORDER BY a.id",
+                (event_id,),
+            ):
+                attempts[row[0]].append(
+                    Attempt(
+                        delivery_id=row[0],
+                        started_at=row[1],
+                        duration=row[2],
+                        outcome=row[3],
+                        status_code=row[4],
+                        error=row[5],
+                        response_excerpt=row[6],
+                    )
+                )
+            return EventRecord(
+                id=event_id,
+                received_at=float(event[0]),
+                body=bytes(event[1]),
+                deliveries=tuple(
+                    DeliveryRecord(
+                        subscriber=row[1],
+                        state=row[2],
+                        next_attempt_at=float(row[3]),
+                        attempts=tuple(attempts[row[0]]),
+                    )
+                    for row in deliveries
+                ),
+            )
+
+        return await self._read(query)
+
+    async def dead_letter_page(
+        self, *, subscriber: str | None, after: tuple[float, int] | None, limit: int
+    ) -> Sequence[DeadLetter]:
+        dead_at, delivery_id = after if after is not None else (None, None)
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT id, event_id, subscriber, attempts, last_error, finished_at"
+                " FROM deliveries INDEXED BY deliveries_dead"
+                " WHERE state = 'dead' AND (? IS NULL OR subscriber = ?)"
+                " AND (? IS NULL OR finished_at < ? OR (finished_at = ? AND id < ?))"
+                " ORDER BY finished_at DESC, id DESC LIMIT ?",
+                (subscriber, subscriber, dead_at, dead_at, dead_at, delivery_id, limit),
+            ).fetchall()
+        )
+        return [
+            DeadLetter(
+                delivery_id=row[0],
+                event_id=row[1],
+                subscriber=row[2],
+                attempts=row[3],
+                last_error=row[4],
+                dead_at=row[5],
+            )
+            for row in rows
+        ]
+
+    async def dead_counts(self) -> dict[str, int]:
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT subscriber, COUNT(*) FROM deliveries INDEXED BY deliveries_dead"
+                " WHERE state = 'dead' GROUP BY subscriber"
+            ).fetchall()
+        )
+        return {str(row[0]): int(row[1]) for row in rows}
+
+    async def paused_subscribers(self) -> set[str]:
+        rows = await self._read(
+            lambda db: db.execute("SELECT subscriber FROM subscriber_pauses").fetchall()
+        )
+        return {str(row[0]) for row in rows}
+
+    async def set_paused(self, subscriber: str, paused: bool) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            if paused:
+                db.execute(
+                    "INSERT INTO subscriber_pauses (subscriber, paused_at) VALUES (?, ?)"
+                    " ON CONFLICT (subscriber) DO NOTHING",
+                    (subscriber, self._clock()),
+                )
+            else:
+                db.execute("DELETE FROM subscriber_pauses WHERE subscriber = ?", (subscriber,))
+
+        await self._write(job)
+
     async def stats(self) -> dict[str, int]:
         def job(db: sqlite3.Connection) -> dict[str, int]:
             counts = {"events": db.execute("SELECT COUNT(*) FROM events").fetchone()[0]}
-            for state in ("pending", "delivered", "dead"):
+            for state in ("pending", "held", "delivered", "dead"):
                 counts[state] = 0
             for state, count in db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state"):
                 counts[state] = count
@@ -884,9 +1143,25 @@ class SQLiteStore(Store):
 def _upgrade(db: sqlite3.Connection, version: int) -> None:
     """Add what SCHEMA's `CREATE ... IF NOT EXISTS` cannot to a database an older gateway made
     (`version` is its user_version; 0 is a new database, which SCHEMA made whole)."""
-    if version == 1:
+    if version == 0:
+        return
+    if version < 2:
         db.execute("ALTER TABLE deliveries ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0")
         db.execute("ALTER TABLE subscriber_circuits ADD COLUMN version INTEGER NOT NULL DEFAULT 1")
+    if version < 3:
+        # Older events have no subject recorded (NULL: never held), nor their deliveries a key.
+        # A table SCHEMA has just created (missing from the old database) has them already.
+        _add_column(db, "events", "subject TEXT")
+        _add_column(db, "deliveries", "ordering_key TEXT")
+    if version < 4:
+        # Older events' data.status is not in a column: a status filter passes them over.
+        _add_column(db, "events", "status TEXT")
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
+    name = column.split()[0]
+    if all(row[1] != name for row in db.execute(f"PRAGMA table_info({table})")):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _insert_events(db: sqlite3.Connection, events: list[NewEvent]) -> list[AcceptOutcome]:
@@ -909,26 +1184,112 @@ def _insert_events(db: sqlite3.Connection, events: list[NewEvent]) -> list[Accep
             )
         )
     outcomes: list[AcceptOutcome] = []
-    new_events: list[tuple[str, str, str, float, bytes]] = []
-    deliveries: list[tuple[str, str, float, float]] = []
+    accepted: list[NewEvent] = []
     for event in events:
         if event.id in stored:
             outcomes.append("duplicate")
             continue
         stored.add(event.id)  # a later copy in this batch is a duplicate
         outcomes.append("accepted")
-        new_events.append((event.id, event.source, event.type, event.received_at, event.body))
-        deliveries += [
-            (event.id, subscriber, event.received_at, event.received_at)
-            for subscriber in event.subscribers
-        ]
-    _insert_rows(db, "events (id, source, type, received_at, body)", new_events)
-    _insert_rows(db, "deliveries (event_id, subscriber, created_at, next_attempt_at)", deliveries)
+        accepted.append(event)
+    # An ordered delivery is held when its key already has one pending or held: stored before
+    # (one look per key), or earlier in this batch (batch order is commit order).
+    busy = _busy_keys(
+        db,
+        list(dict.fromkeys(pair for event in accepted for pair in _ordering_pairs(event))),
+    )
+    new_events: list[tuple[str, str, str, float, bytes, str | None, str | None]] = []
+    deliveries: list[tuple[str, str, float, float, str, str | None]] = []
+    for event in accepted:
+        new_events.append(
+            (
+                event.id,
+                event.source,
+                event.type,
+                event.received_at,
+                event.body,
+                event.subject,
+                event.status,
+            )
+        )
+        keys = dict(_ordering_pairs(event))
+        for subscriber in event.subscribers:
+            key = keys.get(subscriber)
+            state = "pending"
+            if key is not None:
+                state = "held" if (subscriber, key) in busy else "pending"
+                busy.add((subscriber, key))
+            deliveries.append(
+                (event.id, subscriber, event.received_at, event.received_at, state, key)
+            )
+    _insert_rows(db, "events (id, source, type, received_at, body, subject, status)", new_events)
+    _insert_rows(
+        db,
+        "deliveries (event_id, subscriber, created_at, next_attempt_at, state, ordering_key)",
+        deliveries,
+    )
     return outcomes
 
 
+def ordering_key(source: str, subject: str | None) -> str | None:
+    """The key ordered delivery goes by (CONTRACT.md 4b): one source's events about one
+    subject; None (never held) without a subject. A source name has no `/` (the config's
+    rule for names), so the first one separates the two, and the key reads plainly in sqlite3."""
+    return None if subject is None else f"{source}/{subject}"
+
+
+def _ordering_pairs(event: NewEvent) -> list[tuple[str, str]]:
+    """(subscriber, ordering key) of each of the event's ordered deliveries."""
+    key = ordering_key(event.source, event.subject)
+    if key is None:
+        return []
+    return [(subscriber, key) for subscriber in event.subscribers if subscriber in event.ordered]
+
+
+def _busy_keys(db: sqlite3.Connection, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Those of `pairs` (subscriber, ordering key) with a delivery pending or held: two index
+    seeks per pair (deliveries_ordered, deliveries_held), one statement per chunk."""
+    busy: set[tuple[str, str]] = set()
+    for chunk in _chunks(db, pairs):
+        rows = ",".join(["(?, ?)"] * len(chunk))
+        busy.update(
+            (str(row[0]), str(row[1]))
+            for row in db.execute(
+                f"WITH wanted (subscriber, ordering_key) AS (VALUES {rows})"  # noqa: S608
+                " SELECT w.subscriber, w.ordering_key FROM wanted w WHERE EXISTS"
+                " (SELECT 1 FROM deliveries d INDEXED BY deliveries_ordered"
+                " WHERE d.state = 'pending' AND d.subscriber = w.subscriber"
+                " AND d.ordering_key = w.ordering_key)"
+                " OR EXISTS (SELECT 1 FROM deliveries d INDEXED BY deliveries_held"
+                " WHERE d.state = 'held' AND d.subscriber = w.subscriber"
+                " AND d.ordering_key = w.ordering_key)",
+                [value for pair in chunk for value in pair],
+            )
+        )
+    return busy
+
+
+def _release_next(db: sqlite3.Connection, pairs: list[tuple[str, str]], now: float) -> None:
+    """Make the first held delivery (in commit order: id) of each (subscriber, ordering key)
+    pending, due `now`, unless one of that key is pending already. Called in the transaction
+    that settled the key's pending delivery, so the next one is claimable the moment it
+    commits."""
+    for chunk in _chunks(db, pairs, reserved=1):
+        rows = ",".join(["(?, ?)"] * len(chunk))
+        db.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ? WHERE id IN"  # noqa: S608
+            " (SELECT (SELECT d.id FROM deliveries d INDEXED BY deliveries_held"
+            " WHERE d.state = 'held' AND d.subscriber = r.column1"
+            " AND d.ordering_key = r.column2 ORDER BY d.id LIMIT 1)"
+            f" FROM (VALUES {rows}) r WHERE NOT EXISTS (SELECT 1 FROM deliveries p"
+            " INDEXED BY deliveries_ordered WHERE p.state = 'pending'"
+            " AND p.subscriber = r.column1 AND p.ordering_key = r.column2))",
+            [now, *(value for pair in chunk for value in pair)],
+        )
+
+
 def _record_attempts(
-    db: sqlite3.Connection, records: list[tuple[Attempt, Decision, int]]
+    db: sqlite3.Connection, records: list[tuple[Attempt, Decision, int]], now: float
 ) -> list[bool]:
     """Record attempts and move their deliveries on as decided: delivered, pending a retry, or
     dead; for each record, whether it applied. Set-based, as `_insert_events` and for the same
@@ -938,19 +1299,21 @@ def _record_attempts(
     (fencing): a worker whose lease ran out and was claimed again (a new token), whose lease
     was given back (no lease), or which recorded already (that releases the lease) changes
     nothing. Which ones hold is read first, in the same BEGIN IMMEDIATE transaction, so nothing
-    changes between that read and the writes.
+    changes between that read and the writes. A delivered or dead ordered delivery releases
+    the next of its key (`_release_next`), due `now` by the store's clock.
     """
     held: set[tuple[int, int]] = set()
+    keys: dict[int, tuple[str, str]] = {}
     for chunk in _chunks(db, [(attempt.delivery_id,) for attempt, _, _ in records]):
         marks = ",".join("?" * len(chunk))
-        held.update(
-            (int(row[0]), int(row[1]))
-            for row in db.execute(
-                "SELECT id, lease_token FROM deliveries"  # noqa: S608 - only "?" marks
-                f" WHERE state = 'pending' AND lease_until IS NOT NULL AND id IN ({marks})",
-                [value for (value,) in chunk],
-            )
-        )
+        for row in db.execute(
+            "SELECT id, lease_token, subscriber, ordering_key FROM deliveries"  # noqa: S608
+            f" WHERE state = 'pending' AND lease_until IS NOT NULL AND id IN ({marks})",
+            [value for (value,) in chunk],
+        ):
+            held.add((int(row[0]), int(row[1])))
+            if row[3] is not None:
+                keys[int(row[0])] = (str(row[2]), str(row[3]))
     applied: list[bool] = []
     for attempt, _, lease_token in records:
         key = (attempt.delivery_id, lease_token)
@@ -1001,6 +1364,12 @@ def _record_attempts(
             " AND deliveries.lease_until IS NOT NULL",
             [value for row in chunk for value in row],
         )
+    settled = [
+        keys[attempt.delivery_id]
+        for attempt, decision, _ in records
+        if not isinstance(decision, RetryAt) and attempt.delivery_id in keys
+    ]
+    _release_next(db, list(dict.fromkeys(settled)), now)
     return applied
 
 

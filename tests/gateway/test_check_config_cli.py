@@ -48,6 +48,8 @@ BROKEN: dict[str, str] = {
     "no_sources.toml": "sources: no [sources.*]: nothing can be received",
     "unsupported_subscriber_kind.toml": 'subscribers.stream.kind: unknown kind "kafka"'
     " (supported: http, file, redis, nats, amqp)",
+    "bad_ordering.toml": 'subscribers.ledger.ordering: unknown ordering "subjects"'
+    ' (did you mean "subject"?) (supported: subject, none)',
     "redis_without_stream.toml": "subscribers.ledger-stream.stream: required for a redis"
     " subscriber",
     "nats_wildcard_subject.toml": "subscribers.risk.subject: must not contain the wildcard *:"
