@@ -155,13 +155,16 @@ class Adapter:
     """One provider's way in: how its requests are authenticated and read.
 
     `check_signature` is None for providers that do not sign (FinchPay, account-lifecycle): their
-    sources authenticate with a token and/or an address allow-list instead.
+    sources authenticate with a token and/or an address allow-list instead. `signature_headers`
+    names every header the check reads a signature from (lower case), so that nothing keeps them
+    once the request is authenticated (the quarantine).
     """
 
     name: str
     read_facts: FactsReader
     check_signature: SignatureCheck | None = None
     sign: Signer | None = None
+    signature_headers: tuple[str, ...] = ()
 
     @property
     def signed(self) -> bool:

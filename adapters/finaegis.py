@@ -205,4 +205,5 @@ ADAPTER = Adapter(
     read_facts=read_finaegis,
     check_signature=check_finaegis_signature,
     sign=sign_finaegis,
+    signature_headers=("x-webhook-signature", "x-finaegis-signature"),
 )

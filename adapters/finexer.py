@@ -141,4 +141,6 @@ ADAPTER = Adapter(
     read_facts=read_finexer,
     check_signature=check_finexer_signature,
     sign=sign_finexer,
+    # The source may name another (`signature_header`): ingress strips that one too.
+    signature_headers=("fx-signature", FALLBACK_SIGNATURE_HEADER),
 )

@@ -135,4 +135,5 @@ ADAPTER = Adapter(
     read_facts=read_finfusion,
     check_signature=check_finfusion_signature,
     sign=sign_finfusion,
+    signature_headers=(SIGNATURE_HEADER,),
 )

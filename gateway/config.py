@@ -55,6 +55,7 @@ __all__ = [
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
 T = TypeVar("T")
+Choice = TypeVar("Choice", bound=str)
 
 # Seconds before each retry: the Standard Webhooks recommendation after the immediate attempt
 # (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h).
@@ -950,7 +951,7 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
         return None
     before = len(checker.problems)
     _name(checker, name, place, "subscriber")
-    kind = _subscriber_kind(checker, table.get("kind", "http"), _key(place, "kind"))
+    kind = _choice(checker, table.get("kind", "http"), _key(place, "kind"), "kind", _KINDS)
     _check_subscriber_keys(checker, table, kind, place)
     settings: dict[str, Any] = {} if kind is None else _KIND_SETTINGS[kind](checker, table, place)
     secrets = _one_or_many(checker, table, place, "secret", "secrets")
@@ -994,7 +995,9 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
             highest=_MAX_RETRY_DELAY,
         )
     if "ordering" in table:
-        settings["ordering"] = _ordering(checker, table["ordering"], _key(place, "ordering"))
+        settings["ordering"] = _choice(
+            checker, table["ordering"], _key(place, "ordering"), "ordering", _ORDERINGS
+        )
     if len(checker.problems) > before or kind is None:
         return None
     return _SUBSCRIBER_TYPES[kind](
@@ -1004,25 +1007,22 @@ def _subscriber(checker: _Checker, name: str, value: object, place: str) -> Subs
     )
 
 
-def _subscriber_kind(checker: _Checker, value: object, place: str) -> SubscriberKind | None:
+def _choice(
+    checker: _Checker, value: object, place: str, what: str, choices: tuple[Choice, ...]
+) -> Choice | None:
+    """One of `choices`, spelled exactly; else the problem, with the closest and the list."""
     text = _string(checker, value, place)
     if text is None:
         return None
-    for kind in _KINDS:
-        if text == kind:
-            return kind
+    for choice in choices:
+        if text == choice:
+            return choice
     checker.add(
         place,
-        f"unknown kind {checker.show(place, text)}{_did_you_mean(text, _KINDS)}"
-        f" (supported: {', '.join(_KINDS)})",
+        f"unknown {what} {checker.show(place, text)}{_did_you_mean(text, choices)}"
+        f" (supported: {', '.join(choices)})",
     )
     return None
-
-
-def _ordering(checker: _Checker, value: object, place: str) -> Ordering | None:
-    text = _string(checker, value, place)
-    if text is None:
-        return None
     for ordering in _ORDERINGS:
         if text == ordering:
             return ordering

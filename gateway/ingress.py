@@ -49,18 +49,6 @@ _STATUS_BY_CODE = {
 # Never kept with a quarantined payload: they prove identity, and reprocessing needs no proof
 # (the request was authenticated when it arrived).
 _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
-# Every header an adapter reads a signature from (adapters/finaegis.py, finexer.py,
-# finfusion.py). Finexer's name is a source setting besides (`signature_header`), whatever it
-# is called; and any header whose name says "signature" goes too.
-_SIGNATURE_HEADERS = frozenset(
-    {
-        "x-webhook-signature",
-        "x-finaegis-signature",
-        "fx-signature",
-        "x-finexer-signature",
-        "x-finfusion-signature",
-    }
-)
 # A refusal whose code has no status above (an adapter's new error nobody mapped yet) is still
 # a refusal: 401 with this code, never a 500.
 _UNMAPPED_REFUSAL = "unauthenticated"
@@ -98,14 +86,13 @@ def quarantinable_headers(headers: Mapping[str, str], settings: SourceSettings) 
     """The headers kept with a quarantined body: what an adapter may read again, minus anything
     that proves identity (credentials and signatures, the source's own signature header
     included)."""
-    configured = settings.signature_header.lower()
+    # The adapter's own signature headers, the source's configured one (Finexer's is a setting,
+    # whatever it is called), and any header whose name says "signature".
+    signatures = {*ADAPTERS[settings.adapter].signature_headers, settings.signature_header.lower()}
     return {
         name: value
         for name, value in headers.items()
-        if name not in _SECRET_HEADERS
-        and name not in _SIGNATURE_HEADERS
-        and name != configured
-        and "signature" not in name
+        if name not in _SECRET_HEADERS and name not in signatures and "signature" not in name
     }
 
 
@@ -217,7 +204,7 @@ class Ingress:
 
         series = self._series[name]
         series.received.inc()
-        answer = await self._receive(scope, receive, name, settings, series)
+        answer = await self._receive(scope, receive, name, settings, series, client)
         await responder.json(answer.status, answer.content)
         elapsed = time.perf_counter() - started
         series.answer(name, answer.fields["outcome"]).inc()
@@ -236,7 +223,8 @@ class Ingress:
         )
 
     def _client_of(self, scope: Scope) -> str | None:
-        """The client's address for the log line, as `client_address` judges it."""
+        """The client's address, as `client_address` judges it: for `allow_ips` and the log
+        line alike."""
         peer = scope.get("client")
         if peer is None or not self._proxies:
             return peer[0] if peer else None
@@ -253,6 +241,7 @@ class Ingress:
         name: str,
         settings: SourceSettings,
         series: _SourceSeries,
+        client: str | None,
     ) -> _Answer:
         adapter = ADAPTERS[settings.adapter]
         headers = {
@@ -262,7 +251,6 @@ class Ingress:
         if isinstance(body, _Answer):
             return body
 
-        peer = scope.get("client")
         inbound = InboundRequest(
             body=body,
             headers=headers,
@@ -270,9 +258,7 @@ class Ingress:
             query=dict(parse_qsl(scope["query_string"].decode("latin-1")))
             if settings.tokens
             else {},
-            client=client_address(
-                peer[0] if peer else None, headers.get("x-forwarded-for"), self._proxies
-            ),
+            client=client,
         )
         received_at = datetime.now(UTC)
         try:

@@ -32,7 +32,6 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 import structlog
 
@@ -49,6 +48,7 @@ from gateway.delivery.decide import Dead, Decision, Delivered, RetryAt, attempt_
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.transport import OutboundMessage, SendResult, Transport
 from gateway.metrics import Metrics
+from gateway.operations.times import rfc3339
 from gateway.signing import SigningKeys
 from gateway.store.base import Attempt, ClaimedDelivery, Store, StoreUnavailable
 
@@ -154,10 +154,6 @@ async def update_circuit(
             return version + 1, after
         version, circuit = await read_circuit(store, subscriber)
     return version, circuit
-
-
-def _rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Dispatcher:
@@ -457,7 +453,7 @@ class Dispatcher:
                 "retry_scheduled",
                 error=result.error,
                 status=result.status_code,
-                next_attempt_at=_rfc3339(decision.at),
+                next_attempt_at=rfc3339(decision.at),
                 **fields,
             )
         else:

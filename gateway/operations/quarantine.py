@@ -6,14 +6,13 @@ Items have the admin API's shape (CONTRACT.md 8): `{"id", "source", "received_at
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import msgspec
 
 from gateway.config import GatewayConfig
 from gateway.operations.paging import check_limit, decode_cursor, encode_cursor
+from gateway.operations.times import rfc3339
 from gateway.reprocess import reprocess_quarantine
-from gateway.store.base import Store
+from gateway.store.base import QuarantinedPayload, Store
 
 __all__ = [
     "QuarantineItem",
@@ -36,22 +35,19 @@ class QuarantineItem(msgspec.Struct, frozen=True, kw_only=True):
     error: str
 
 
-def _rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+def _item(payload: QuarantinedPayload) -> QuarantineItem:
+    return QuarantineItem(
+        id=payload.id,
+        source=payload.source,
+        received_at=rfc3339(payload.received_at),
+        verification=payload.verification,
+        error=payload.error,
+    )
 
 
 async def list_quarantine(store: Store) -> list[QuarantineItem]:
     """Every payload waiting in quarantine, oldest first."""
-    return [
-        QuarantineItem(
-            id=payload.id,
-            source=payload.source,
-            received_at=_rfc3339(payload.received_at),
-            verification=payload.verification,
-            error=payload.error,
-        )
-        for payload in await store.quarantined()
-    ]
+    return [_item(payload) for payload in await store.quarantined()]
 
 
 async def drop_quarantined(store: Store, quarantine_id: int) -> bool:
@@ -75,16 +71,7 @@ async def quarantine_page(store: Store, *, limit: int, cursor: str | None) -> Qu
     page = waiting[:limit]
     last = page[-1] if len(waiting) > limit else None
     return QuarantinePage(
-        items=[
-            QuarantineItem(
-                id=payload.id,
-                source=payload.source,
-                received_at=_rfc3339(payload.received_at),
-                verification=payload.verification,
-                error=payload.error,
-            )
-            for payload in page
-        ],
+        items=[_item(payload) for payload in page],
         next_cursor=None if last is None else encode_cursor((last.received_at, last.id)),
     )
 

@@ -287,10 +287,6 @@ class Store(ABC):
         (None when nothing is pending)."""
 
     @abstractmethod
-    async def dead_letters(self, *, subscriber: str | None = None) -> Sequence[DeadLetter]:
-        """Dead deliveries, oldest first."""
-
-    @abstractmethod
     async def redrive(
         self,
         *,

@@ -749,27 +749,6 @@ class SQLiteStore(Store):
 
         return await self._read(query)
 
-    async def dead_letters(self, *, subscriber: str | None = None) -> Sequence[DeadLetter]:
-        rows = await self._read(
-            lambda db: db.execute(
-                "SELECT id, event_id, subscriber, attempts, last_error, finished_at"
-                " FROM deliveries WHERE state = 'dead' AND (? IS NULL OR subscriber = ?)"
-                " ORDER BY finished_at, id",
-                (subscriber, subscriber),
-            ).fetchall()
-        )
-        return [
-            DeadLetter(
-                delivery_id=row[0],
-                event_id=row[1],
-                subscriber=row[2],
-                attempts=row[3],
-                last_error=row[4],
-                dead_at=row[5],
-            )
-            for row in rows
-        ]
-
     async def redrive(
         self,
         *,

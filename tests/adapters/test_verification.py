@@ -10,7 +10,7 @@ from adapters import finaegis, finexer, finfusion
 from adapters.errors import InvalidSignature, InvalidToken
 from adapters.registry import ADAPTERS
 from adapters.request import InboundRequest
-from tests.support import NOW, OTHER_SECRET, SECRET, TOKEN, settings_for
+from tests.support import NOW, OTHER_SECRET, SECRET, SIGNED_ADAPTERS, TOKEN, settings_for
 
 BODY = b'{"id":"evt_1","type":"payment.succeeded","created":1767323045,"data":{"object":{}}}'
 
@@ -206,3 +206,13 @@ def test_signed_source_with_token_needs_both() -> None:
     assert adapter.verify(good, settings, NOW) == "signature"
     with pytest.raises(InvalidToken):
         adapter.verify(InboundRequest(body=BODY, headers=headers), settings, NOW)
+
+
+@pytest.mark.parametrize("name", SIGNED_ADAPTERS)
+def test_a_signed_adapter_declares_the_headers_its_signature_travels_in(name: str) -> None:
+    # Ingress strips these from what it keeps in quarantine: a signature proves identity once.
+    adapter = ADAPTERS[name]
+    sent = adapter.sign(b"{}", SECRET, NOW) if adapter.sign else {}
+    carrying = {header for header in sent if "timestamp" not in header}
+    assert carrying
+    assert carrying <= set(adapter.signature_headers)

@@ -156,7 +156,7 @@ def test_attempts_move_a_delivery_through_its_states_as_decided(tmp_path: Path) 
                 attempt(again, retry_at, "failed"), Dead(), lease_token=again.lease_token
             )
             assert applied is True
-            (dead,) = await store.dead_letters()
+            (dead,) = await store.dead_letter_page(subscriber=None, after=None, limit=10)
             assert (dead.event_id, dead.attempts, dead.last_error) == (
                 claimed.event_id,
                 2,
