@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Store, StoreSchemaError, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore, sqlite_path_from_url
 
-__all__ = ["Store", "StoreUnavailable", "open_store"]
+__all__ = ["Store", "StoreSchemaError", "StoreUnavailable", "open_store"]
 
 
 def open_store(url: str) -> Store:

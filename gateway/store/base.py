@@ -44,6 +44,7 @@ __all__ = [
     "Purged",
     "QuarantinedPayload",
     "Store",
+    "StoreSchemaError",
     "StoreUnavailable",
 ]
 
@@ -55,6 +56,11 @@ AcceptOutcome = Literal["accepted", "duplicate"]
 class StoreUnavailable(Exception):
     """The store cannot take the write now (disk full, database down, queue full): answer 503,
     and the provider retries."""
+
+
+class StoreSchemaError(Exception):
+    """The store's schema is one this gateway cannot use (newer than it knows): a node must
+    refuse to start, with this message, rather than wait for a database that will not change."""
 
 
 class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -342,6 +348,13 @@ class Store(ABC):
         """Call `callback(writes)` after every commit, from whatever thread committed: the
         writes per commit are the group commit's batch size (/metrics sums them over every
         gateway process)."""
+
+    @abstractmethod
+    def watch_new_deliveries(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` on this process's event loop when deliveries may have become due
+        through another process's commit (another node's ingest, a CLI redrive): the
+        dispatcher's wake-up. A store that cannot hear of them never calls it; the
+        dispatcher's poll finds them then."""
 
     @abstractmethod
     async def purge_expired(self, *, before: float, after: float, limit: int) -> Purged:

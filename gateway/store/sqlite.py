@@ -51,6 +51,7 @@ from gateway.store.base import (
     Purged,
     QuarantinedPayload,
     Store,
+    StoreSchemaError,
     StoreUnavailable,
 )
 
@@ -326,6 +327,11 @@ class SQLiteStore(Store):
     def watch_commits(self, callback: Callable[[int], None]) -> None:
         self._commit_watchers.append(callback)
 
+    def watch_new_deliveries(self, callback: Callable[[], None]) -> None:
+        # SQLite has no way to hear another process's commit: the dispatcher's poll finds its
+        # deliveries (within POLL_SECONDS), and this process's own ingest wakes it directly.
+        return
+
     # Life cycle.
 
     async def open(self) -> None:
@@ -339,6 +345,8 @@ class SQLiteStore(Store):
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
         await asyncio.to_thread(self._opened.wait)
+        if isinstance(self._open_error, StoreSchemaError):
+            raise self._open_error
         if self._open_error is not None:
             raise StoreUnavailable(f"cannot open {self.path}: {self._open_error}")
 
@@ -384,7 +392,10 @@ class SQLiteStore(Store):
                 connection = self._connect()
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
                 if version > SCHEMA_VERSION:
-                    raise RuntimeError(f"database schema {version} is newer than this gateway's")
+                    raise StoreSchemaError(
+                        f"{self.path} has schema version {version}, newer than this gateway's"
+                        f" {SCHEMA_VERSION}: run the newer gateway, or restore a backup"
+                    )
                 connection.executescript(SCHEMA)
                 _upgrade(connection, version)
                 connection.executescript(ORDERING_SCHEMA)
