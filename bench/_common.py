@@ -38,10 +38,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,6 +51,9 @@ from adapters.samples import sample_body
 from adapters.source import Secret, SourceSettings
 from gateway.signing import SigningKeys
 from schemas.event import encode_event
+
+if TYPE_CHECKING:
+    from tests.postgres_server import PostgresServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,6 +200,94 @@ def gateway_service(workdir: Path, config: str, name: str = "gateway", workers: 
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
     argv += ["--port", str(port), "--workers", str(workers)]
     return Service(name, argv, workdir, port)
+
+
+class Nodes:
+    """One gateway as several `gateway serve` processes ("nodes", each with its own `--workers`)
+    on one store, each on its own port; SQLite runs are one node. What the scripts read of a
+    gateway (CPU, /metrics counters) is summed over the nodes."""
+
+    def __init__(self, services: Sequence[Service]) -> None:
+        self.services = list(services)
+
+    @classmethod
+    def create(cls, workdir: Path, config: str, nodes: int = 1, workers: int = 1) -> Nodes:
+        if nodes == 1:
+            services = [gateway_service(workdir, config, workers=workers)]
+        else:
+            services = [
+                gateway_service(workdir / f"node{n}", config, f"gateway{n}", workers)
+                for n in range(nodes)
+            ]
+        for service in services:
+            # A file subscriber's ./data: the SQLite store would create it, PostgreSQL does not.
+            (service.workdir / "data").mkdir(exist_ok=True)
+        return cls(services)
+
+    def start(self) -> Nodes:
+        # One after the other: the first creates the schema (nodes starting together are safe
+        # too, but wait for each other meanwhile, which would only blur the start-up).
+        for service in self.services:
+            service.start()
+        return self
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.stop()
+
+    @property
+    def ports(self) -> list[int]:
+        return [service.port for service in self.services]
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(service.pid) for service in self.services)
+
+    def scrape(self) -> Metrics:
+        """Every node's /metrics in one: counters add up (store-wide gauges would not)."""
+        return Metrics(
+            [s for service in self.services for s in Metrics.scrape(service.url).samples]
+        )
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """`--store postgresql` and `--nodes N`: besides the SQLite gateway, the same gateway on a
+    temporary PostgreSQL with 1, 2, ... N nodes on this machine (CONTRACT.md 7)."""
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="postgresql: also run the gateway on a temporary PostgreSQL (default: SQLite only)",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        help="with --store postgresql: runs with 1, 2, ... N gateway nodes (default 3)",
+    )
+
+
+@contextlib.contextmanager
+def temporary_postgres(enabled: bool) -> Iterator[PostgresServer | None]:
+    """The tests' temporary PostgreSQL (tests/postgres_server.py: a fresh initdb cluster on a
+    free loopback port, run as the `postgres` user when root, fsync on as in production; each
+    gateway run takes a fresh database in it), or None when not `enabled`. Removed afterwards."""
+    if not enabled:
+        yield None
+        return
+    from tests.postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+
+
+def postgres_version(server: PostgresServer) -> str:
+    done = subprocess.run(
+        [str(server.bin / "postgres"), "--version"], capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "PostgreSQL ?"
 
 
 def bare_service(workdir: Path) -> Service:
@@ -371,15 +463,19 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
 # Configuration.
 
 
-def gateway_config(subscriber_toml: str) -> str:
-    """Every adapter once (source name = adapter name), one subscriber "sink", one route."""
+SQLITE_URL = "sqlite:///./data/gateway.db"
+
+
+def gateway_config(subscriber_toml: str, store_url: str = SQLITE_URL) -> str:
+    """Every adapter once (source name = adapter name), one subscriber "sink", one route; the
+    store is SQLite in the working directory unless `store_url` names another."""
     return f"""
 [server]
 host = "{HOST}"
 port = 0
 
 [store]
-url = "sqlite:///./data/gateway.db"
+url = "{store_url}"
 
 [sources.finaegis]
 adapter = "finaegis"
@@ -531,6 +627,11 @@ def fmt(value: float, spec: str = ".0f") -> str:
     return "n/a" if value is None or math.isnan(value) else format(value, spec)
 
 
+def percent(value: float) -> str:
+    """A share of one core (or of anything) as a whole percentage; n/a when not measured."""
+    return fmt(value, ".0%")
+
+
 # Load generators.
 
 
@@ -616,8 +717,12 @@ def _run(coroutine: object) -> None:
         uvloop.run(coroutine)  # type: ignore[arg-type]
 
 
+def _ports(port: int | Sequence[int]) -> list[int]:
+    return [port] if isinstance(port, int) else list(port)
+
+
 def closed_loop(
-    port: int,
+    port: int | Sequence[int],
     requests: Sequence[bytes],
     *,
     connections: int,
@@ -625,12 +730,16 @@ def closed_loop(
     keep_bodies: bool = False,
 ) -> LoadResult:
     """Each connection sends its next request once the last is answered, until `duration`
-    seconds have passed or the requests run out (each is sent at most once)."""
+    seconds have passed or the requests run out (each is sent at most once). With several
+    ports (gateway nodes), connection i goes to port i mod len(ports)."""
     result = LoadResult(len(requests), keep_bodies)
+    ports = _ports(port)
 
     async def main() -> None:
         next_index = 0
-        streams = [await asyncio.open_connection(HOST, port) for _ in range(connections)]
+        streams = [
+            await asyncio.open_connection(HOST, ports[n % len(ports)]) for n in range(connections)
+        ]
         begin = time.perf_counter()
         wall_begin = time.time()
         deadline = begin + duration
@@ -673,7 +782,7 @@ def closed_loop(
 
 
 def open_loop(
-    port: int,
+    port: int | Sequence[int],
     requests: Sequence[bytes],
     *,
     rate: float,
@@ -684,11 +793,15 @@ def open_loop(
     """Request i goes out at start + i / rate on connection i % connections, whether or not
     earlier requests were answered (HTTP/1.1 pipelining when one is still open on it). Latency is
     answer time minus *scheduled* time. Answers not in by `grace` seconds after the last
-    scheduled send are counted as unanswered (status 0)."""
+    scheduled send are counted as unanswered (status 0). With several ports (gateway nodes),
+    connection i goes to port i mod len(ports), so requests spread evenly over them."""
     result = LoadResult(len(requests), keep_bodies)
+    ports = _ports(port)
 
     async def main() -> None:
-        streams = [await asyncio.open_connection(HOST, port) for _ in range(connections)]
+        streams = [
+            await asyncio.open_connection(HOST, ports[n % len(ports)]) for n in range(connections)
+        ]
         fifos: list[collections.deque[int]] = [collections.deque() for _ in streams]
         outstanding = 0
         sending_done = False
@@ -866,3 +979,65 @@ def run_wrk(
             figures: dict[str, float] = json.loads(line.removeprefix("BENCHJSON "))
             return figures
     raise RuntimeError(f"wrk gave no result:\n{completed.stdout}\n{completed.stderr}")
+
+
+def write_spread_wrk_inputs(
+    directory: Path, requests: Sequence[bytes], nodes: int, threads: int
+) -> list[Path]:
+    """One wrk script per node, each over its own slice of `requests` (request i to node
+    i mod nodes), with `threads` threads each: no request is sent to two nodes."""
+    scripts = []
+    for node in range(nodes):
+        node_directory = directory / f"node{node}"
+        node_directory.mkdir(parents=True, exist_ok=True)
+        scripts.append(write_wrk_inputs(node_directory, requests[node::nodes], threads))
+    return scripts
+
+
+def spread_threads(threads: int, connections: int, nodes: int) -> tuple[int, int]:
+    """wrk threads and connections per node when one wrk runs per node: about the same totals
+    as one wrk (each wrk needs a thread: 2 threads over 3 nodes are 3)."""
+    return max(1, threads // nodes), max(1, connections // nodes)
+
+
+def run_wrk_spread(
+    wrk: str,
+    urls: Sequence[str],
+    scripts: Sequence[Path],
+    *,
+    threads: int,
+    connections: int,
+    duration: float,
+) -> dict[str, float]:
+    """wrk against several gateway nodes at once: one wrk per node (`threads` and `connections`
+    each), run together, figures merged: counts add up, the duration is the longest, p50 is
+    the mean of the nodes' weighted by requests, p90/p99/max the worst node's (percentiles do
+    not merge exactly: an upper bound)."""
+    if len(urls) == 1:
+        return run_wrk(
+            wrk, urls[0], scripts[0], threads=threads, connections=connections, duration=duration
+        )
+    with ThreadPoolExecutor(len(urls)) as pool:
+        results = list(
+            pool.map(
+                lambda pair: run_wrk(
+                    wrk,
+                    pair[0],
+                    pair[1],
+                    threads=threads,
+                    connections=connections,
+                    duration=duration,
+                ),
+                zip(urls, scripts, strict=True),
+            )
+        )
+    merged = {
+        key: sum(result[key] for result in results)
+        for key in ("requests", "connect", "read", "write", "status", "timeout", "wraps")
+    }
+    merged["duration_us"] = max(result["duration_us"] for result in results)
+    total = merged["requests"] or 1
+    merged["p50_us"] = sum(result["p50_us"] * result["requests"] for result in results) / total
+    for key in ("p90_us", "p99_us", "max_us"):
+        merged[key] = max(result[key] for result in results)
+    return merged

@@ -21,10 +21,18 @@ token in the query), pre-signed at the start of each repetition (signatures are 
      (bench/_common.py: asyncio streams, several keep-alive connections, requests sent on schedule
      whatever the answers, latency from the scheduled send time: no coordinated omission).
 
+With `--store postgresql`, the same gateway on PostgreSQL joins them (CONTRACT.md 7): (c1) one
+node, (c2) two, ... up to (cN), N = --nodes (default 3): N `gateway serve` processes on one
+database, each on its own port, every node getting its share of the load (wrk: one wrk per node
+over its own slice of the requests; open loop: connection i to node i mod N). PostgreSQL is a
+temporary cluster the script starts (tests/postgres_server.py: initdb, fsync on, a fresh
+database per run) on this same machine, so the nodes, the database and the load share its CPUs.
+
 Medians over --repetitions. Targets: (b)/(a) >= 40% of accepted events/s; p99 at 2,000/s <= 10 ms.
 
     .venv/bin/python bench/ingest.py --quick     # a smoke run, seconds
     .venv/bin/python bench/ingest.py             # 3 repetitions of 10 s + 10 s, ~2 minutes
+    .venv/bin/python bench/ingest.py --store postgresql --quick   # + PostgreSQL, 1-3 nodes
 """
 
 from __future__ import annotations
@@ -35,13 +43,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
     FILE_SUBSCRIBER,
-    Metrics,
-    Service,
+    Nodes,
+    add_store_options,
     add_workers_option,
     bare_service,
     code_changed_note,
@@ -51,21 +60,42 @@ from bench._common import (
     exit_on_sigterm,
     fmt,
     gateway_config,
-    gateway_service,
     machine_line,
     median,
     open_loop,
+    percent,
     percentile,
+    postgres_version,
     provider_requests,
-    run_wrk,
+    run_wrk_spread,
     scratch,
-    write_wrk_inputs,
+    spread_threads,
+    temporary_postgres,
+    write_spread_wrk_inputs,
 )
 
-TARGETS = ("a", "b")
-NAMES = {"a": "(a) bare", "b": "(b) gateway"}
+if TYPE_CHECKING:
+    from tests.postgres_server import PostgresServer
+
 TARGET_RATIO = 0.40
 TARGET_P99_MS = 10.0
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str  # a, b, c1, c2, ...
+    name: str
+    store: str  # bare, sqlite, postgresql
+    nodes: int = 1
+
+
+def targets(args: argparse.Namespace) -> list[Target]:
+    chosen = [Target("a", "(a) bare", "bare"), Target("b", "(b) SQLite", "sqlite")]
+    if args.store == "postgresql":
+        chosen += [
+            Target(f"c{n}", f"(c{n}) PG x{n}", "postgresql", n) for n in range(1, args.nodes + 1)
+        ]
+    return chosen
 
 
 @dataclass
@@ -76,7 +106,8 @@ class Saturation:
     cpu: float  # the server's CPU seconds per second (1.0 = one core)
     not_accepted: dict[str, float]  # (b): other outcomes; (a): wrk's error counts
     wraps: int
-    batch: float  # (b): store writes per commit (the group commit's batch)
+    batch: float  # gateways: store writes per commit (the group commit's batch)
+    db_cpu: float  # PostgreSQL's CPU seconds per second (nan for the others)
 
 
 @dataclass
@@ -89,28 +120,52 @@ class Paced:
     lag_p99_ms: float  # how late the generator itself sent (a client-side health figure)
 
 
-def start(target: str, workdir: Path, workers: int) -> Service:
-    if target == "a":
-        return bare_service(workdir).start()
-    return gateway_service(workdir, gateway_config(FILE_SUBSCRIBER), workers=workers).start()
+def start(target: Target, workdir: Path, workers: int, postgres: PostgresServer | None) -> Nodes:
+    if target.store == "bare":
+        return Nodes([bare_service(workdir).start()])
+    if target.store == "postgresql":
+        assert postgres is not None
+        config = gateway_config(FILE_SUBSCRIBER, postgres.create_database())
+    else:
+        config = gateway_config(FILE_SUBSCRIBER)
+    nodes = Nodes.create(workdir, config, target.nodes, workers)
+    try:
+        return nodes.start()
+    except BaseException:
+        nodes.stop()
+        raise
+
+
+def database_cpu(postgres: PostgresServer | None, target: Target) -> float:
+    if postgres is None or postgres.process is None or target.store != "postgresql":
+        return float("nan")
+    return cpu_seconds(postgres.process.pid)
 
 
 def saturate(
-    target: str, workdir: Path, script: Path, wrk: str, args: argparse.Namespace
+    target: Target,
+    workdir: Path,
+    scripts: list[Path],
+    wrk: str,
+    args: argparse.Namespace,
+    postgres: PostgresServer | None,
 ) -> Saturation:
-    service = start(target, workdir, args.workers)
+    service = start(target, workdir, args.workers, postgres)
+    threads, connections = spread_threads(args.threads, args.connections, target.nodes)
     try:
-        before = Metrics.scrape(service.url) if target == "b" else None
-        cpu_before = cpu_seconds(service.pid)
-        figures = run_wrk(
+        before = service.scrape() if target.store != "bare" else None
+        cpu_before = service.cpu_seconds()
+        db_before = database_cpu(postgres, target)
+        figures = run_wrk_spread(
             wrk,
-            service.url + "/",
-            script,
-            threads=args.threads,
-            connections=args.connections,
+            [f"{node.url}/" for node in service.services],
+            scripts,
+            threads=threads,
+            connections=connections,
             duration=args.duration,
         )
-        cpu = cpu_seconds(service.pid) - cpu_before
+        cpu = service.cpu_seconds() - cpu_before
+        db_cpu = database_cpu(postgres, target) - db_before
         seconds = figures["duration_us"] / 1e6
         errors = {
             key: figures[key]
@@ -119,7 +174,7 @@ def saturate(
         }
         batch = float("nan")
         if before is not None:
-            after = Metrics.scrape(service.url)
+            after = service.scrape()
             answered = after.by_label("finrelay_webhooks_answered_total", "outcome")
             earlier = before.by_label("finrelay_webhooks_answered_total", "outcome")
             delta = {k: v - earlier.get(k, 0.0) for k, v in answered.items()}
@@ -144,16 +199,23 @@ def saturate(
             not_accepted=others,
             wraps=int(figures["wraps"]),
             batch=batch,
+            db_cpu=db_cpu / seconds,
         )
     finally:
         service.stop()
 
 
-def pace(target: str, workdir: Path, requests: list[bytes], args: argparse.Namespace) -> Paced:
-    service = start(target, workdir, args.workers)
+def pace(
+    target: Target,
+    workdir: Path,
+    requests: list[bytes],
+    args: argparse.Namespace,
+    postgres: PostgresServer | None,
+) -> Paced:
+    service = start(target, workdir, args.workers, postgres)
     try:
         result = open_loop(
-            service.port,
+            service.ports,
             requests,
             rate=args.rate,
             connections=args.rate_connections,
@@ -196,14 +258,18 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     add_workers_option(parser)
+    add_store_options(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:
         args.repetitions, args.duration, args.rate_seconds, args.grace = 1, 3.0, 2.0, 5.0
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
     args.requests = args.requests or int(12_000 * args.duration)
     paced_count = int(args.rate * args.rate_seconds)
     exit_on_sigterm()
     wrk = ensure_wrk()
+    chosen = targets(args)
 
     code = code_version()
     print(machine_line("ingest.py"))
@@ -221,60 +287,91 @@ def main() -> None:
         " fresh temp dir, one"
     )
     print("#     route to a file subscriber; only `accepted` answers counted (from /metrics)")
-    print(f"# {args.repetitions} repetitions, interleaved a, b, a, b; medians at the bottom")
-    print()
-    header = (
-        f"{'rep':<7}{'target':<13}{'events/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'cpu':>6}"
-        f"{'batch':>7} |{'ok/sent':>14}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}{'lag p99':>8}"
-    )
-    print(header)
-    print("-" * len(header))
+    with temporary_postgres(args.store == "postgresql") as postgres:
+        if postgres is not None:
+            print(
+                f"# (cN) the same gateway on PostgreSQL, N nodes (gateway serve --workers"
+                f" {args.workers} each, own port) on one fresh database;"
+                f" {postgres_version(postgres)} on this machine (fsync on); wrk: one per node,"
+                " -t/-c split between them"
+            )
+        print(
+            f"# {args.repetitions} repetitions, interleaved {', '.join(t.key for t in chosen)};"
+            " medians at the bottom"
+        )
+        print()
+        header = (
+            f"{'rep':<7}{'target':<13}{'events/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'cpu':>6}"
+            f"{'db cpu':>7}{'batch':>7} |{'ok/sent':>14}{'p50 ms':>8}{'p99 ms':>8}{'max ms':>9}"
+            f"{'lag p99':>8}"
+        )
+        print(header)
+        print("-" * len(header))
 
-    saturation: dict[str, list[Saturation]] = {target: [] for target in TARGETS}
-    paced: dict[str, list[Paced]] = {target: [] for target in TARGETS}
-    notes: list[str] = []
-    with scratch(args.keep, "ingest") as root:
-        for repetition in range(1, args.repetitions + 1):
-            started = time.monotonic()
-            rep_dir = root / f"rep{repetition}"
-            rep_dir.mkdir()
-            script = write_wrk_inputs(rep_dir, provider_requests(args.requests), args.threads)
-            for target in TARGETS:
-                result = saturate(target, rep_dir / f"wrk-{target}", script, wrk, args)
-                saturation[target].append(result)
-                if result.not_accepted:
-                    notes.append(
-                        f"rep {repetition} {NAMES[target]}: not counted {result.not_accepted}"
+        saturation: dict[str, list[Saturation]] = {target.key: [] for target in chosen}
+        paced: dict[str, list[Paced]] = {target.key: [] for target in chosen}
+        notes: list[str] = []
+        with scratch(args.keep, "ingest") as root:
+            for repetition in range(1, args.repetitions + 1):
+                started = time.monotonic()
+                rep_dir = root / f"rep{repetition}"
+                rep_dir.mkdir()
+                requests = provider_requests(args.requests)
+                scripts: dict[int, list[Path]] = {}
+                for target in chosen:
+                    if target.nodes not in scripts:
+                        threads = spread_threads(args.threads, args.connections, target.nodes)[0]
+                        scripts[target.nodes] = write_spread_wrk_inputs(
+                            rep_dir / f"inputs-{target.nodes}", requests, target.nodes, threads
+                        )
+                    result = saturate(
+                        target,
+                        rep_dir / f"wrk-{target.key}",
+                        scripts[target.nodes],
+                        wrk,
+                        args,
+                        postgres,
                     )
-                if result.wraps and target == "b":
-                    notes.append(
-                        f"rep {repetition} (b): wrk went through its requests {result.wraps} times:"
-                        " raise --requests (the repeats were duplicates, not counted)"
+                    saturation[target.key].append(result)
+                    if result.not_accepted:
+                        notes.append(
+                            f"rep {repetition} {target.name}: not counted {result.not_accepted}"
+                        )
+                    if result.wraps and target.store != "bare":
+                        notes.append(
+                            f"rep {repetition} {target.name}: wrk went through its requests"
+                            f" {result.wraps} times: raise --requests (the repeats were"
+                            " duplicates, not counted)"
+                        )
+                paced_requests = provider_requests(paced_count)
+                for target in chosen:
+                    paced[target.key].append(
+                        pace(
+                            target, rep_dir / f"paced-{target.key}", paced_requests, args, postgres
+                        )
                     )
-            requests = provider_requests(paced_count)
-            for target in TARGETS:
-                paced[target].append(pace(target, rep_dir / f"paced-{target}", requests, args))
-            if time.monotonic() - started > 280:
-                notes.append(f"rep {repetition} took over 280 s: signatures may have aged out")
-            for target in TARGETS:
-                s, p = saturation[target][-1], paced[target][-1]
-                print(
-                    f"{repetition:<7}{NAMES[target]:<13}{s.per_second:>9.0f}{s.p50_ms:>8.1f}"
-                    f"{s.p99_ms:>8.1f}{s.cpu:>5.0%} {fmt(s.batch, '.1f'):>6} |"
-                    f"{f'{p.ok}/{p.sent}':>14}{p.p50_ms:>8.1f}{p.p99_ms:>8.1f}{p.max_ms:>9.1f}"
-                    f"{p.lag_p99_ms:>8.1f}",
-                    flush=True,
-                )
+                if time.monotonic() - started > 280:
+                    notes.append(f"rep {repetition} took over 280 s: signatures may have aged out")
+                for target in chosen:
+                    s, p = saturation[target.key][-1], paced[target.key][-1]
+                    print(
+                        f"{repetition:<7}{target.name:<13}{s.per_second:>9.0f}{s.p50_ms:>8.1f}"
+                        f"{s.p99_ms:>8.1f}{s.cpu:>5.0%} {percent(s.db_cpu):>6}"
+                        f" {fmt(s.batch, '.1f'):>6} |{f'{p.ok}/{p.sent}':>14}{p.p50_ms:>8.1f}"
+                        f"{p.p99_ms:>8.1f}{p.max_ms:>9.1f}{p.lag_p99_ms:>8.1f}",
+                        flush=True,
+                    )
 
     print("-" * len(header))
     medians: dict[str, dict[str, float]] = {}
-    for target in TARGETS:
-        s_list, p_list = saturation[target], paced[target]
+    for target in chosen:
+        s_list, p_list = saturation[target.key], paced[target.key]
         m = {
             "rate": median([s.per_second for s in s_list]),
             "p50": median([s.p50_ms for s in s_list]),
             "p99": median([s.p99_ms for s in s_list]),
             "cpu": median([s.cpu for s in s_list]),
+            "db_cpu": median([s.db_cpu for s in s_list]),
             "batch": median([s.batch for s in s_list]),
             "ok": median([p.ok / p.sent if p.sent else 0.0 for p in p_list]),
             "pp50": median([p.p50_ms for p in p_list]),
@@ -282,36 +379,54 @@ def main() -> None:
             "pmax": median([p.max_ms for p in p_list]),
             "lag": median([p.lag_p99_ms for p in p_list]),
         }
-        medians[target] = m
+        medians[target.key] = m
         print(
-            f"{'median':<7}{NAMES[target]:<13}{m['rate']:>9.0f}{m['p50']:>8.1f}{m['p99']:>8.1f}"
-            f"{m['cpu']:>5.0%} {fmt(m['batch'], '.1f'):>6} |{m['ok']:>13.1%} {m['pp50']:>8.1f}"
-            f"{m['pp99']:>8.1f}{m['pmax']:>9.1f}{m['lag']:>8.1f}"
+            f"{'median':<7}{target.name:<13}{m['rate']:>9.0f}{m['p50']:>8.1f}{m['p99']:>8.1f}"
+            f"{m['cpu']:>5.0%} {percent(m['db_cpu']):>6}"
+            f" {fmt(m['batch'], '.1f'):>6} |{m['ok']:>13.1%} {m['pp50']:>8.1f}{m['pp99']:>8.1f}"
+            f"{m['pmax']:>9.1f}{m['lag']:>8.1f}"
         )
-    ratios = [
-        b.per_second / a.per_second
-        for a, b in zip(saturation["a"], saturation["b"], strict=True)
-        if a.per_second
-    ]
-    ratio = median(ratios)
+
+    def ratios(key: str, to: str) -> list[float]:
+        return [
+            x.per_second / y.per_second
+            for y, x in zip(saturation[to], saturation[key], strict=True)
+            if y.per_second
+        ]
+
+    ratio = median(ratios("b", "a"))
     p99 = medians["b"]["pp99"]
-    spread = f"(per repetition: {', '.join(f'{r:.0%}' for r in ratios)})"
+    spread = ", ".join(f"{r:.0%}" for r in ratios("b", "a"))
+    spread = f"(per repetition: {spread})" if args.repetitions > 1 else ""
     print()
     print(
-        f"accepted events/s b/a: {ratio:.1%} {spread if len(ratios) > 1 else ''}"
+        f"accepted events/s b/a: {ratio:.1%} {spread}"
         f"  target >= {TARGET_RATIO:.0%}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}"
     )
     print(
         f"p99 at {args.rate:g}/s (b): {p99:.1f} ms (a: {medians['a']['pp99']:.1f} ms)"
         f"  target <= {TARGET_P99_MS:g} ms: {'met' if p99 <= TARGET_P99_MS else 'NOT met'}"
     )
+    for target in chosen:
+        if target.store != "postgresql":
+            continue
+        print(
+            f"PostgreSQL, {target.nodes} node{'s' if target.nodes > 1 else ''}:"
+            f" {medians[target.key]['rate']:.0f} accepted events/s ="
+            f" {median(ratios(target.key, 'a')):.1%} of bare,"
+            f" {median(ratios(target.key, 'b')):.0%} of SQLite;"
+            f" p99 at {args.rate:g}/s {medians[target.key]['pp99']:.1f} ms;"
+            f" gateway CPU {medians[target.key]['cpu']:.0%}, PostgreSQL CPU"
+            f" {medians[target.key]['db_cpu']:.0%}"
+        )
     if args.workers == 1 and statistics.fmean(s.cpu for s in saturation["b"]) > 0.9:
         print("(b) used about one core at saturation: CPU-bound in one process (the GIL)")
     print(
-        "# columns: events/s = counted answers per wrk second; cpu = the server process's CPU"
-        " per second, workers summed (100% = one core); batch = store writes per commit;"
-        " ok/sent = accepted (b) or 200 (a) of the open loop's requests;"
-        " lag p99 = how late the generator sent"
+        "# columns: events/s = counted answers per wrk second; cpu = the server processes' CPU"
+        " per second, workers and nodes summed (100% = one core); db cpu = PostgreSQL's (every"
+        " backend); batch = store writes per commit; ok/sent = accepted (gateways) or 200 (a)"
+        " of the open loop's requests; lag p99 = how late the generator sent; with several"
+        " nodes, p50 is the wrk runs' mean and p99 the worst node's"
     )
     changed = code_changed_note(code)
     if changed:

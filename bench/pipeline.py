@@ -24,10 +24,17 @@ Stored -> delivered latency of every event = the subscriber's arrival time - the
 generator got the gateway's 200 for it (same host, same clock); p50/p90/p99. The gateway's own
 `finrelay_delivered_seconds` histogram (store -> acknowledged, coarse buckets) is shown too.
 
+With `--store postgresql`, steps 2 and 3 run again with the gateway on PostgreSQL (CONTRACT.md
+7), with 1, 2, ... N nodes (N = --nodes, default 3): N `gateway serve` processes on one fresh
+database, each on its own port, the generator's connections spread over them (connection i to
+node i mod N), all sending to the one subscriber. PostgreSQL is a temporary cluster the script
+starts on this machine (tests/postgres_server.py, fsync on), sharing its CPUs with the rest.
+
 Targets: >= 3,000 events/s sustained end to end; delivered latency p50 < 20 ms.
 
     .venv/bin/python bench/pipeline.py --quick   # a smoke run, seconds
     .venv/bin/python bench/pipeline.py           # 3 repetitions, about 2 minutes
+    .venv/bin/python bench/pipeline.py --store postgresql --quick   # + PostgreSQL, 1-3 nodes
 """
 
 from __future__ import annotations
@@ -37,15 +44,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (
+    SQLITE_URL,
     LoadResult,
-    Metrics,
+    Nodes,
     Service,
+    add_store_options,
     add_workers_option,
     canonical_requests,
     closed_loop,
@@ -55,7 +65,6 @@ from bench._common import (
     exit_on_sigterm,
     fmt,
     gateway_config,
-    gateway_service,
     get_json,
     histogram_quantile,
     http_subscriber,
@@ -63,15 +72,37 @@ from bench._common import (
     median,
     new_subscriber_secret,
     open_loop,
+    percent,
     percentile,
+    postgres_version,
     provider_requests,
     scratch,
     subscriber_service,
+    temporary_postgres,
 )
+
+if TYPE_CHECKING:
+    from tests.postgres_server import PostgresServer
 
 TARGET_RATE = 3000.0
 TARGET_P50_MS = 20.0
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Where the gateway keeps its store, and how many nodes share it."""
+
+    key: str
+    store: str  # sqlite, postgresql
+    nodes: int = 1
+
+
+def setups(args: argparse.Namespace) -> list[Setup]:
+    chosen = [Setup("SQLite", "sqlite")]
+    if args.store == "postgresql":
+        chosen += [Setup(f"PG x{n}", "postgresql", n) for n in range(1, args.nodes + 1)]
+    return chosen
 
 
 class _Answer(msgspec.Struct):
@@ -107,8 +138,9 @@ class Pipeline:
     gateway_p99_ms: float
     failed: int  # requests the subscriber could not verify
     duplicates: int
-    gateway_cpu: float
+    gateway_cpu: float  # every node's, summed
     subscriber_cpu: float
+    db_cpu: float  # PostgreSQL's (every backend), nan with SQLite
     exhausted: bool  # the generator ran out of pre-signed requests before --duration
 
 
@@ -143,15 +175,30 @@ def wait_for_deliveries(subscriber: Service, expected: int, timeout: float) -> d
         time.sleep(0.2)
 
 
+def database_cpu(postgres: PostgresServer | None) -> float:
+    if postgres is None or postgres.process is None:
+        return float("nan")
+    return cpu_seconds(postgres.process.pid)
+
+
 def run_pipeline(
-    workdir: Path, args: argparse.Namespace, mode: str, rate: float = float("nan")
+    workdir: Path,
+    args: argparse.Namespace,
+    mode: str,
+    rate: float = float("nan"),
+    *,
+    setup: Setup,
+    postgres: PostgresServer | None,
 ) -> Pipeline:
     secret = new_subscriber_secret()
     subscriber = subscriber_service(workdir / "subscriber", secret)
-    gateway = gateway_service(
+    database = postgres if setup.store == "postgresql" else None
+    store_url = SQLITE_URL if database is None else database.create_database()
+    gateway = Nodes.create(
         workdir / "gateway",
-        gateway_config(http_subscriber(f"{subscriber.url}/events", secret)),
-        workers=args.workers,
+        gateway_config(http_subscriber(f"{subscriber.url}/events", secret), store_url),
+        setup.nodes,
+        args.workers,
     )
     if mode == "sustained":
         requests = provider_requests(int(args.requests_per_second * args.duration))
@@ -160,11 +207,11 @@ def run_pipeline(
     try:
         subscriber.start()
         gateway.start()
-        cpu_before = cpu_seconds(gateway.pid), cpu_seconds(subscriber.pid)
+        cpu_before = gateway.cpu_seconds(), cpu_seconds(subscriber.pid), database_cpu(database)
         result: LoadResult
         if mode == "sustained":
             result = closed_loop(
-                gateway.port,
+                gateway.ports,
                 requests,
                 connections=args.connections,
                 duration=args.duration,
@@ -172,7 +219,7 @@ def run_pipeline(
             )
         else:
             result = open_loop(
-                gateway.port,
+                gateway.ports,
                 requests,
                 rate=rate,
                 connections=args.paced_connections,
@@ -188,10 +235,11 @@ def run_pipeline(
                 if answer.status == "accepted":
                     acked[answer.id] = answered_at
         stats = wait_for_deliveries(subscriber, len(acked), args.drain_timeout)
-        gateway_cpu = cpu_seconds(gateway.pid) - cpu_before[0]
+        gateway_cpu = gateway.cpu_seconds() - cpu_before[0]
         subscriber_cpu = cpu_seconds(subscriber.pid) - cpu_before[1]
+        db_cpu = database_cpu(database) - cpu_before[2]
         records = get_json(subscriber.url + "/records")
-        metrics = Metrics.scrape(gateway.url)
+        metrics = gateway.scrape()
     finally:
         gateway.stop()
         subscriber.stop()
@@ -223,16 +271,18 @@ def run_pipeline(
         duplicates=int(stats["duplicates"]),
         gateway_cpu=gateway_cpu / span if span > 0 else float("nan"),
         subscriber_cpu=subscriber_cpu / span if span > 0 else float("nan"),
+        db_cpu=db_cpu / span if span > 0 else float("nan"),
         exhausted=mode == "sustained" and result.sent == len(requests),
     )
 
 
 def row(label: str, p: Pipeline) -> str:
     return (
-        f"{label:<14}{p.accepted:>8}{p.ingest_per_second:>9.0f}{p.window_delivered_per_second:>9.0f}"
-        f"{p.end_to_end:>9.0f}{p.tail:>7.1f}{p.p50_ms:>8.1f}{p.p90_ms:>8.1f}{p.p99_ms:>9.1f}"
-        f"{fmt(p.gateway_p50_ms, '.1f'):>8}{fmt(p.gateway_p99_ms, '.0f'):>7}"
-        f"{p.gateway_cpu:>7.0%}{p.subscriber_cpu:>6.0%}"
+        f"{label:<22}{p.accepted:>8}{p.ingest_per_second:>9.0f}"
+        f"{p.window_delivered_per_second:>9.0f}{p.end_to_end:>9.0f}{p.tail:>7.1f}{p.p50_ms:>8.1f}"
+        f"{p.p90_ms:>8.1f}{p.p99_ms:>9.1f}{fmt(p.gateway_p50_ms, '.1f'):>8}"
+        f"{fmt(p.gateway_p99_ms, '.0f'):>7}{p.gateway_cpu:>7.0%}{p.subscriber_cpu:>6.0%}"
+        f"{percent(p.db_cpu):>7}"
     )
 
 
@@ -266,105 +316,135 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     add_workers_option(parser)
+    add_store_options(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:
         args.repetitions, args.duration, args.paced_seconds, args.drain_timeout = 1, 3.0, 2.0, 30.0
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
     exit_on_sigterm()
+    chosen = setups(args)
 
     code = code_version()
     print(machine_line("pipeline.py"))
     print(
-        f"# provider -> gateway (SQLite, fresh temp dir) -> HTTP subscriber verifying every"
-        f" Standard Webhooks signature (separate uvicorn process); {args.repetitions} repetitions"
+        f"# provider -> gateway (SQLite in a fresh temp dir; PG rows: PostgreSQL) -> HTTP"
+        " subscriber verifying every Standard Webhooks signature (separate uvicorn process);"
+        f" {args.repetitions} repetitions"
     )
     print(
         f"# sustained: closed loop, {args.connections} connections, {args.duration:g} s of posting;"
         f" paced: open loop, {args.paced_connections} connections, {args.paced_seconds:g} s"
     )
     print("# baseline: the same generator posting signed canonical events to the bare subscriber")
-    print()
-    header = (
-        f"{'run':<14}{'accepted':>8}{'ingest/s':>9}{'deliv/s':>9}{'e2e/s':>9}{'tail s':>7}"
-        f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>9}{'gw p50':>8}{'gw p99':>7}{'gw cpu':>7}"
-        f"{'sub':>6}"
-    )
-    print(header)
-    print("-" * len(header))
-
-    baselines: list[Baseline] = []
-    sustained: list[Pipeline] = []
-    paced: list[Pipeline] = []
-    notes: list[str] = []
-    with scratch(args.keep, "pipeline") as root:
-        for repetition in range(1, args.repetitions + 1):
-            rep = root / f"rep{repetition}"
-            baseline = run_baseline(rep / "baseline", args)
-            baselines.append(baseline)
+    with temporary_postgres(args.store == "postgresql") as postgres:
+        if postgres is not None:
             print(
-                f"{f'{repetition} baseline':<14}{'':>8}{'':>9}{baseline.verified_per_second:>9.0f}"
-                f"{'':>9}{'':>7}{'':>8}{'':>8}{'':>9}{'':>8}{'':>7}{'':>7}{baseline.cpu:>6.0%}",
-                flush=True,
+                f"# PG xN: the same gateway on PostgreSQL, N nodes on one fresh database (each"
+                f" serve --workers {args.workers}, own port), {postgres_version(postgres)} on this"
+                " machine (fsync on)"
             )
-            result = run_pipeline(rep / "sustained", args, "sustained")
-            sustained.append(result)
-            print(row(f"{repetition} sustained", result), flush=True)
-            rate = args.rate if args.rate > 0 else result.end_to_end / 2
-            if args.rate >= 0 and rate == rate and rate > 0:
-                result = run_pipeline(rep / "paced", args, "paced", rate)
-                paced.append(result)
-                print(row(f"{repetition} @{rate:.0f}/s", result), flush=True)
-            for run in (sustained[-1], *([paced[-1]] if paced else [])):
-                if run.delivered < run.accepted:
+        print()
+        header = (
+            f"{'run':<22}{'accepted':>8}{'ingest/s':>9}{'deliv/s':>9}{'e2e/s':>9}{'tail s':>7}"
+            f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>9}{'gw p50':>8}{'gw p99':>7}{'gw cpu':>7}"
+            f"{'sub':>6}{'db cpu':>7}"
+        )
+        print(header)
+        print("-" * len(header))
+
+        baselines: list[Baseline] = []
+        sustained: dict[str, list[Pipeline]] = {setup.key: [] for setup in chosen}
+        paced: dict[str, list[Pipeline]] = {setup.key: [] for setup in chosen}
+        notes: list[str] = []
+        with scratch(args.keep, "pipeline") as root:
+            for repetition in range(1, args.repetitions + 1):
+                rep = root / f"rep{repetition}"
+                baseline = run_baseline(rep / "baseline", args)
+                baselines.append(baseline)
+                print(
+                    f"{f'{repetition} baseline':<22}{'':>8}{'':>9}"
+                    f"{baseline.verified_per_second:>9.0f}{'':>9}{'':>7}{'':>8}{'':>8}{'':>9}"
+                    f"{'':>8}{'':>7}{'':>7}{baseline.cpu:>6.0%}",
+                    flush=True,
+                )
+                if baseline.failed:
                     notes.append(
-                        f"rep {repetition} {run.mode}: {run.accepted - run.delivered} accepted"
-                        f" events not delivered within --drain-timeout {args.drain_timeout:g} s"
+                        f"rep {repetition} baseline: {baseline.failed} failed verification"
                     )
-                if run.failed or run.duplicates:
-                    notes.append(
-                        f"rep {repetition} {run.mode}: {run.failed} failed verification,"
-                        f" {run.duplicates} duplicates"
+                for setup in chosen:
+                    where = rep / setup.key.replace(" ", "")
+                    result = run_pipeline(
+                        where / "sustained", args, "sustained", setup=setup, postgres=postgres
                     )
-                if run.exhausted:
-                    notes.append(
-                        f"rep {repetition}: the generator ran out of pre-signed requests before"
-                        " --duration: raise --requests-per-second"
-                    )
-            if baseline.failed:
-                notes.append(f"rep {repetition} baseline: {baseline.failed} failed verification")
+                    sustained[setup.key].append(result)
+                    runs = [result]
+                    print(row(f"{repetition} {setup.key} sustained", result), flush=True)
+                    rate = args.rate if args.rate > 0 else result.end_to_end / 2
+                    if args.rate >= 0 and rate == rate and rate > 0:
+                        result = run_pipeline(
+                            where / "paced", args, "paced", rate, setup=setup, postgres=postgres
+                        )
+                        paced[setup.key].append(result)
+                        runs.append(result)
+                        print(row(f"{repetition} {setup.key} @{rate:.0f}/s", result), flush=True)
+                    for run in runs:
+                        label = f"rep {repetition} {setup.key} {run.mode}"
+                        if run.delivered < run.accepted:
+                            notes.append(
+                                f"{label}: {run.accepted - run.delivered} accepted events not"
+                                f" delivered within --drain-timeout {args.drain_timeout:g} s"
+                            )
+                        if run.failed or run.duplicates:
+                            notes.append(
+                                f"{label}: {run.failed} failed verification,"
+                                f" {run.duplicates} duplicates"
+                            )
+                        if run.exhausted:
+                            notes.append(
+                                f"{label}: the generator ran out of pre-signed requests before"
+                                " --duration: raise --requests-per-second"
+                            )
 
     print("-" * len(header))
     base = median([b.verified_per_second for b in baselines])
-    e2e = median([s.end_to_end for s in sustained])
-    ingest = median([s.ingest_per_second for s in sustained])
-    ratios = [
-        s.end_to_end / b.verified_per_second for s, b in zip(sustained, baselines, strict=True)
-    ]
     print(f"baseline (subscriber alone) verified/s, median:  {base:.0f}")
-    print(
-        f"sustained end to end, median:  {e2e:.0f} events/s ({median(ratios):.1%} of the baseline;"
-        f" ingest while posting {ingest:.0f}/s)  target >= {TARGET_RATE:.0f}/s:"
-        f" {'met' if e2e >= TARGET_RATE else 'NOT met'}"
-    )
-    p50, p90, p99 = (median([getattr(s, key) for s in sustained]) for key in LATENCY_KEYS)
-    print(
-        f"stored -> delivered at saturation, median p50/p90/p99:  {p50:.1f} / {p90:.1f} /"
-        f" {p99:.1f} ms"
-    )
-    if paced:
-        p50, p90, p99 = (median([getattr(p, key) for p in paced]) for key in LATENCY_KEYS)
+    sqlite_e2e = median([s.end_to_end for s in sustained["SQLite"]])
+    for setup in chosen:
+        runs = sustained[setup.key]
+        e2e = median([s.end_to_end for s in runs])
+        ingest = median([s.ingest_per_second for s in runs])
+        ratios = [
+            s.end_to_end / b.verified_per_second for s, b in zip(runs, baselines, strict=True)
+        ]
+        versus = "" if setup.store == "sqlite" else f", {e2e / sqlite_e2e:.0%} of SQLite's"
         print(
-            f"stored -> delivered at {median([p.offered for p in paced]):.0f} events/s, median"
-            f" p50/p90/p99:  {p50:.1f} / {p90:.1f} / {p99:.1f} ms  target p50 <"
-            f" {TARGET_P50_MS:g} ms: {'met' if p50 < TARGET_P50_MS else 'NOT met'}"
+            f"{setup.key}: sustained end to end, median:  {e2e:.0f} events/s ({median(ratios):.1%}"
+            f" of the baseline{versus}; ingest while posting {ingest:.0f}/s)  target >="
+            f" {TARGET_RATE:.0f}/s: {'met' if e2e >= TARGET_RATE else 'NOT met'}"
         )
+        p50, p90, p99 = (median([getattr(s, key) for s in runs]) for key in LATENCY_KEYS)
+        print(
+            f"{setup.key}: stored -> delivered at saturation, median p50/p90/p99:  {p50:.1f} /"
+            f" {p90:.1f} / {p99:.1f} ms"
+        )
+        if paced[setup.key]:
+            at = paced[setup.key]
+            p50, p90, p99 = (median([getattr(p, key) for p in at]) for key in LATENCY_KEYS)
+            print(
+                f"{setup.key}: stored -> delivered at {median([p.offered for p in at]):.0f}"
+                f" events/s, median p50/p90/p99:  {p50:.1f} / {p90:.1f} / {p99:.1f} ms  target"
+                f" p50 < {TARGET_P50_MS:g} ms: {'met' if p50 < TARGET_P50_MS else 'NOT met'}"
+            )
     print(
         "# columns: accepted = events the gateway accepted; ingest/s = accepted per second of"
         " posting; deliv/s = delivered and verified within the posting window, per second;"
         " e2e/s = delivered / (last delivery - first post); tail = last delivery - last post;"
         " p50..p99 = subscriber arrival - the provider's 200; gw p50/p99 = the same from the"
-        " gateway's finrelay_delivered_seconds buckets; gw cpu / sub = CPU per second of each"
-        " process (100% = one core); baseline rows: deliv/s = verified/s, sub = its CPU"
+        " gateway's finrelay_delivered_seconds buckets; gw cpu / sub / db cpu = CPU per second"
+        " of the gateway (every node), the subscriber and PostgreSQL (100% = one core);"
+        " baseline rows: deliv/s = verified/s, sub = its CPU"
     )
     changed = code_changed_note(code)
     if changed:

@@ -12,16 +12,18 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.config import STARTUP_FAILURE
 
 from gateway.admin.api import AdminApi, not_found_answer
 from gateway.admin.page import operator_page
-from gateway.config import GatewayConfig, load_config
+from gateway.config import ROLES, GatewayConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.registry import build_transport
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
@@ -31,10 +33,12 @@ from gateway.request_id import RequestIdMiddleware
 from gateway.retention import purge_periodically
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
+from gateway.store_opening import StoreOpening
 
 __all__ = [
     "WORKER_CONFIG_ENV",
     "WORKER_PARENT_ENV",
+    "WORKER_ROLE_ENV",
     "build_app",
     "build_transport",
     "worker_app",
@@ -47,7 +51,13 @@ LOG_FLUSH_SECONDS = 0.2
 # `serve --workers N` tells each worker its config file, and its own pid, here (gateway/cli.py).
 WORKER_CONFIG_ENV = "FINRELAY_WORKER_CONFIG"
 WORKER_PARENT_ENV = "FINRELAY_WORKER_PARENT"
+# ... and its role, which `serve --role` may have set over the file's.
+WORKER_ROLE_ENV = "FINRELAY_WORKER_ROLE"
 PARENT_CHECK_SECONDS = 1.0
+# How long the lifespan waits for the store before the app answers anything: SQLite's file opens
+# well within it, so such a gateway serves only once its store is open; a PostgreSQL node that
+# waits for the database (or for another node's migration) answers /healthz, and 503, meanwhile.
+OPEN_GRACE_SECONDS = 1.0
 
 
 def worker_app() -> ASGIApp:
@@ -56,7 +66,13 @@ def worker_app() -> ASGIApp:
     # The parent's pid as it gave it: os.getppid() here would already be 1 if it died while
     # this worker was starting.
     parent = int(os.environ[WORKER_PARENT_ENV])
-    return build_app(load_config(Path(os.environ[WORKER_CONFIG_ENV])), parent=parent)
+    config = load_config(Path(os.environ[WORKER_CONFIG_ENV]))
+    role = next((role for role in ROLES if role == os.environ.get(WORKER_ROLE_ENV)), None)
+    if role is not None:
+        config = msgspec.structs.replace(
+            config, server=msgspec.structs.replace(config.server, role=role)
+        )
+    return build_app(config, parent=parent)
 
 
 async def _stop_when_orphaned(parent: int) -> None:
@@ -82,18 +98,28 @@ async def _flush_logs_periodically(metrics: Metrics) -> None:
 
 
 class GatewayApp:
-    """`/webhooks/<source>` to the ingress handler; everything else, lifespan included, to
-    Starlette. The webhook path is the one that must be fast (gateway/ingress.py)."""
+    """`/webhooks/<source>` to `webhooks` (the ingress handler, or a 404 in a `deliver`
+    process); everything else, lifespan included, to Starlette. The webhook path is the one
+    that must be fast (gateway/ingress.py).
 
-    def __init__(self, ingress: Ingress, rest: ASGIApp) -> None:
-        self._ingress = ingress
+    `refused` says why the start was refused (a store schema newer than this gateway), once
+    the app stopped for it: `gateway serve` then exits with its code for a failed start."""
+
+    def __init__(self, webhooks: ASGIApp, rest: ASGIApp) -> None:
+        self._webhooks = webhooks
         self._rest = rest
+        self.refused: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _is_webhook_path(scope["path"]):
-            await self._ingress(scope, receive, send)
+            await self._webhooks(scope, receive, send)
         else:
             await self._rest(scope, receive, send)
+
+
+async def _not_received_here(scope: Scope, receive: Receive, send: Send) -> None:
+    # CONTRACT.md 7: a `deliver` process receives no webhooks, whatever the method.
+    await JSONResponse({"error": "not_found"}, status_code=404)(scope, receive, send)
 
 
 def _is_webhook_path(path: str) -> bool:
@@ -125,69 +151,117 @@ def _admin_routes(config: GatewayConfig, store: Store, metrics: Metrics) -> list
     ]
 
 
+def _nothing() -> None:
+    return
+
+
 def build_app(
     config: GatewayConfig, store: Store | None = None, *, parent: int | None = None
-) -> ASGIApp:
-    """The gateway's ASGI app; `parent` is the pid of the process that started this worker."""
-    store = store or open_store(config.store.url)
+) -> GatewayApp:
+    """The gateway's ASGI app for the config's `server.role` (CONTRACT.md 7): `all` receives
+    and delivers, `ingest` has no dispatcher at all, `deliver` no ingress. `parent` is the pid
+    of the process that started this worker."""
+    role = config.server.role
+    url = config.store.url
+    store = store or open_store(url.reveal())
     metrics = Metrics()
     store.watch_commits(metrics.record_commit)
-    transports = {name: build_transport(sub) for name, sub in config.subscribers.items()}
-    dispatcher = Dispatcher(store, config.subscribers, transports, metrics)
-    ingress = Ingress(config, store, Router(config.routes), metrics, dispatcher.notify)
+    dispatcher: Dispatcher | None = None
+    if role in ("all", "deliver"):
+        transports = {name: build_transport(sub) for name, sub in config.subscribers.items()}
+        dispatcher = Dispatcher(store, config.subscribers, transports, metrics)
+        # Deliveries another process committed (a PostgreSQL store hears of them): look now,
+        # not at the next poll.
+        store.watch_new_deliveries(dispatcher.notify)
+    webhooks: ASGIApp = RequestIdMiddleware(_not_received_here)
+    if role in ("all", "ingest"):
+        wake = dispatcher.notify if dispatcher is not None else _nothing
+        webhooks = Ingress(config, store, Router(config.routes), metrics, wake)
+    tasks: list[asyncio.Task[None]] = []
+
+    def opened() -> None:
+        if dispatcher is not None:
+            dispatcher.start()
+        tasks.append(
+            asyncio.create_task(
+                purge_periodically(store, config.store.retention_days), name="retention"
+            )
+        )
+        log.info(
+            "started",
+            role=role,
+            store=url.redacted,
+            sources=sorted(config.sources),
+            subscribers=sorted(config.subscribers) if dispatcher is not None else [],
+        )
+
+    def refused(reason: str) -> None:
+        # Stopped as if told to (SIGTERM): uvicorn closes the port, the lifespan ends, and
+        # `gateway serve` exits with its code for a failed start (gateway/cli.py).
+        log.error("cannot_start", detail=reason)
+        gateway.refused = reason
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    opening = StoreOpening(
+        store, url, wait_while_unavailable=url.shared, on_open=opened, on_refused=refused
+    )
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        # CONTRACT.md 6: the store reachable and, since this process delivers, the dispatch
-        # loop running (not waiting to restart after a crash).
+        # CONTRACT.md 6: the store open and reachable and, where this process delivers, the
+        # dispatch loop running (not waiting to restart after a crash).
+        if not opening.is_open:
+            return _unready(opening.waiting_for)
         try:
             await store.ping()
         except StoreUnavailable as error:
-            detail = f"the store is unavailable: {error}"
-            return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
-        if not dispatcher.running:
-            detail = "the dispatcher is not running"
-            return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+            return _unready(url.scrub(f"the store is unavailable: {error}"))
+        if dispatcher is not None and not dispatcher.running:
+            return _unready("the dispatcher is not running")
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
         # Counted on the reader connection: a scrape never holds up ingest.
-        with contextlib.suppress(StoreUnavailable):
-            backlog = await store.delivery_backlog()
-            metrics.set_backlog(config.subscribers, backlog, time.time())
+        if opening.is_open:
+            with contextlib.suppress(StoreUnavailable):
+                backlog = await store.delivery_backlog()
+                metrics.set_backlog(config.subscribers, backlog, time.time())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await store.open()
         for warning in config.warnings:
             log.warning("config_warning", detail=warning)
-        dispatcher.start()
-        flushing = asyncio.create_task(_flush_logs_periodically(metrics), name="log-flusher")
-        purging = asyncio.create_task(
-            purge_periodically(store, config.store.retention_days), name="retention"
-        )
-        watching = None
+        tasks.append(asyncio.create_task(_flush_logs_periodically(metrics), name="log-flusher"))
         if parent is not None:
-            watching = asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch")
-        log.info("started", sources=sorted(config.sources), subscribers=sorted(transports))
+            tasks.append(asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch"))
+        opening.start()
+        await opening.settled(OPEN_GRACE_SECONDS)
+        if not opening.is_open and gateway.refused is None:
+            log.info("waiting_for_store", detail=opening.waiting_for)
         try:
             yield
         finally:
-            await dispatcher.stop()
-            for task in (flushing, purging, watching):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await opening.stop()
+            if dispatcher is not None and opening.is_open:
+                await dispatcher.stop()
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await store.close()
             log.info("stopped")
             flush_logs()
             # A worker process may be ended right after its lifespan: its last lines must not
             # wait in the log writer's buffer then (bounded: a stdout nobody reads costs 1 s).
             wait_for_logs(1.0)
+            if gateway.refused is not None and parent is not None:
+                # uvicorn's supervisor restarts a worker that exits, except with its code for
+                # a failed start: then it stops every worker and itself. A refused store would
+                # refuse every restarted worker alike.
+                os._exit(STARTUP_FAILURE)
 
     rest = Starlette(
         routes=[
@@ -199,4 +273,9 @@ def build_app(
         exception_handlers={404: _not_found},
         lifespan=lifespan,
     )
-    return GatewayApp(ingress, RequestIdMiddleware(rest))
+    gateway = GatewayApp(webhooks, RequestIdMiddleware(rest))
+    return gateway
+
+
+def _unready(detail: str) -> Response:
+    return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)

@@ -1,8 +1,10 @@
 """The `gateway` command line (CONTRACT.md 6).
 
 Each command is a small function of parsed arguments returning an exit code; argparse does the
-rest. Exit codes: 0 done, 1 the command ran and found problems, 2 bad input or usage; `serve`
-also 3 (the app failed to start) and 4 (cannot listen on the address).
+rest. Exit codes: 0 done, 1 the command ran and found problems (the store unavailable, or its
+schema newer than this gateway, included), 2 bad input or usage; `serve` also 3 (the app failed
+to start: a store schema newer than this gateway is one case) and 4 (cannot listen on the
+address).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gateway import __version__
 from gateway.config import (
     DEFAULT_CONFIG_PATH,
     MAX_WORKERS,
+    ROLES,
     ConfigError,
     GatewayConfig,
     load_config,
@@ -44,9 +47,9 @@ from gateway.operations.quarantine import drop_quarantined, list_quarantine
 from gateway.operations.replay import replay_event
 from gateway.operations.subscribers import enable
 from gateway.preflight import file_subscriber_problems, listen_socket, store_problem
-from gateway.reprocess import ReprocessReport, reprocess_quarantine
+from gateway.reprocess import reprocess_quarantine
 from gateway.signing import new_secret, public_key_of
-from gateway.store import Store, StoreUnavailable, open_store
+from gateway.store import Store, StoreSchemaError, StoreUnavailable, open_store
 from schemas.event import encode_event
 from schemas.money import MoneyError, normalize_currency_code
 from schemas.timestamps import TimestampError, parse_timestamp
@@ -147,12 +150,13 @@ def run_serve(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_PROBLEMS
     server = config.server
-    if args.host is not None or args.port is not None or args.workers is not None:
+    if any(option is not None for option in (args.host, args.port, args.workers, args.role)):
         server = msgspec.structs.replace(
             server,
             host=args.host if args.host is not None else server.host,
             port=args.port if args.port is not None else server.port,
             workers=args.workers if args.workers is not None else server.workers,
+            role=args.role if args.role is not None else server.role,
         )
         config = msgspec.structs.replace(config, server=server)
     configure_logging()
@@ -168,7 +172,14 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_CANNOT_LISTEN
     with listener:
         # The store first: it creates its directory, which a file subscriber may share.
-        unopened = asyncio.run(store_problem(config))
+        try:
+            unopened = asyncio.run(store_problem(config))
+        except StoreSchemaError as error:
+            # Not a check a restart would pass: the same code as a start refused later (a
+            # PostgreSQL store's schema is read once the app serves: gateway/app.py).
+            log.error("cannot_start", detail=config.store.url.scrub(str(error)))
+            flush_logs()
+            return EXIT_CANNOT_START
         problems = ([unopened] if unopened else []) + file_subscriber_problems(config.subscribers)
         for problem in problems:
             log.error("cannot_start", detail=problem)
@@ -191,7 +202,7 @@ def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) ->
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from gateway.app import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, build_app
+    from gateway.app import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, WORKER_ROLE_ENV, build_app
 
     options = {
         "log_config": None,
@@ -203,23 +214,26 @@ def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) ->
         "timeout_graceful_shutdown": 10,
     }
     if config.server.workers == 1:
-        server = uvicorn.Server(uvicorn.Config(build_app(config), **options))  # type: ignore[arg-type]
+        app = build_app(config)
+        server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
         # uvicorn stops cleanly on SIGTERM as on SIGINT, then raises the signal again with the
         # handler it found. SIGTERM's default handler would end the process with 143; as SIGINT's,
         # it raises KeyboardInterrupt, which a clean stop turns into exit 0.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[listener])
-        return EXIT_OK if server.started else EXIT_CANNOT_START
+        return EXIT_OK if server.started and app.refused is None else EXIT_CANNOT_START
     # Each worker loads the same file (it was checked above) and builds its own app. Counters
     # go to files in a directory of this run's, which any worker adds up for /metrics.
     metrics_directory = tempfile.mkdtemp(prefix="finrelay-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
     os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
     os.environ[WORKER_PARENT_ENV] = str(os.getpid())
+    os.environ[WORKER_ROLE_ENV] = config.server.role
     try:
         # The parent holds the socket and every worker accepts on it; SIGTERM or SIGINT to the
-        # parent stops every worker, then the parent returns.
+        # parent stops every worker, then the parent returns. Each worker reads the config file
+        # again: what the command line overrode travels in the environment.
         supervisor = Multiprocess(
             uvicorn.Config(
                 "gateway.app:worker_app",
@@ -241,20 +255,7 @@ def run_reprocess(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_PROBLEMS
-
-    async def reprocess() -> ReprocessReport:
-        store = open_store(config.store.url)
-        await store.open()
-        try:
-            return await reprocess_quarantine(config, store, print)
-        finally:
-            await store.close()
-
-    try:
-        report = asyncio.run(reprocess())
-    except StoreUnavailable as error:
-        print(f"store unavailable: {error}", file=sys.stderr)
-        return EXIT_PROBLEMS
+    report = _with_store(config, lambda store: reprocess_quarantine(config, store, print))
     print(
         f"reprocessed: {report.accepted} accepted, {report.duplicate} duplicate, "
         f"{report.still_invalid} still invalid, {report.skipped} skipped"
@@ -262,18 +263,45 @@ def run_reprocess(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if report.still_invalid or report.skipped else EXIT_OK
 
 
+class _StoreRefused(Exception):
+    """The store of a command could not be opened or used: `main` prints why (its secrets
+    scrubbed already) and exits 1."""
+
+
 def _with_store(config: GatewayConfig, work: Callable[[Store], Awaitable[T]]) -> T:
-    """Run `work` against the config's store, opened for the duration of one command."""
+    """Run `work` against the config's store, opened for the duration of one command.
+
+    Whichever store it is: a command runs against any node's config (CONTRACT.md 7)."""
+    url = config.store.url
 
     async def run() -> T:
-        store = open_store(config.store.url)
+        store = open_store(url.reveal())
         await store.open()
         try:
             return await work(store)
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StoreSchemaError as error:
+        raise _StoreRefused(url.scrub(str(error))) from None
+    except StoreUnavailable as error:
+        raise _StoreRefused(url.scrub(f"store unavailable: {error}")) from None
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    """Create or migrate the store's schema, print the version it left, and exit: what every
+    `gateway serve` does at start, alone (before a deploy, say)."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+
+    async def version(store: Store) -> int:
+        return store.schema_version
+
+    print(f"{config.store.url.redacted}: schema version {_with_store(config, version)}")
+    return EXIT_OK
 
 
 def run_dead_letters(args: argparse.Namespace) -> int:
@@ -543,7 +571,25 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_workers,
         help="run this many worker processes instead of server.workers",
     )
+    serve.add_argument(
+        "--role",
+        choices=ROLES,
+        help="all (receive and deliver), ingest (receive only) or deliver (send only),"
+        " instead of server.role",
+    )
     serve.set_defaults(handler=run_serve)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or migrate the store's schema, then exit",
+        description=(
+            "Create or migrate the store's schema (SQLite or PostgreSQL), as `serve` does at "
+            "start, and print the schema version it left. Exit 1 when the store cannot be "
+            "reached or its schema is newer than this gateway's."
+        ),
+    )
+    _add_config_option(migrate)
+    migrate.set_defaults(handler=run_migrate)
 
     reprocess = commands.add_parser(
         "reprocess",
@@ -654,5 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = args.handler
-    code: int = handler(args)
+    try:
+        code: int = handler(args)
+    except _StoreRefused as error:
+        print(error, file=sys.stderr)
+        return EXIT_PROBLEMS
     return code

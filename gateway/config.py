@@ -29,11 +29,13 @@ from adapters.source import Secret, SourceSettings
 from gateway.broker_url import BrokerUrl
 from gateway.delivery.templates import template_problem
 from gateway.signing import decode_signing_secret
+from gateway.store.url import POSTGRESQL_SCHEMES, SQLITE_PREFIX, StoreUrl
 from schemas.money import CURRENCY_EXPONENTS, MoneyError, normalize_currency_code
 from schemas.taxonomy import CANONICAL_TYPES, KINDS, OPEN_KINDS
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "ROLES",
     "STANDARD_WEBHOOKS_SCHEDULE",
     "AdminConfig",
     "AmqpSubscriber",
@@ -45,6 +47,7 @@ __all__ = [
     "NatsSubscriber",
     "Ordering",
     "RedisSubscriber",
+    "Role",
     "RouteConfig",
     "ServerConfig",
     "StoreConfig",
@@ -75,6 +78,10 @@ SubscriberKind = Literal["http", "file", "redis", "nats", "amqp"]
 # CONTRACT.md 4b: "subject" sends one source's events about one subject one at a time, in the
 # order they were committed; "none" sends everything in parallel.
 Ordering = Literal["subject", "none"]
+# CONTRACT.md 7: what one process does. "all" receives and delivers; "ingest" receives and
+# sends nothing; "deliver" sends, and its /webhooks/... answer 404.
+Role = Literal["all", "ingest", "deliver"]
+ROLES: tuple[Role, ...] = ("all", "ingest", "deliver")
 
 # Source and subscriber names appear in URLs (`/webhooks/<source>`) and event ids.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -90,7 +97,7 @@ _URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f
 
 _SECTIONS = ("server", "store", "sources", "subscribers", "routes", "admin")
 _ADMIN_KEYS = ("token", "tokens")
-_SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers")
+_SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers", "role")
 # More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
 _STORE_KEYS = ("url", "retention_days")
@@ -140,7 +147,6 @@ _AMQP_EXCHANGE = re.compile(r"[A-Za-z0-9_.:-]{0,127}")
 _AMQP_MAX_ROUTING_KEY_BYTES = 255
 _ROUTE_KEYS = ("sources", "types", "subscribers")
 
-_SQLITE_PREFIX = "sqlite:///"
 _KINDS: tuple[SubscriberKind, ...] = ("http", "file", "redis", "nats", "amqp")
 _ORDERINGS: tuple[Ordering, ...] = ("subject", "none")
 _WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
@@ -160,10 +166,12 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     # Processes serving the port, each with its own ingress and dispatcher on the shared store.
     workers: int = 1
+    role: Role = "all"
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
-    url: str = "sqlite:///./data/gateway.db"
+    # Shown redacted wherever it is printed: a PostgreSQL URL may carry a password.
+    url: StoreUrl = StoreUrl("sqlite:///./data/gateway.db")
     # Delivered events (and their attempts) older than this are deleted (gateway/retention.py).
     retention_days: float = 30.0
 
@@ -640,6 +648,8 @@ def _server(checker: _Checker, value: object) -> ServerConfig | None:
         settings["trusted_proxies"] = _networks(
             checker, table["trusted_proxies"], _key(place, "trusted_proxies")
         )
+    if "role" in table:
+        settings["role"] = _choice(checker, table["role"], _key(place, "role"), "role", ROLES)
     if len(checker.problems) > before:
         return None
     return ServerConfig(**{key: item for key, item in settings.items() if item is not None})
@@ -693,35 +703,87 @@ def _retention_days(checker: _Checker, value: object, place: str) -> float | Non
     return float(value)
 
 
-def _store_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:
+def _store_url(checker: _Checker, table: Mapping[str, object], place: str) -> StoreUrl | None:
     url_place = _key(place, "url")
     url = _string(checker, table["url"], url_place)
     if url is None:
         return None
     # The URL is never quoted: a database URL may carry a password.
-    if url.startswith(_SQLITE_PREFIX):
-        database = url.removeprefix(_SQLITE_PREFIX)
-        if not database:
-            checker.add(url_place, "the database path is missing: sqlite:///<path>")
-        elif "?" in database:
-            checker.add(url_place, "query parameters are not supported: sqlite:///<path>")
-        elif database == ":memory:":
-            checker.add(
-                url_place,
-                "an in-memory database loses every event when the process stops;"
-                " give a file path: sqlite:///<path>",
-            )
-        else:
-            return url
+    if url.startswith(SQLITE_PREFIX):
+        problem = _sqlite_url_problem(url.removeprefix(SQLITE_PREFIX))
+    elif url.startswith(tuple(f"{scheme}://" for scheme in POSTGRESQL_SCHEMES)):
+        problem = _postgresql_url_problem(url)
+    else:
+        problem = _unknown_store_url(url)
+    if problem is not None:
+        checker.add(url_place, problem)
         return None
+    return StoreUrl(url)
+
+
+def _sqlite_url_problem(database: str) -> str | None:
+    if not database:
+        return "the database path is missing: sqlite:///<path>"
+    if "?" in database:
+        return "query parameters are not supported: sqlite:///<path>"
+    if database == ":memory:":
+        return (
+            "an in-memory database loses every event when the process stops;"
+            " give a file path: sqlite:///<path>"
+        )
+    return None
+
+
+def _postgresql_url_problem(url: str) -> str | None:
+    """What libpq would refuse in `url` before connecting, or None. libpq itself reads it
+    (psycopg's `conninfo_to_dict` is its PQconninfoParse): this only adds what a gateway
+    needs, a host (or a socket directory) to reach and ports that are ports."""
+    if any(character.isspace() or ord(character) < 32 for character in url):
+        return "not a URL: it contains whitespace or control characters (percent-encode them)"
+    # Imported here: only a PostgreSQL URL needs libpq.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parameters = conninfo_to_dict(url)
+    except psycopg.Error as error:
+        reason = _libpq_reason(str(error)) if '"' not in url else None
+        shown = StoreUrl(url).scrub(f": {reason}") if reason else ""
+        return f"libpq cannot read the URL{shown}"
+    hosts = [str(parameters.get(key) or "") for key in ("host", "hostaddr")]
+    if not any(host.strip(",") for host in hosts):
+        return (
+            "the URL names no host: postgresql://<user>:<password>@<host>:<port>/<database>,"
+            " or a socket directory as ?host=/run/postgresql"
+        )
+    for port in str(parameters.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return "a port is not a number from 1 to 65535"
+    return None
+
+
+def _libpq_reason(message: str) -> str | None:
+    """libpq's complaint without what it quotes of the URL (`"pw%zz"`: a piece of it may be the
+    password); a one-character quote names a separator (`"="`) and stays. None when its quotes
+    do not pair up (nothing of it is then safe to show)."""
+    lines = message.strip().splitlines()
+    if not lines or lines[0].count('"') % 2:
+        return None
+    reason = re.sub(
+        r'"([^"]*)"', lambda quote: quote[0] if len(quote[1]) <= 1 else "(...)", lines[0]
+    )
+    return reason.rstrip(": ") or None
+
+
+def _unknown_store_url(url: str) -> str:
     scheme = url.partition(":")[0].lower() if _URL_SCHEME.match(url) else ""
     if scheme == "sqlite":
-        checker.add(url_place, "expected sqlite:///<path> (three slashes, then the path)")
-    elif scheme:
-        checker.add(url_place, f"the {scheme} store is not supported yet; use sqlite:///<path>")
-    else:
-        checker.add(url_place, "expected a store URL: sqlite:///<path>")
-    return None
+        return "expected sqlite:///<path> (three slashes, then the path)"
+    if scheme in POSTGRESQL_SCHEMES:
+        return "expected postgresql://... or postgres://... (in lower case, then //)"
+    if scheme:
+        return f"the {scheme} store is not supported; use sqlite:///<path> or postgresql://..."
+    return "expected a store URL: sqlite:///<path> or postgresql://..."
 
 
 def _sources(checker: _Checker, value: object) -> dict[str, SourceSettings] | None:
@@ -1021,15 +1083,6 @@ def _choice(
         place,
         f"unknown {what} {checker.show(place, text)}{_did_you_mean(text, choices)}"
         f" (supported: {', '.join(choices)})",
-    )
-    return None
-    for ordering in _ORDERINGS:
-        if text == ordering:
-            return ordering
-    checker.add(
-        place,
-        f"unknown ordering {checker.show(place, text)}{_did_you_mean(text, _ORDERINGS)}"
-        f" (supported: {', '.join(_ORDERINGS)})",
     )
     return None
 

@@ -1,5 +1,5 @@
-"""What `gateway serve` makes sure of before it serves: the address is its own, the store opens,
-and every file subscriber can write where its path says.
+"""What `gateway serve` makes sure of before it serves: the address is its own, a SQLite store
+opens, and every file subscriber can write where its path says.
 
 Each failure here stops the start with one clear log line, before anything answers on the
 port: a gateway that started and then failed its first delivery (or served nothing, its port
@@ -38,16 +38,22 @@ def listen_socket(host: str, port: int) -> socket.socket:
 
 
 async def store_problem(config: GatewayConfig) -> str | None:
-    """Why the store cannot be opened, or None once it opened (creating its files and schema).
+    """Why a SQLite store cannot be opened, or None once it opened (creating its files and
+    schema); StoreSchemaError when its schema is newer than this gateway's.
 
     Opened once here so that a file subscriber next to the database (./data) finds its
-    directory, and an unreachable store stops the start instead of every worker's.
+    directory, and an unopenable file stops the start instead of every worker's. A shared store
+    (PostgreSQL) is not: it may be down or being migrated by another node, both of which pass,
+    and each process opens it in the background while it answers 503 (gateway/app.py).
     """
-    store = open_store(config.store.url)
+    url = config.store.url
+    if url.shared:
+        return None
+    store = open_store(url.reveal())
     try:
         await store.open()
     except (StoreUnavailable, OSError) as error:
-        return f"cannot open the store: {error}"
+        return url.scrub(f"cannot open the store: {error}")
     await store.close()
     return None
 

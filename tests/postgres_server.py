@@ -189,6 +189,7 @@ class PostgresServer:
             time.sleep(0.05)
 
     def shutdown(self) -> None:
-        """Stop for good and delete the cluster."""
-        self.stop()
+        """Stop for good and delete the cluster: no shutdown checkpoint for a cluster about to
+        be deleted (after hundreds of CREATE DATABASE it took 10-47 s)."""
+        self.kill()
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -5,9 +5,11 @@ gateway process sees the same one and a restart does not forget that a subscribe
 
 - closed: deliveries flow; failed attempts in a row are counted.
 - open: after `circuit_breaker_failures` failures in a row nothing is sent until `open_until`;
-  then one delivery goes out as a probe. Its success closes the circuit, its failure re-opens it
-  for twice as long (at most an hour), so a subscriber down for a day is asked a few dozen
-  times, not tens of thousands.
+  then one delivery goes out as a probe, one across every process: the process that takes it
+  first moves `open_until` to the end of the probe's lease (`take_probe`, by compare-and-set in
+  the store), so every other process still finds the circuit open. Its success closes the
+  circuit, its failure re-opens it for twice as long (at most an hour), so a subscriber down
+  for a day is asked a few dozen times, not tens of thousands.
 - disabled: the subscriber answered 410 Gone, which the Standard Webhooks spec reads as "stop
   sending". Only an operator re-enables it (`gateway enable NAME`).
 Deliveries held back while a circuit is open or disabled stay pending: they cost no attempt.
@@ -30,7 +32,9 @@ __all__ = [
     "after_attempt",
     "decode_circuit",
     "encode_circuit",
+    "give_back_probe",
     "may_send",
+    "take_probe",
 ]
 
 MAX_OPEN_SECONDS = 3600.0
@@ -66,6 +70,20 @@ def may_send(circuit: CircuitState, now: float) -> Literal["yes", "probe", "no"]
     if circuit.state == "open" and now >= circuit.open_until:
         return "probe"
     return "no"
+
+
+def take_probe(circuit: CircuitState, now: float, hold_seconds: float) -> CircuitState | None:
+    """The state that reserves the probe for one process until `now + hold_seconds` (its
+    lease: a process that dies holding it delays the next probe by that much, no more); None
+    when no probe is due. The probe's answer then closes or re-opens the circuit as usual."""
+    if may_send(circuit, now) != "probe":
+        return None
+    return msgspec.structs.replace(circuit, open_until=now + hold_seconds)
+
+
+def give_back_probe(circuit: CircuitState, now: float) -> CircuitState:
+    """A reserved probe not sent (nothing was due): due again at once, for any process."""
+    return msgspec.structs.replace(circuit, open_until=min(circuit.open_until, now))
 
 
 def after_attempt(

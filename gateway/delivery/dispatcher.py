@@ -42,7 +42,9 @@ from gateway.delivery.circuit import (
     after_attempt,
     decode_circuit,
     encode_circuit,
+    give_back_probe,
     may_send,
+    take_probe,
 )
 from gateway.delivery.decide import Dead, Decision, Delivered, RetryAt, attempt_outcome, decide
 from gateway.delivery.retry import RetryPolicy
@@ -107,6 +109,8 @@ class _Subscriber:
         self.in_flight = 0
         # An operator's pause (the store's, read with the circuits): nothing is claimed.
         self.paused = False
+        # This process holds the circuit's one probe (`take_probe`): it may claim one delivery.
+        self.probe_held = False
 
     def adopt_circuit(self, version: int, circuit: CircuitState) -> None:
         """Take a circuit state the store had at `version`, unless a newer one is known."""
@@ -116,11 +120,10 @@ class _Subscriber:
     def free_slots(self, now: float) -> int:
         if self.paused:
             return 0
-        allowed = may_send(self.circuit, now)
-        if allowed == "no":
-            return 0
-        if allowed == "probe":
+        if self.probe_held:
             return 1 if self.in_flight == 0 else 0
+        if may_send(self.circuit, now) != "yes":
+            return 0  # open, or a probe this process has not taken (`Dispatcher._take_probes`)
         return self.config.max_in_flight - self.in_flight
 
 
@@ -279,9 +282,45 @@ class Dispatcher:
             )
             subscriber.paused = name in paused
 
+    async def _take_probes(self, now: float) -> list[_Subscriber]:
+        """Take the probe of every circuit whose pause is over, where no other process took it
+        first (compare-and-set on the shared state): one probe across all processes. Those
+        this process now holds."""
+        taken = []
+        for name, subscriber in self._subscribers.items():
+            if subscriber.paused or subscriber.probe_held or subscriber.in_flight:
+                continue
+            async with subscriber.circuit_lock:
+                reserved = take_probe(subscriber.circuit, now, subscriber.lease_seconds)
+                if reserved is None:
+                    continue
+                if await self._store.save_subscriber_circuit(
+                    name, encode_circuit(reserved), expected_version=subscriber.circuit_version
+                ):
+                    subscriber.adopt_circuit(subscriber.circuit_version + 1, reserved)
+                    subscriber.probe_held = True
+                    taken.append(subscriber)
+                else:
+                    self._circuits_read_at = float("-inf")  # another process's: read it
+        return taken
+
+    async def _give_back_probe(self, subscriber: _Subscriber) -> None:
+        """A probe taken with nothing due to send: any process may probe again at once."""
+        subscriber.probe_held = False
+        now = self._clock()
+        async with subscriber.circuit_lock:
+            version, after = await update_circuit(
+                self._store,
+                subscriber.config.name,
+                lambda circuit: give_back_probe(circuit, now),
+                (subscriber.circuit_version, subscriber.circuit),
+            )
+            subscriber.adopt_circuit(version, after)
+
     async def _claim(self) -> list[ClaimedDelivery]:
         """Claim for every subscriber with a free slot, and start sending what came back."""
         now = self._clock()
+        probing = await self._take_probes(now)
         wanted = {
             name: slots
             for name, subscriber in self._subscribers.items()
@@ -311,6 +350,9 @@ class Dispatcher:
             # wait for their leases to run out.
             for delivery in claimed:
                 self._start(delivery)
+        for subscriber in probing:
+            if subscriber.in_flight == 0:
+                await self._give_back_probe(subscriber)
         for claim in claims:
             if isinstance(claim, BaseException):
                 raise claim
@@ -362,6 +404,9 @@ class Dispatcher:
             )
         finally:
             subscriber.in_flight -= 1
+            # The probe's answer has re-opened or closed the circuit (or, unrecorded, its
+            # reservation runs out): either way this process holds it no more.
+            subscriber.probe_held = False
             self._wake.set()
 
     async def _send(self, subscriber: _Subscriber, message: OutboundMessage) -> SendResult:

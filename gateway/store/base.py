@@ -1,4 +1,4 @@
-"""The store: one interface, several backends (SQLite now, PostgreSQL next).
+"""The store: one interface, several backends (SQLite for one host, PostgreSQL for several).
 
 It holds canonical events, one delivery per (event, subscriber), every delivery attempt, and
 quarantined payloads. Two rules make the gateway lose nothing:
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -46,11 +46,20 @@ __all__ = [
     "Store",
     "StoreSchemaError",
     "StoreUnavailable",
+    "ordering_key",
 ]
 
 # `held`: pending, but behind an earlier delivery of its ordering key (not claimable yet).
 DeliveryState = Literal["pending", "held", "delivered", "dead"]
 AcceptOutcome = Literal["accepted", "duplicate"]
+
+
+def ordering_key(source: str, subject: str | None) -> str | None:
+    """The key ordered delivery goes by (CONTRACT.md 4b): one source's events about one
+    subject; None (never held) without a subject. A source name has no `/` (the config's
+    rule for names), so the first one separates the two, and the key reads plainly in a
+    database's own client. Every backend stores this same key."""
+    return None if subject is None else f"{source}/{subject}"
 
 
 class StoreUnavailable(Exception):
@@ -196,6 +205,10 @@ class Purged(msgspec.Struct, frozen=True, kw_only=True):
 
 class Store(ABC):
     """What the gateway needs from durable storage. Every method may raise StoreUnavailable."""
+
+    # The schema version `open()` leaves the store at (it migrates an older one and refuses a
+    # newer one with StoreSchemaError): `gateway migrate` prints it. Each backend sets its own.
+    schema_version: ClassVar[int]
 
     @abstractmethod
     async def open(self) -> None:
@@ -345,9 +358,11 @@ class Store(ABC):
 
     @abstractmethod
     def watch_commits(self, callback: Callable[[int], None]) -> None:
-        """Call `callback(writes)` after every commit, from whatever thread committed: the
-        writes per commit are the group commit's batch size (/metrics sums them over every
-        gateway process)."""
+        """Call `callback(writes)` after every commit of the group commit, from whatever
+        thread committed: the writes per commit are its batch size (/metrics sums them over
+        every gateway process). SQLite's writer carries every write; PostgreSQL's carries
+        accepts and attempt records, and its other writes (claims, heartbeats, operators'
+        commands) commit on pooled connections of their own, unreported."""
 
     @abstractmethod
     def watch_new_deliveries(self, callback: Callable[[], None]) -> None:

@@ -53,6 +53,7 @@ from gateway.store.base import (
     Store,
     StoreSchemaError,
     StoreUnavailable,
+    ordering_key,
 )
 
 __all__ = ["SQLiteStore", "ordering_key", "sqlite_path_from_url"]
@@ -310,6 +311,8 @@ class _WriterLock:
 
 
 class SQLiteStore(Store):
+    schema_version = SCHEMA_VERSION
+
     def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         # The one clock leases and heartbeats are judged by (tests pass their own).
@@ -1219,13 +1222,6 @@ def _insert_events(db: sqlite3.Connection, events: list[NewEvent]) -> list[Accep
         deliveries,
     )
     return outcomes
-
-
-def ordering_key(source: str, subject: str | None) -> str | None:
-    """The key ordered delivery goes by (CONTRACT.md 4b): one source's events about one
-    subject; None (never held) without a subject. A source name has no `/` (the config's
-    rule for names), so the first one separates the two, and the key reads plainly in sqlite3."""
-    return None if subject is None else f"{source}/{subject}"
 
 
 def _ordering_pairs(event: NewEvent) -> list[tuple[str, str]]:

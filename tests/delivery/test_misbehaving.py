@@ -74,13 +74,13 @@ def peak_rss(pid: int) -> int:
 
 def attempts_of(gateway: GatewayProcess, event_id: str) -> list[tuple[str, str | None, float]]:
     """(outcome, error, duration) of each recorded attempt, in order."""
-    rows = gateway.query(
-        "SELECT a.outcome, a.error, a.duration FROM attempts a"
-        " JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = ?"
-        " ORDER BY a.started_at, a.id",
-        event_id,
+    record = gateway.event_record(event_id)
+    assert record is not None, event_id
+    attempts = sorted(
+        (attempt for delivery in record.deliveries for attempt in delivery.attempts),
+        key=lambda attempt: attempt.started_at,
     )
-    return [(str(o), None if e is None else str(e), float(d)) for o, e, d in rows]  # type: ignore[arg-type]
+    return [(attempt.outcome, attempt.error, attempt.duration) for attempt in attempts]
 
 
 def run_case(

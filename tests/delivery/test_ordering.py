@@ -106,10 +106,8 @@ def test_each_subject_arrives_one_at_a_time_in_commit_order(
             timeout=30,
             what="every event delivered",
         )
-        dead = gateway.query(
-            "SELECT event_id FROM deliveries WHERE state = 'dead' AND subscriber = 'ledger'"
-        )
-        assert dead == [(committed[DYING][0],)]
+        dead = [letter.event_id for letter in gateway.dead_letters("ledger")]
+        assert dead == [committed[DYING][0]]
         assert held(gateway) == (0, 0)
     finally:
         gateway.stop()

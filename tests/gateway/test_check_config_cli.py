@@ -41,8 +41,8 @@ BROKEN: dict[str, str] = {
     "bad_port.toml": "server.port: must be from 0 to 65535, not 80800",
     # tomllib's wording, up to the line (its column count is its own business).
     "toml_syntax_error.toml": "file: not valid TOML: Illegal character '\\n' (at line 4,",
-    "unsupported_store_url.toml": "store.url: the postgresql store is not supported yet;"
-    " use sqlite:///<path>",
+    "unsupported_store_url.toml": "store.url: the mysql store is not supported;"
+    " use sqlite:///<path> or postgresql://...",
     "in_memory_store.toml": "store.url: an in-memory database loses every event when the process"
     " stops; give a file path: sqlite:///<path>",
     "no_sources.toml": "sources: no [sources.*]: nothing can be received",
@@ -210,3 +210,66 @@ def test_an_unauthenticated_source_passes_with_a_warning(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     [warning] = result.stderr.splitlines()
     assert warning.startswith(f"{config}: warning: source sandbox accepts unauthenticated requests")
+
+
+# The test cluster's kind of password (tests/postgres_server.py): letters a URL must encode.
+DB_PASSWORD = "pw@5e1d07/:%"
+DB_PASSWORD_ENCODED = "pw%405e1d07%2F%3A%25"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Valid: the other problem makes check-config print.
+        f"postgresql://finrelay:{DB_PASSWORD_ENCODED}@db.internal/finrelay?sslmode=require",
+        # Broken where libpq would quote the password: an escape it cannot read.
+        f"postgresql://finrelay:{DB_PASSWORD_ENCODED}%zz@db.internal/finrelay",
+        f"postgresql://finrelay@db.internal/finrelay?password={DB_PASSWORD_ENCODED}&sslmod=x",
+        "postgresql://finrelay:${FINRELAY_TEST_PGPASSWORD}@db.internal:0/finrelay",
+    ],
+)
+def test_a_database_password_never_reaches_the_output(tmp_path: Path, url: str) -> None:
+    config = tmp_path / "nodes.toml"
+    config.write_text(
+        f"""
+        [server]
+        port = -1
+
+        [store]
+        url = "{url}"
+
+        [sources.finchpay]
+        adapter = "finchpay"
+        token = "t"
+
+        [subscribers.audit]
+        kind = "file"
+        path = "audit.jsonl"
+
+        [[routes]]
+        subscribers = ["audit"]
+        """,
+        encoding="utf-8",
+    )
+    result = check_config("--config", str(config), FINRELAY_TEST_PGPASSWORD=DB_PASSWORD_ENCODED)
+    assert result.returncode == 1
+    assert f"{config}: server.port: must be from 0 to 65535, not -1" in result.stderr
+    output = result.stdout + result.stderr
+    for secret in (DB_PASSWORD, DB_PASSWORD_ENCODED, "pw@5e1d07", "pw%405e1d07"):
+        assert secret not in output
+
+
+def test_an_unknown_role_exits_1_with_its_place(tmp_path: Path) -> None:
+    config = tmp_path / "role.toml"
+    config.write_text(
+        (REPO / "config" / "gateway.toml")
+        .read_text(encoding="utf-8")
+        .replace("[server]\n", '[server]\nrole = "ingester"\n', 1),
+        encoding="utf-8",
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f'{config}: server.role: unknown role "ingester" (did you mean "ingest"?)'
+        " (supported: all, ingest, deliver)\n"
+    )

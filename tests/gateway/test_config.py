@@ -90,8 +90,8 @@ def test_the_default_config_loads_with_one_source_per_adapter() -> None:
     assert config.sources["finfusion"].secrets[0].reveal().startswith("whsec_")
     assert config.sources["finchpay"].tokens
     assert config.sources["account_lifecycle"].currency == "GBP"
-    assert config.store.url == "sqlite:///./data/gateway.db"
-    assert sqlite_path_from_url(config.store.url) == Path("data/gateway.db")
+    assert config.store.url.reveal() == "sqlite:///./data/gateway.db"
+    assert sqlite_path_from_url(config.store.url.reveal()) == Path("data/gateway.db")
     assert (config.server.host, config.server.port) == ("127.0.0.1", 8080)
     audit = config.subscribers["audit-log"]
     assert (audit.name, audit.kind, audit.path) == ("audit-log", "file", Path("data/events.jsonl"))
@@ -125,7 +125,7 @@ def test_the_production_example_loads_with_its_environment() -> None:
     assert ledger.max_in_flight == 32
     assert any(route.types and route.sources is None for route in config.routes)
     assert any(route.sources for route in config.routes)
-    assert sqlite_path_from_url(config.store.url) == Path("/var/lib/finrelay/gateway.db")
+    assert sqlite_path_from_url(config.store.url.reveal()) == Path("/var/lib/finrelay/gateway.db")
     assert config.warnings == ()
 
 
@@ -160,7 +160,8 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert config.server.max_body_bytes == 1_048_576
     assert config.server.trusted_proxies == ()
     assert config.server.workers == 1
-    assert config.store.url == "sqlite:///./data/gateway.db"
+    assert config.server.role == "all"
+    assert config.store.url.reveal() == "sqlite:///./data/gateway.db"
     source = config.sources["finchpay"]
     assert source.token_param == "token"
     assert source.tolerance_seconds == 300
@@ -546,6 +547,15 @@ CASES: dict[str, tuple[str, str]] = {
         '[server]\ntrusted_proxies = ["10.0.0.1/8"]\n' + MINIMAL,
         'server.trusted_proxies[0]: "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)',
     ),
+    "unknown role": (
+        '[server]\nrole = "delivery"\n' + MINIMAL,
+        'server.role: unknown role "delivery" (did you mean "deliver"?)'
+        " (supported: all, ingest, deliver)",
+    ),
+    "role not a string": (
+        "[server]\nrole = 1\n" + MINIMAL,
+        "server.role: expected a string, got an integer",
+    ),
     "server key typo": (
         "[server]\nprot = 80\n" + MINIMAL,
         'server.prot: unknown key (did you mean "port"?)',
@@ -557,9 +567,30 @@ CASES: dict[str, tuple[str, str]] = {
         "store.url: an in-memory database loses every event when the process stops;"
         " give a file path: sqlite:///<path>",
     ),
-    "postgresql store": (
-        '[store]\nurl = "postgresql://gateway@db/finrelay"\n' + MINIMAL,
-        "store.url: the postgresql store is not supported yet; use sqlite:///<path>",
+    "another database's store": (
+        '[store]\nurl = "mysql://gateway@db/finrelay"\n' + MINIMAL,
+        "store.url: the mysql store is not supported; use sqlite:///<path> or postgresql://...",
+    ),
+    "postgresql without a host": (
+        '[store]\nurl = "postgresql:///finrelay"\n' + MINIMAL,
+        "store.url: the URL names no host: postgresql://<user>:<password>@<host>:<port>/<database>,"
+        " or a socket directory as ?host=/run/postgresql",
+    ),
+    "postgresql with a space": (
+        '[store]\nurl = "postgresql://gateway@db host/finrelay"\n' + MINIMAL,
+        "store.url: not a URL: it contains whitespace or control characters (percent-encode them)",
+    ),
+    "postgresql with a parameter libpq does not know": (
+        '[store]\nurl = "postgresql://gateway@db/finrelay?sslmod=require"\n' + MINIMAL,
+        "store.url: libpq cannot read the URL: invalid URI query parameter: (...)",
+    ),
+    "postgresql with a port out of range": (
+        '[store]\nurl = "postgres://gateway@db:65536/finrelay"\n' + MINIMAL,
+        "store.url: a port is not a number from 1 to 65535",
+    ),
+    "postgresql in capitals": (
+        '[store]\nurl = "PostgreSQL://gateway@db/finrelay"\n' + MINIMAL,
+        "store.url: expected postgresql://... or postgres://... (in lower case, then //)",
     ),
     "sqlite with two slashes": (
         '[store]\nurl = "sqlite://gateway.db"\n' + MINIMAL,
@@ -575,7 +606,7 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "store url without a scheme": (
         '[store]\nurl = "./data/gateway.db"\n' + MINIMAL,
-        "store.url: expected a store URL: sqlite:///<path>",
+        "store.url: expected a store URL: sqlite:///<path> or postgresql://...",
     ),
     "store key typo": (
         '[store]\nuri = "sqlite:///x.db"\n' + MINIMAL,
@@ -1005,7 +1036,7 @@ def test_every_problem_in_a_file_is_reported_in_file_order(tmp_path: Path) -> No
     trusted_proxies = ["nope", "10.0.0.0/8", "also-nope"]
 
     [store]
-    url = "postgresql://db/finrelay"
+    url = "postgresql:///finrelay"
 
     [sources.finfusion]
     adapter = "finfusion"
@@ -1056,7 +1087,7 @@ def test_no_secret_appears_in_any_problem(tmp_path: Path) -> None:
     }
     text = f"""
     [store]
-    url = "postgresql://gateway:db-password-secretvalue@db/finrelay"
+    url = "postgresql://gateway:db-password%zzsecretvalue@db/finrelay"
 
     [sources.finfusion]
     adapter = "finfusion"
@@ -1157,3 +1188,66 @@ def test_repr_of_a_config_shows_no_secret(tmp_path: Path) -> None:
     for value in (*environ.values(), PROVIDER_SECRET, TOKEN, SUBSCRIBER_SECRET):
         assert value not in shown
     assert "Secret('********')" in shown
+
+
+# --- Roles and the PostgreSQL store (CONTRACT.md 7) -----------------------------------------------
+
+# Letters a URL must percent-encode, as the test cluster's (tests/postgres_server.py).
+DB_PASSWORD = "pw@3f9a1c/:%"
+DB_PASSWORD_ENCODED = "pw%403f9a1c%2F%3A%25"
+
+
+@pytest.mark.parametrize("role", ["all", "ingest", "deliver"])
+def test_server_role_is_read(tmp_path: Path, role: str) -> None:
+    assert load(tmp_path, f'[server]\nrole = "{role}"\n' + MINIMAL).server.role == role
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://finrelay:{DB_PASSWORD_ENCODED}@db.internal:5432/finrelay?sslmode=verify-full",
+        "postgres://finrelay@10.0.0.5/finrelay",
+        "postgresql://finrelay@[::1]:5433,db2:5433/finrelay?target_session_attrs=read-write",
+        "postgresql:///finrelay?host=/run/postgresql",
+    ],
+)
+def test_a_postgresql_url_is_accepted_as_libpq_reads_it(tmp_path: Path, url: str) -> None:
+    config = load(tmp_path, f'[store]\nurl = "{url}"\n' + MINIMAL)
+    assert config.store.url.reveal() == url
+    assert config.store.url.shared
+
+
+def test_a_store_url_shows_itself_without_its_passwords(tmp_path: Path) -> None:
+    url = (
+        f"postgresql://finrelay:{DB_PASSWORD_ENCODED}@db.internal:5432/finrelay"
+        f"?sslmode=require&password={DB_PASSWORD_ENCODED}&sslpassword=key-secret-42"
+    )
+    config = load(tmp_path, f'[store]\nurl = "{url}"\n' + MINIMAL)
+    shown = [repr(config), str(config), repr(config.store), str(config.store.url)]
+    for text in shown:
+        for secret in (DB_PASSWORD, DB_PASSWORD_ENCODED, "key-secret-42"):
+            assert secret not in text
+    assert str(config.store.url) == (
+        "postgresql://finrelay:****@db.internal:5432/finrelay"
+        "?sslmode=require&password=****&sslpassword=****"
+    )
+    assert "StoreUrl('postgresql://finrelay:****@db.internal:5432/finrelay?" in repr(config)
+
+
+def test_a_store_url_scrubs_its_password_from_any_text(tmp_path: Path) -> None:
+    url = f"postgresql://finrelay:{DB_PASSWORD_ENCODED}@db/finrelay"
+    config = load(tmp_path, f'[store]\nurl = "{url}"\n' + MINIMAL)
+    text = f"failed: {url} (password {DB_PASSWORD}, raw {DB_PASSWORD_ENCODED})"
+    assert config.store.url.scrub(text) == (
+        "failed: postgresql://finrelay:****@db/finrelay (password ****, raw ****)"
+    )
+
+
+def test_a_store_url_from_the_environment_is_never_quoted(tmp_path: Path) -> None:
+    environ = {"PGPASSWORD": DB_PASSWORD_ENCODED + "%zz"}
+    reported = problems(
+        tmp_path, '[store]\nurl = "postgresql://finrelay:${PGPASSWORD}@db/x"\n' + MINIMAL, environ
+    )
+    assert reported == [
+        "store.url: libpq cannot read the URL: invalid percent-encoded token: (...)"
+    ]

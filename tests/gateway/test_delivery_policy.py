@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from adapters.source import Secret
-from gateway.delivery.circuit import CLOSED, after_attempt, may_send
+from gateway.delivery.circuit import (
+    CLOSED,
+    after_attempt,
+    give_back_probe,
+    may_send,
+    take_probe,
+)
 from gateway.delivery.http import parse_retry_after
 from gateway.delivery.retry import MAX_RETRY_AFTER, RetryPolicy
 from gateway.delivery.transport import SendResult
@@ -108,6 +114,31 @@ def test_a_failed_probe_pauses_twice_as_long() -> None:
     )
     assert circuit.state == "open"
     assert circuit.open_until == 30.0
+
+
+def test_a_taken_probe_keeps_the_circuit_shut_for_everyone_else_until_its_lease_ends() -> None:
+    circuit = CLOSED
+    for _ in range(2):
+        circuit = after_attempt(
+            circuit, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10
+        )
+    assert take_probe(circuit, 9.0, hold_seconds=35) is None  # still paused: no probe yet
+    taken = take_probe(circuit, 10.0, hold_seconds=35)
+    assert taken is not None
+    # Another process reading the stored state finds nothing to send, not a second probe.
+    assert may_send(taken, 10.0) == may_send(taken, 44.0) == "no"
+    assert take_probe(taken, 20.0, hold_seconds=35) is None
+    # Its holder died without an answer: the next probe is due when the reservation ends.
+    assert may_send(taken, 45.0) == "probe"
+    # The probe's answer acts as before: its failure doubles the pause from then.
+    failed = after_attempt(taken, RETRY, 12.0, started=10.0, failure_threshold=2, open_seconds=10)
+    assert (failed.state, failed.open_until) == ("open", 32.0)
+    assert (
+        after_attempt(taken, DELIVERED, 12.0, started=10.0, failure_threshold=2, open_seconds=10)
+        == CLOSED
+    )
+    # Taken with nothing to send: given back, due again at once.
+    assert may_send(give_back_probe(taken, 11.0), 11.0) == "probe"
 
 
 def test_sends_already_in_flight_when_it_opened_do_not_lengthen_the_pause() -> None:

@@ -105,22 +105,27 @@ def wait_until(predicate: Callable[[], object], timeout: float = SOON, what: str
 
 
 def delivery_states(gateway: GatewayProcess, subscriber: str) -> dict[str, str]:
-    rows = gateway.query("SELECT event_id, state FROM deliveries WHERE subscriber = ?", subscriber)
-    return {str(event_id): str(state) for event_id, state in rows}
+    return {
+        row.id: row.deliveries[subscriber]
+        for row in gateway.events()
+        if subscriber in row.deliveries
+    }
 
 
 def attempt_errors(gateway: GatewayProcess, event_id: str) -> list[tuple[str, str]]:
-    rows = gateway.query(
-        "SELECT a.outcome, a.error FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
-        " WHERE d.event_id = ? ORDER BY a.started_at, a.id",
-        event_id,
+    record = gateway.event_record(event_id)
+    assert record is not None, event_id
+    attempts = sorted(
+        (attempt for delivery in record.deliveries for attempt in delivery.attempts),
+        key=lambda attempt: attempt.started_at,
     )
-    return [(str(outcome), str(error)) for outcome, error in rows]
+    return [(attempt.outcome, str(attempt.error)) for attempt in attempts]
 
 
 def stored_body(gateway: GatewayProcess, event_id: str) -> bytes:
-    ((body,),) = gateway.query("SELECT body FROM events WHERE id = ?", event_id)
-    return body if isinstance(body, bytes) else str(body).encode()
+    record = gateway.event_record(event_id)
+    assert record is not None, event_id
+    return record.body
 
 
 # Redis: XRANGE with redis-py.

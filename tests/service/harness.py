@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -9,12 +10,29 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
+from gateway.config import load_config
+from gateway.store import Store, open_store
+from gateway.store.base import (
+    Backlog,
+    DeadLetter,
+    EventFilter,
+    EventRecord,
+    EventRow,
+    QuarantinedPayload,
+)
+from gateway.store.sqlite import sqlite_path_from_url
 from tests.support import SECRET, TOKEN
+
+T = TypeVar("T")
+
+# Page size of the helpers that walk the store's keyset pages to the end.
+PAGE = 500
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,8 +180,100 @@ class GatewayProcess:
             time.sleep(0.05)
         return logs
 
-    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        """Read the store directly, as an operator with sqlite3 would."""
+    # The store, read through its interface (gateway/store/base.py) as an operator's command
+    # reads it, so that the same test reads SQLite and PostgreSQL alike. Each helper opens the
+    # store, reads and closes it: poll them at 50 ms or slower, and read many events in one
+    # call (`event_records`) rather than one call per event.
+
+    @property
+    def store_url(self) -> str:
+        """The gateway's own `[store] url`, a relative SQLite path made the gateway's (the
+        test process runs elsewhere)."""
+        url = load_config(self.config_path, self.env).store.url.reveal()
+        if url.startswith("sqlite:///"):
+            return f"sqlite:///{self.workdir / sqlite_path_from_url(url)}"
+        return url
+
+    def with_store(self, use: Callable[[Store], Awaitable[T]]) -> T:
+        """`use(store)` on the gateway's store, opened for it and closed after, in one short
+        event loop of its own."""
+
+        async def run() -> T:
+            store = open_store(self.store_url)
+            await store.open()
+            try:
+                return await use(store)
+            finally:
+                await store.close()
+
+        return asyncio.run(run())
+
+    def stats(self) -> dict[str, int]:
+        """Counts: events, pending, held, delivered, dead, quarantined (waiting)."""
+        return self.with_store(lambda store: store.stats())
+
+    def events(self, filters: EventFilter | None = None) -> list[EventRow]:
+        """Every stored event `filters` keeps (all of them by default), newest first, with the
+        state of its deliveries by subscriber."""
+        return self.with_store(lambda store: _all_events(store, filters or EventFilter()))
+
+    def event_record(self, event_id: str) -> EventRecord | None:
+        """One event with its deliveries and their attempts; None when it is not stored."""
+        return self.with_store(lambda store: store.event_record(event_id))
+
+    def event_records(self, event_ids: Iterable[str] | None = None) -> dict[str, EventRecord]:
+        """The records of `event_ids` (those stored), by id; of every stored event when None."""
+
+        async def read(store: Store) -> dict[str, EventRecord]:
+            ids = (
+                [row.id for row in await _all_events(store, EventFilter())]
+                if event_ids is None
+                else list(event_ids)
+            )
+            records = {}
+            for event_id in ids:
+                record = await store.event_record(event_id)
+                if record is not None:
+                    records[event_id] = record
+            return records
+
+        return self.with_store(read)
+
+    def quarantined(self) -> list[QuarantinedPayload]:
+        """Payloads waiting in quarantine (not yet released), oldest first."""
+        return list(self.with_store(lambda store: store.quarantined()))
+
+    def dead_letters(self, subscriber: str | None = None) -> list[DeadLetter]:
+        """Every dead delivery (to `subscriber` only, if given), newest first."""
+
+        async def read(store: Store) -> list[DeadLetter]:
+            dead: list[DeadLetter] = []
+            while page := await store.dead_letter_page(
+                subscriber=subscriber,
+                after=(dead[-1].dead_at, dead[-1].delivery_id) if dead else None,
+                limit=PAGE,
+            ):
+                dead += page
+            return dead
+
+        return self.with_store(read)
+
+    def delivery_backlog(self) -> dict[str, Backlog]:
+        """Per subscriber with undelivered deliveries: how many, how many held, the oldest."""
+        return self.with_store(lambda store: store.delivery_backlog())
+
+    def paused_subscribers(self) -> set[str]:
+        return self.with_store(lambda store: store.paused_subscribers())
+
+    def save_subscriber_circuit(self, subscriber: str, state: bytes) -> None:
+        """Set a subscriber's stored circuit, whatever it was (as `gateway enable` does)."""
+        self.with_store(
+            lambda store: store.save_subscriber_circuit(subscriber, state, expected_version=None)
+        )
+
+    def sqlite_query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        """SQL on the gateway's SQLite file, committed: only for what the store interface has
+        no way to ask or do (each call says why). A SQLite gateway's test only."""
         with sqlite3.connect(self.database) as db:
             return db.execute(sql, params).fetchall()
 
@@ -177,3 +287,13 @@ class GatewayProcess:
             check=False,
             env={**self.env, "PYTHONPATH": str(REPO)},
         )
+
+
+async def _all_events(store: Store, filters: EventFilter) -> list[EventRow]:
+    """Every event `filters` keeps, walking the store's keyset pages to the end."""
+    rows: list[EventRow] = []
+    while page := await store.search_events(
+        filters, after=(rows[-1].received_at, rows[-1].id) if rows else None, limit=PAGE
+    ):
+        rows += page
+    return rows

@@ -12,6 +12,8 @@ import msgspec
 import pytest
 
 from adapters import finfusion
+from gateway.store import Store
+from gateway.store.base import QuarantinedPayload
 from tests.service.harness import BASE_CONFIG, GatewayProcess
 from tests.support import SECRET, TOKEN
 
@@ -34,6 +36,20 @@ def wait_for_lines(path: Path, count: int, timeout: float = 10.0) -> list[dict[s
     raise AssertionError(f"{path} did not reach {count} lines")
 
 
+async def swap_quarantined(store: Store, payload: QuarantinedPayload) -> None:
+    """Quarantine `payload` anew (same source, headers, verification and error) in place of
+    the payload of its id."""
+    await store.quarantine(
+        source=payload.source,
+        received_at=payload.received_at,
+        body=payload.body,
+        headers=payload.headers,
+        verification=payload.verification,
+        error=payload.error,
+    )
+    assert await store.drop_quarantined(payload.id)
+
+
 def test_reprocess_keeps_what_still_does_not_read(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path, BASE_CONFIG).start()
     try:
@@ -45,13 +61,13 @@ def test_reprocess_keeps_what_still_does_not_read(tmp_path: Path) -> None:
         assert still_bad.status_code == 422
     finally:
         gateway.stop()
-    assert gateway.query("SELECT COUNT(*) FROM quarantine WHERE released_as IS NULL") == [(2,)]
+    assert len(gateway.quarantined()) == 2
 
     result = gateway.gateway_cli("reprocess")
     # Nothing changed since: both stay in quarantine, and exit 1 says so.
     assert result.returncode == 1
     assert "2 still invalid" in result.stdout
-    assert gateway.query("SELECT COUNT(*) FROM quarantine WHERE released_as IS NULL") == [(2,)]
+    assert len(gateway.quarantined()) == 2
 
 
 def test_reprocess_accepts_and_routes_what_now_reads(tmp_path: Path) -> None:
@@ -62,20 +78,23 @@ def test_reprocess_accepts_and_routes_what_now_reads(tmp_path: Path) -> None:
         assert gateway.post("lifecycle", body, params={"token": TOKEN}).status_code == 422
     finally:
         gateway.stop()
-    # Simulate the upgrade that teaches the adapter this shape: the stored payload is edited to
-    # what the new adapter version would read. The quarantine row itself is what we reprocess.
-    gateway.query(
-        "UPDATE quarantine SET body = ? WHERE released_as IS NULL",
-        b'{"message":"Account Credited","identifier":"ACCOUNT_CREDITED","accountNumber":"GB12",'
-        b'"amount":5}',
+    # Simulate the upgrade that teaches the adapter this shape: the quarantined payload is
+    # swapped for what the new adapter version would read, kept as the gateway kept it.
+    (kept,) = gateway.quarantined()
+    readable = msgspec.structs.replace(
+        kept,
+        body=b'{"message":"Account Credited","identifier":"ACCOUNT_CREDITED",'
+        b'"accountNumber":"GB12","amount":5}',
     )
+    gateway.with_store(lambda store: swap_quarantined(store, readable))
+    assert [payload.body for payload in gateway.quarantined()] == [readable.body]
     result = gateway.gateway_cli("reprocess")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 accepted" in result.stdout
-    (row,) = gateway.query("SELECT id, type, body FROM events")
-    assert row[1] == "account.credited"
-    assert msgspec.json.decode(row[2])["data"]["amount"] == {"value": "5", "currency": "NGN"}
-    assert gateway.query("SELECT COUNT(*) FROM deliveries WHERE event_id = ?", row[0]) == [(1,)]
+    (row,) = gateway.events()
+    assert row.type == "account.credited"
+    assert msgspec.json.decode(row.body)["data"]["amount"] == {"value": "5", "currency": "NGN"}
+    assert len(row.deliveries) == 1
 
     # Once released, a payload is not reprocessed again.
     again = gateway.gateway_cli("reprocess")
@@ -85,7 +104,7 @@ def test_reprocess_accepts_and_routes_what_now_reads(tmp_path: Path) -> None:
     gateway.start()
     try:
         lines = wait_for_lines(gateway.workdir / "data" / "events.jsonl", 1)
-        assert lines[0]["webhook-id"] == row[0]
+        assert lines[0]["webhook-id"] == row.id
     finally:
         gateway.stop()
 
@@ -114,7 +133,7 @@ def test_sample_takes_a_canonical_or_provider_type(gateway: GatewayProcess) -> N
         gateway.gateway_cli("sample", "finchpay", "payment.refunded", "--to", url).returncode == 0
     )
     assert gateway.gateway_cli("sample", "finchpay", "HOLD", "--to", url).returncode == 0
-    types = {str(row[0]) for row in gateway.query("SELECT type FROM events")}
+    types = {row.type for row in gateway.events()}
     assert types == {"payment.refunded", "payment.processing"}
 
 
@@ -162,10 +181,11 @@ def test_file_subscriber_gets_one_line_per_delivery(gateway: GatewayProcess) -> 
         assert event["specversion"] == "1.0"
     # The line is on disk before the attempt is recorded: wait for the record.
     deadline = time.monotonic() + 10
-    while gateway.query("SELECT COUNT(*) FROM deliveries WHERE state != 'delivered'") != [(0,)]:
+    while (stats := gateway.stats())["pending"] + stats["held"] + stats["dead"] != 0:
         assert time.monotonic() < deadline, "deliveries were written but not recorded"
         time.sleep(0.05)
-    assert gateway.query("SELECT COUNT(*) FROM attempts") == [(5,)]
+    records = gateway.event_records().values()
+    assert sum(len(delivery.attempts) for record in records for delivery in record.deliveries) == 5
 
 
 def test_public_key_prints_the_whpk_of_a_v1a_subscriber(tmp_path: Path) -> None:

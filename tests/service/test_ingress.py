@@ -16,6 +16,7 @@ import pytest
 
 from adapters import finaegis, finexer, finfusion
 from adapters.samples import sample_body
+from gateway.store.base import EventRow
 from tests.service.harness import BASE_CONFIG, GatewayProcess
 from tests.support import OTHER_SECRET, SECRET, TOKEN
 
@@ -38,7 +39,12 @@ def signed_finfusion(
 
 
 def stored_event_ids(gateway: GatewayProcess) -> list[str]:
-    return [str(row[0]) for row in gateway.query("SELECT id FROM events")]
+    return [row.id for row in gateway.events()]
+
+
+def stored_event(gateway: GatewayProcess, event_id: str) -> EventRow:
+    (row,) = (row for row in gateway.events() if row.id == event_id)
+    return row
 
 
 # 200 accepted / duplicate.
@@ -51,9 +57,9 @@ def test_signed_event_is_accepted_and_stored(gateway: GatewayProcess) -> None:
     answer = response.json()
     assert answer["status"] == "accepted"
     assert answer["id"].startswith("evt_")
-    stored = gateway.query("SELECT source, type, body FROM events WHERE id = ?", answer["id"])
-    assert stored[0][:2] == ("finfusion-main", "payment.succeeded")
-    event = msgspec.json.decode(stored[0][2])
+    stored = stored_event(gateway, answer["id"])
+    assert (stored.source, stored.type) == ("finfusion-main", "payment.succeeded")
+    event = msgspec.json.decode(stored.body)
     assert event["source"] == "/sources/finfusion-main"
     assert event["verification"] == "signature"
 
@@ -89,8 +95,9 @@ def test_provider_retry_is_a_duplicate_with_the_same_id(gateway: GatewayProcess)
     assert first.json()["status"] == "accepted"
     assert retry.status_code == 200
     assert retry.json() == {"status": "duplicate", "id": first.json()["id"]}
-    rows = gateway.query("SELECT COUNT(*) FROM deliveries WHERE event_id = ?", first.json()["id"])
-    assert rows[0][0] == 1  # nothing re-sent: still one delivery
+    record = gateway.event_record(first.json()["id"])
+    assert record is not None
+    assert len(record.deliveries) == 1  # nothing re-sent: still one delivery
 
 
 def test_fifty_concurrent_copies_store_exactly_one_event(gateway: GatewayProcess) -> None:
@@ -110,15 +117,14 @@ def test_fifty_concurrent_copies_store_exactly_one_event(gateway: GatewayProcess
     assert statuses.count("accepted") == 1
     assert statuses.count("duplicate") == 49
     (event_id,) = {r.json()["id"] for r in responses}
-    assert gateway.query("SELECT COUNT(*) FROM events WHERE id = ?", event_id) == [(1,)]
+    assert stored_event_ids(gateway).count(event_id) == 1
 
 
 def test_unknown_provider_type_is_accepted_as_unmapped(gateway: GatewayProcess) -> None:
     body = sample_body("finfusion", "payout.paid", now())
     response = gateway.post("finfusion-main", body, headers=signed_finfusion(body))
     assert response.status_code == 200
-    (row,) = gateway.query("SELECT type FROM events WHERE id = ?", response.json()["id"])
-    assert row[0] == "finfusion.payout.paid"
+    assert stored_event(gateway, response.json()["id"]).type == "finfusion.payout.paid"
 
 
 def test_content_type_is_not_trusted(gateway: GatewayProcess) -> None:
@@ -211,8 +217,9 @@ def test_bearer_token_is_accepted(gateway: GatewayProcess) -> None:
     body = sample_body("account_lifecycle", "ACCOUNT_CREDITED", now())
     response = gateway.post("lifecycle", body, headers={"authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200
-    (row,) = gateway.query("SELECT body FROM events WHERE id = ?", response.json()["id"])
-    assert msgspec.json.decode(row[0])["verification"] == "token"
+    record = gateway.event_record(response.json()["id"])
+    assert record is not None
+    assert msgspec.json.decode(record.body)["verification"] == "token"
 
 
 # 403.
@@ -319,9 +326,9 @@ def test_authenticated_non_json_is_422_and_quarantined(gateway: GatewayProcess) 
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_payload"
     assert "$" in response.json()["detail"]
-    rows = gateway.query("SELECT body, headers FROM quarantine WHERE body = ?", body)
+    rows = [payload.headers for payload in gateway.quarantined() if payload.body == body]
     assert len(rows) == 1
-    assert "signature" not in str(rows[0][1])  # proofs of identity are not kept
+    assert "signature" not in msgspec.json.encode(rows[0]).decode()  # proofs of identity: not kept
 
 
 def test_wrong_shape_is_422_with_the_path(gateway: GatewayProcess) -> None:
@@ -332,9 +339,9 @@ def test_wrong_shape_is_422_with_the_path(gateway: GatewayProcess) -> None:
 
 
 def test_unauthenticated_garbage_is_401_not_quarantined(gateway: GatewayProcess) -> None:
-    before = gateway.query("SELECT COUNT(*) FROM quarantine")
+    before = gateway.stats()["quarantined"]
     assert gateway.post("finfusion-main", b"garbage").status_code == 401
-    assert gateway.query("SELECT COUNT(*) FROM quarantine") == before
+    assert gateway.stats()["quarantined"] == before
 
 
 # Checks run in the contract's order.

@@ -43,7 +43,7 @@ def test_quarantine_lists_drops_and_refuses_unknown_ids(gateway: GatewayProcess)
     bad = b'{"message":"Account Credited","identifier":"ACCOUNT_CREDITED","code":"3023"}'
     for body in (bad, b"not json at all"):
         assert gateway.post("lifecycle", body, params={"token": TOKEN}).status_code == 422
-    ids = [row[0] for row in gateway.query("SELECT id FROM quarantine ORDER BY id")]
+    ids = sorted(payload.id for payload in gateway.quarantined())
     assert len(ids) == 2
 
     listed = gateway.gateway_cli("quarantine")
@@ -66,7 +66,7 @@ def test_quarantine_lists_drops_and_refuses_unknown_ids(gateway: GatewayProcess)
 
     dropped = gateway.gateway_cli("quarantine", "drop", str(ids[0]))
     assert dropped.returncode == 0, dropped.stderr
-    assert [row[0] for row in gateway.query("SELECT id FROM quarantine")] == ids[1:]
+    assert [payload.id for payload in gateway.quarantined()] == ids[1:]
     listed_again = gateway.gateway_cli("quarantine")
     assert [line.split("\t")[0] for line in listed_again.stdout.splitlines()] == [str(ids[1])]
 
@@ -98,7 +98,7 @@ def test_sample_to_a_base_url_posts_to_the_sources_webhook_path(gateway: Gateway
         result = gateway.gateway_cli("sample", "finfusion", "--to", base)
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"POST {gateway.base_url}/webhooks/finfusion-main -> 200" in result.stdout
-    sources = {str(row[0]) for row in gateway.query("SELECT source FROM events")}
+    sources = {row.source for row in gateway.events()}
     assert sources == {"finfusion-main"}
 
 

@@ -99,7 +99,7 @@ def test_events_posted_to_every_worker_are_stored_once_and_counted_once(
     ids = [response.json()["id"] for response in responses]
     assert [response.json()["status"] for response in responses] == ["accepted"] * 300
     assert len(set(ids)) == 300
-    stored = {str(row[0]) for row in gateway.query("SELECT id FROM events")}
+    stored = {row.id for row in gateway.events()}
     assert stored == set(ids)
     # Each scrape is answered by one worker or the other; every one adds up both.
     for _ in range(6):

@@ -1,6 +1,11 @@
 """The SQLite store's writer thread: nothing a batch raises strands its callers or stops it, a
 writer that cannot go on makes the store unavailable, and ingest cannot fill the room the
-dispatcher's writes need."""
+dispatcher's writes need.
+
+SQLite only: the writer thread, its two rooms and the writers' flock on
+`<database>-writer.lock` are how this backend does group commit; the promises they keep for
+every backend (batch sizes, a watcher's or a batch's failure, StoreUnavailable) are in
+tests/store/test_ingest.py."""
 
 from __future__ import annotations
 
@@ -43,47 +48,6 @@ async def opened(path: Path) -> AsyncIterator[SQLiteStore]:
         yield store
     finally:
         await asyncio.wait_for(store.close(), ANSWER_SECONDS)
-
-
-def test_a_failing_commit_watcher_fails_nothing_and_stops_nothing(tmp_path: Path) -> None:
-    watched: list[int] = []
-
-    def failing_watcher(writes: int) -> None:
-        watched.append(writes)
-        raise ValueError("a bug in a metrics hook")
-
-    async def scenario() -> None:
-        async with opened(tmp_path / "gateway.db") as store:
-            store.watch_commits(failing_watcher)
-            # The batch is committed: its callers get their outcome, not the watcher's error.
-            assert await asyncio.wait_for(store.accept(event(1)), ANSWER_SECONDS) == "accepted"
-            assert await asyncio.wait_for(store.accept(event(2)), ANSWER_SECONDS) == "accepted"
-            await store.ping()
-            assert (await store.stats())["events"] == 2
-
-    asyncio.run(scenario())
-    assert len(watched) == 2
-
-
-def test_a_batch_raising_a_non_database_error_fails_its_callers_and_the_writer_goes_on(
-    tmp_path: Path,
-) -> None:
-    # `subscribers=None` makes the batch's own code raise TypeError (not a sqlite3.Error): a
-    # bug inside the writer, as a real one would be.
-    broken = NewEvent(
-        id="evt_broken", source="s", type="t", received_at=1.0, body=b"{}", subscribers=None
-    )  # type: ignore[arg-type]
-
-    async def scenario() -> None:
-        async with opened(tmp_path / "gateway.db") as store:
-            with pytest.raises(StoreUnavailable):
-                await asyncio.wait_for(store.accept(broken), ANSWER_SECONDS)
-            # Nothing of the failed batch stayed behind, and the next write works.
-            assert await asyncio.wait_for(store.accept(event(1)), ANSWER_SECONDS) == "accepted"
-            await store.ping()
-            assert (await store.stats())["events"] == 1
-
-    asyncio.run(scenario())
 
 
 def test_a_job_raising_fails_only_itself(tmp_path: Path) -> None:

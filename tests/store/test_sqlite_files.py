@@ -1,4 +1,7 @@
-"""The SQLite store's files: who may read them, and the settings that make a commit durable."""
+"""The SQLite store's files: who may read them, and the settings that make a commit durable.
+
+SQLite only: its database is a file on this host (modes, umask, WAL and `synchronous`); a
+server database's access and durability are the server's."""
 
 from __future__ import annotations
 

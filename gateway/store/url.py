@@ -1,0 +1,126 @@
+"""The store's URL (`[store] url`), which for PostgreSQL may carry a password: wherever it is
+shown (a log line, an error, `check-config`, /readyz, a repr of the config) it shows itself
+redacted, and `reveal()` is for the one place that connects (`open_store`).
+
+A libpq URL holds secrets in two places: the password of its user information
+(`postgresql://user:password@host/db`) and the `password` and `sslpassword` query parameters.
+Both are replaced by MASK in the display form. libpq reads the URL itself (the store hands it over
+as it is), so nothing here interprets it further than finding those two places.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+__all__ = ["MASK", "POSTGRESQL_SCHEMES", "SQLITE_PREFIX", "StoreUrl", "redacted_store_url"]
+
+MASK = "****"
+SQLITE_PREFIX = "sqlite:///"
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+# libpq's query parameters whose value is a secret: the password, and the one of the client key.
+_SECRET_PARAMETERS = ("password", "sslpassword")
+
+
+def _split(url: str) -> tuple[str, str, str, str] | None:
+    """(scheme, user information, the rest of the authority and path, query) of a URL with an
+    authority, or None. The user information ends at the authority's last `@`: libpq stops at
+    the first, so a password with a bare `@` is masked whole either way."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return None
+    end = min(
+        (index for index in (rest.find("/"), rest.find("?")) if index >= 0), default=len(rest)
+    )
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, host = authority.rpartition("@")
+    path, _, query = tail.partition("?")
+    return scheme, userinfo if at else "", (host if at else authority) + path, query
+
+
+def _secret_values(url: str) -> list[str]:
+    """Every secret of `url` as written and as libpq decodes it, longest first."""
+    parts = _split(url)
+    if parts is None:
+        return []
+    _, userinfo, _, query = parts
+    found: list[str] = []
+    if ":" in userinfo:
+        found.append(userinfo.partition(":")[2])
+    for parameter in query.split("&") if query else ():
+        key, _, value = parameter.partition("=")
+        if unquote(key) in _SECRET_PARAMETERS:
+            found.append(value)
+    values = {form for value in found for form in (value, unquote(value)) if form}
+    return sorted(values, key=len, reverse=True)
+
+
+def redacted_store_url(url: str) -> str:
+    """`url` with its password and secret query parameters replaced by MASK; the scheme, user,
+    hosts, database and other parameters stay readable. A URL without `://` (a malformed one)
+    is masked whole rather than risk quoting it; `sqlite:///path` is shown as it is."""
+    if url.startswith(SQLITE_PREFIX):
+        return url
+    parts = _split(url)
+    if parts is None:
+        return MASK
+    scheme, userinfo, location, query = parts
+    user, colon, _ = userinfo.partition(":")
+    credentials = f"{user}:{MASK}@" if colon else f"{userinfo}@" if userinfo else ""
+    parameters = []
+    for parameter in query.split("&") if query else ():
+        key, equals, _ = parameter.partition("=")
+        parameters.append(
+            f"{key}={MASK}" if equals and unquote(key) in _SECRET_PARAMETERS else parameter
+        )
+    shown_query = "?" + "&".join(parameters) if query else ""
+    return f"{scheme}://{credentials}{location}{shown_query}"
+
+
+class StoreUrl:
+    """A store URL that shows itself redacted; `reveal()` is for `open_store` alone.
+
+    Like adapters/source.py's `Secret` and gateway/broker_url.py's `BrokerUrl`: configs end up
+    in reprs, tracebacks and debug logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    @property
+    def redacted(self) -> str:
+        return redacted_store_url(self._value)
+
+    @property
+    def scheme(self) -> str:
+        return self._value.partition(":")[0].lower()
+
+    @property
+    def shared(self) -> bool:
+        """A database server that several nodes share (PostgreSQL), rather than a file of this
+        host (SQLite): at start it may be down, or being migrated by another node, and both
+        pass by themselves, so a node waits for it instead of refusing to start."""
+        return self.scheme in POSTGRESQL_SCHEMES
+
+    def scrub(self, text: str) -> str:
+        """`text` (an error's message, say) with this URL's secrets replaced by MASK wherever
+        they appear, raw or percent-decoded: the drivers' messages are not ours to trust."""
+        text = text.replace(self._value, self.redacted)
+        for secret in _secret_values(self._value):
+            text = text.replace(secret, MASK)
+        return text
+
+    def __repr__(self) -> str:
+        return f"StoreUrl({self.redacted!r})"
+
+    def __str__(self) -> str:
+        return self.redacted
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, StoreUrl) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
