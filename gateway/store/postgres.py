@@ -56,13 +56,13 @@ from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.delivery.decide import Decision, Delivered, RetryAt
+from gateway.store import rows as as_struct
 from gateway.store.base import (
     AcceptOutcome,
     Attempt,
     Backlog,
     ClaimedDelivery,
     DeadLetter,
-    DeliveryRecord,
     DeliveryState,
     EventFilter,
     EventRecord,
@@ -375,18 +375,7 @@ class PostgresStore(Store):
                 " FROM quarantine WHERE released_as IS NULL ORDER BY id"
             )
             rows = await cursor.fetchall()
-        return [
-            QuarantinedPayload(
-                id=int(row[0]),
-                source=row[1],
-                received_at=float(row[2]),
-                body=bytes(row[3]),
-                headers=msgspec.json.decode(row[4], type=dict[str, str]),
-                verification=row[5],
-                error=row[6],
-            )
-            for row in rows
-        ]
+        return [as_struct.quarantined_payload(row) for row in rows]
 
     async def release_quarantined(self, quarantine_id: int, event: NewEvent) -> AcceptOutcome:
         async with self._transaction() as db:
@@ -447,21 +436,7 @@ class PostgresStore(Store):
             rows = await cursor.fetchall()
         # RETURNING has no order of its own: oldest due first, as claimed.
         rows.sort(key=lambda row: (row[5], row[0]))
-        return [
-            ClaimedDelivery(
-                delivery_id=int(row[0]),
-                event_id=row[1],
-                subscriber=row[2],
-                attempts=int(row[3]),
-                created_at=float(row[4]),
-                due_at=float(row[5]),
-                lease_token=int(row[6]),
-                body=bytes(row[7]),
-                source=row[8],
-                event_type=row[9],
-            )
-            for row in rows
-        ]
+        return [as_struct.claimed_delivery(row, lease_token=int(row[6])) for row in rows]
 
     async def release_leases(self, owner: str) -> None:
         async with self._transaction() as db:
@@ -771,18 +746,7 @@ class PostgresStore(Store):
             states: dict[str, dict[str, DeliveryState]] = {row[0]: {} for row in rows}
             for event_id, subscriber, state in await cursor.fetchall():
                 states[event_id][subscriber] = state
-        return [
-            EventRow(
-                id=row[0],
-                source=row[1],
-                type=row[2],
-                subject=row[3],
-                received_at=float(row[4]),
-                body=bytes(row[5]),
-                deliveries=states[row[0]],
-            )
-            for row in rows
-        ]
+        return [as_struct.event_row(row, states[row[0]]) for row in rows]
 
     async def event_record(self, event_id: str) -> EventRecord | None:
         async with self._connection() as db:
@@ -804,33 +768,8 @@ class PostgresStore(Store):
                 " JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = %s ORDER BY a.id",
                 (event_id,),
             )
-            attempts: dict[int, list[Attempt]] = {int(row[0]): [] for row in deliveries}
-            for row in await cursor.fetchall():
-                attempts[int(row[0])].append(
-                    Attempt(
-                        delivery_id=int(row[0]),
-                        started_at=float(row[1]),
-                        duration=float(row[2]),
-                        outcome=row[3],
-                        status_code=row[4],
-                        error=row[5],
-                        response_excerpt=row[6],
-                    )
-                )
-        return EventRecord(
-            id=event_id,
-            received_at=float(event[0]),
-            body=bytes(event[1]),
-            deliveries=tuple(
-                DeliveryRecord(
-                    subscriber=row[1],
-                    state=row[2],
-                    next_attempt_at=float(row[3]),
-                    attempts=tuple(attempts[int(row[0])]),
-                )
-                for row in deliveries
-            ),
-        )
+            attempts = await cursor.fetchall()
+        return as_struct.event_record(event_id, event, deliveries, attempts)
 
     async def dead_letter_page(
         self, *, subscriber: str | None, after: tuple[float, int] | None, limit: int
@@ -847,17 +786,7 @@ class PostgresStore(Store):
                 {"subscriber": subscriber, "dead_at": dead_at, "id": delivery_id, "limit": limit},
             )
             rows = await cursor.fetchall()
-        return [
-            DeadLetter(
-                delivery_id=int(row[0]),
-                event_id=row[1],
-                subscriber=row[2],
-                attempts=int(row[3]),
-                last_error=row[4],
-                dead_at=float(row[5]),
-            )
-            for row in rows
-        ]
+        return [as_struct.dead_letter(row) for row in rows]
 
     async def dead_counts(self) -> dict[str, int]:
         async with self._connection() as db:

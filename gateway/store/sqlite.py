@@ -36,13 +36,13 @@ import msgspec
 import structlog
 
 from gateway.delivery.decide import Decision, Delivered, RetryAt
+from gateway.store import rows as as_struct
 from gateway.store.base import (
     AcceptOutcome,
     Attempt,
     Backlog,
     ClaimedDelivery,
     DeadLetter,
-    DeliveryRecord,
     DeliveryState,
     EventFilter,
     EventRecord,
@@ -603,18 +603,7 @@ class SQLiteStore(Store):
                 " FROM quarantine WHERE released_as IS NULL ORDER BY id"
             ).fetchall()
         )
-        return [
-            QuarantinedPayload(
-                id=row[0],
-                source=row[1],
-                received_at=row[2],
-                body=bytes(row[3]),
-                headers=msgspec.json.decode(row[4], type=dict[str, str]),
-                verification=row[5],
-                error=row[6],
-            )
-            for row in rows
-        ]
+        return [as_struct.quarantined_payload(row) for row in rows]
 
     async def release_quarantined(self, quarantine_id: int, event: NewEvent) -> AcceptOutcome:
         def job(db: sqlite3.Connection) -> AcceptOutcome:
@@ -674,21 +663,7 @@ class SQLiteStore(Store):
                     f" lease_token = lease_token + 1 WHERE id IN ({marks})",
                     [now + lease_seconds, owner, *(value for (value,) in chunk)],
                 )
-            return [
-                ClaimedDelivery(
-                    delivery_id=row[0],
-                    event_id=row[1],
-                    subscriber=row[2],
-                    attempts=row[3],
-                    created_at=row[4],
-                    due_at=row[5],
-                    lease_token=row[6] + 1,
-                    body=bytes(row[7]),
-                    source=row[8],
-                    event_type=row[9],
-                )
-                for row in rows
-            ]
+            return [as_struct.claimed_delivery(row, lease_token=row[6] + 1) for row in rows]
 
         return await self._write(job)
 
@@ -1002,18 +977,7 @@ class SQLiteStore(Store):
                     [value for (value,) in chunk],
                 ):
                     states[event_id][subscriber] = state
-            return [
-                EventRow(
-                    id=row[0],
-                    source=row[1],
-                    type=row[2],
-                    subject=row[3],
-                    received_at=float(row[4]),
-                    body=bytes(row[5]),
-                    deliveries=states[row[0]],
-                )
-                for row in rows
-            ]
+            return [as_struct.event_row(row, states[row[0]]) for row in rows]
 
         return await self._read(query)
 
@@ -1029,38 +993,13 @@ class SQLiteStore(Store):
                 " WHERE event_id = ? ORDER BY id",
                 (event_id,),
             ).fetchall()
-            attempts: dict[int, list[Attempt]] = {row[0]: [] for row in deliveries}
-            for row in db.execute(
+            attempts = db.execute(
                 "SELECT a.delivery_id, a.started_at, a.duration, a.outcome, a.status_code,"
                 " a.error, a.response_excerpt FROM attempts a"
                 " JOIN deliveries d ON d.id = a.delivery_id WHERE d.event_id = ? ORDER BY a.id",
                 (event_id,),
-            ):
-                attempts[row[0]].append(
-                    Attempt(
-                        delivery_id=row[0],
-                        started_at=row[1],
-                        duration=row[2],
-                        outcome=row[3],
-                        status_code=row[4],
-                        error=row[5],
-                        response_excerpt=row[6],
-                    )
-                )
-            return EventRecord(
-                id=event_id,
-                received_at=float(event[0]),
-                body=bytes(event[1]),
-                deliveries=tuple(
-                    DeliveryRecord(
-                        subscriber=row[1],
-                        state=row[2],
-                        next_attempt_at=float(row[3]),
-                        attempts=tuple(attempts[row[0]]),
-                    )
-                    for row in deliveries
-                ),
-            )
+            ).fetchall()
+            return as_struct.event_record(event_id, event, deliveries, attempts)
 
         return await self._read(query)
 
@@ -1078,17 +1017,7 @@ class SQLiteStore(Store):
                 (subscriber, subscriber, dead_at, dead_at, dead_at, delivery_id, limit),
             ).fetchall()
         )
-        return [
-            DeadLetter(
-                delivery_id=row[0],
-                event_id=row[1],
-                subscriber=row[2],
-                attempts=row[3],
-                last_error=row[4],
-                dead_at=row[5],
-            )
-            for row in rows
-        ]
+        return [as_struct.dead_letter(row) for row in rows]
 
     async def dead_counts(self) -> dict[str, int]:
         rows = await self._read(
