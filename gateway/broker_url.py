@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["BrokerUrl", "masked_url"]
+from gateway.secret_url import MASK, SecretUrl
 
-MASK = "****"
+__all__ = ["BrokerUrl", "masked_url"]
 
 
 def masked_url(url: str) -> str:
@@ -31,31 +31,14 @@ def masked_url(url: str) -> str:
     return urlunsplit((parts.scheme, location, parts.path, parts.query, parts.fragment))
 
 
-class BrokerUrl:
-    """A broker URL that shows itself masked; `reveal()` is for the one place that connects.
+class BrokerUrl(SecretUrl):
+    """A broker URL that shows itself masked (`masked_url`)."""
 
-    Like adapters/source.py's `Secret`: configs end up in reprs, tracebacks and debug logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
+    __slots__ = ()
 
     @property
     def masked(self) -> str:
         return masked_url(self._value)
 
-    def __repr__(self) -> str:
-        return f"BrokerUrl({self.masked!r})"
-
-    def __str__(self) -> str:
+    def _shown(self) -> str:
         return self.masked
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BrokerUrl) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)

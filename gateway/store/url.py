@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
-__all__ = ["MASK", "POSTGRESQL_SCHEMES", "SQLITE_PREFIX", "StoreUrl", "redacted_store_url"]
+from gateway.secret_url import MASK, SecretUrl
 
-MASK = "****"
+__all__ = ["MASK", "POSTGRESQL_SCHEMES", "SQLITE_PREFIX", "StoreUrl", "redacted_store_url"]
 SQLITE_PREFIX = "sqlite:///"
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 # libpq's query parameters whose value is a secret: the password, and the one of the client key.
@@ -76,19 +76,11 @@ def redacted_store_url(url: str) -> str:
     return f"{scheme}://{credentials}{location}{shown_query}"
 
 
-class StoreUrl:
-    """A store URL that shows itself redacted; `reveal()` is for `open_store` alone.
+class StoreUrl(SecretUrl):
+    """A store URL that shows itself redacted (`redacted_store_url`); `reveal()` is for
+    `open_store` alone."""
 
-    Like adapters/source.py's `Secret` and gateway/broker_url.py's `BrokerUrl`: configs end up
-    in reprs, tracebacks and debug logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
+    __slots__ = ()
 
     @property
     def redacted(self) -> str:
@@ -113,14 +105,5 @@ class StoreUrl:
             text = text.replace(secret, MASK)
         return text
 
-    def __repr__(self) -> str:
-        return f"StoreUrl({self.redacted!r})"
-
-    def __str__(self) -> str:
+    def _shown(self) -> str:
         return self.redacted
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, StoreUrl) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
