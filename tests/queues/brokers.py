@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 
@@ -45,10 +46,13 @@ def _accepts(port: int) -> bool:
 
 
 class BrokerProcess:
-    """One server process (group): `start` waits until it accepts connections on `port`."""
+    """One server process (group): `start` waits until it accepts connections on `port`.
+    (tests/postgres_server.py's PostgreSQL is one too.)"""
 
     name = "broker"
     boot_seconds = 20.0
+    # What asks the server for its own orderly shutdown.
+    stop_signal = signal.SIGTERM
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -66,7 +70,11 @@ class BrokerProcess:
     def ready(self) -> bool:
         return _accepts(self.port)
 
-    def start(self) -> BrokerProcess:
+    def popen_options(self) -> dict[str, Any]:
+        """More of Popen's arguments (the user to run as, say)."""
+        return {}
+
+    def start(self) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -75,6 +83,7 @@ class BrokerProcess:
                 stderr=subprocess.STDOUT,
                 env=self.environment(),
                 start_new_session=True,
+                **self.popen_options(),
             )
         deadline = time.monotonic() + self.boot_seconds
         while not self.ready():
@@ -99,11 +108,11 @@ class BrokerProcess:
         self._wait_port_free()
 
     def stop(self) -> None:
-        """SIGTERM (the server's own orderly shutdown), SIGKILL if it takes too long."""
+        """`stop_signal` (the server's own orderly shutdown), SIGKILL if it takes too long."""
         if self.process is None:
             return
         if self.process.poll() is None:
-            self._signal(signal.SIGTERM)
+            self._signal(self.stop_signal)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
         # Whatever of the group is left (RabbitMQ's helpers outlive the script).
@@ -212,7 +221,7 @@ class RabbitServer(BrokerProcess):
             "RABBITMQ_PID_FILE": str(base / "rabbitmq.pid"),
         }
 
-    def start(self) -> BrokerProcess:
+    def start(self) -> Self:
         if self.epmd is None or self.epmd.poll() is not None:
             # Our own epmd, in the foreground, so that stopping it is ours too (RabbitMQ would
             # otherwise start a daemon that outlives the test run).
