@@ -183,16 +183,18 @@ class Service:
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:
-    """`--workers N`: the gateway runs as `gateway serve --workers N` (every service script)."""
+    """`--workers N|auto`: the gateway runs as `gateway serve --workers N` (every service
+    script); "auto" (the default, as the gateway's) is one per CPU."""
     parser.add_argument(
         "--workers",
-        type=int,
-        default=1,
-        help="gateway worker processes (serve --workers N; default 1, as the gateway's)",
+        default="auto",
+        help='gateway worker processes (serve --workers N; default "auto", as the gateway\'s)',
     )
 
 
-def gateway_service(workdir: Path, config: str, name: str = "gateway", workers: int = 1) -> Service:
+def gateway_service(
+    workdir: Path, config: str, name: str = "gateway", workers: int | str = "auto"
+) -> Service:
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "gateway.toml"
     config_path.write_text(config)
@@ -211,7 +213,9 @@ class Nodes:
         self.services = list(services)
 
     @classmethod
-    def create(cls, workdir: Path, config: str, nodes: int = 1, workers: int = 1) -> Nodes:
+    def create(
+        cls, workdir: Path, config: str, nodes: int = 1, workers: int | str = "auto"
+    ) -> Nodes:
         if nodes == 1:
             services = [gateway_service(workdir, config, workers=workers)]
         else:

@@ -419,7 +419,7 @@ def main() -> None:
             f" gateway CPU {medians[target.key]['cpu']:.0%}, PostgreSQL CPU"
             f" {medians[target.key]['db_cpu']:.0%}"
         )
-    if args.workers == 1 and statistics.fmean(s.cpu for s in saturation["b"]) > 0.9:
+    if str(args.workers) == "1" and statistics.fmean(s.cpu for s in saturation["b"]) > 0.9:
         print("(b) used about one core at saturation: CPU-bound in one process (the GIL)")
     print(
         "# columns: events/s = counted answers per wrk second; cpu = the server processes' CPU"

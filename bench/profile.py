@@ -6,8 +6,8 @@ of the gateway with `py-spy record --format raw` (collapsed stacks). Prints, per
 thread, its share of the samples, then the functions with the most samples (inclusive, and
 self) over all of them. This is the evidence behind the README's "what limits it".
 
-py-spy is not a dependency of the gateway; the script installs it into the running interpreter's
-environment with pip when it is missing.
+py-spy is not a dependency of the gateway: the script uses the one beside the interpreter or on
+PATH, and otherwise says how to install it and exits 2.
 
     .venv/bin/python bench/profile.py                 # 8 s of wrk, 100 samples/s
     .venv/bin/python bench/profile.py --keep          # also keeps the raw stacks (profile.txt)
@@ -47,16 +47,23 @@ from bench._common import (
 )
 
 
-def ensure_py_spy() -> str:
+def ensure_py_spy() -> str | None:
+    """py-spy beside this interpreter or on PATH; None (and how to install it) when missing.
+
+    Nothing is installed from here: the uv-made venv has no pip, and the venv is uv.lock's.
+    """
     beside = Path(sys.executable).with_name("py-spy")
     if beside.exists():
         return str(beside)
     found = shutil.which("py-spy")
     if found:
         return found
-    print("# py-spy not found: pip install py-spy", flush=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=True)
-    return str(beside)
+    print(
+        "py-spy not found: put it on PATH (`pipx install py-spy`, `cargo install py-spy`) or\n"
+        f"  .uv/bin/uv pip install --python {sys.executable} py-spy",
+        file=sys.stderr,
+    )
+    return None
 
 
 def summarize(stacks: dict[int, list[tuple[str, int]]], top: int) -> None:
@@ -107,6 +114,8 @@ def main() -> None:
     print(machine_line("bench/profile.py"))
     wrk = ensure_wrk()
     py_spy = ensure_py_spy()
+    if py_spy is None:
+        sys.exit(2)
     count = int(arguments.seconds * 15_000)
     with scratch(arguments.keep, "finrelay-profile-") as directory:
         script = write_wrk_inputs(directory, provider_requests(count), threads=2)
@@ -115,8 +124,7 @@ def main() -> None:
             config = config[: config.index("[[routes]]")]
         gateway = gateway_service(directory / "gateway", config, workers=arguments.workers)
         if arguments.free_store:
-            if arguments.workers != 1:
-                parser.error("--free-store runs one worker")
+            # One process, whatever --workers says (bench/_free_store.py).
             gateway.argv[1:4] = [str(Path(__file__).with_name("_free_store.py"))]
         gateway.start()
         try:
@@ -162,9 +170,9 @@ def main() -> None:
                 continue
             lines = []
             for line in path.read_text().splitlines():
-                stack, _, count = line.rpartition(" ")
-                if count.isdigit():
-                    lines.append((stack, int(count)))
+                stack, _, samples = line.rpartition(" ")
+                if samples.isdigit():
+                    lines.append((stack, int(samples)))
             stacks[pid] = lines
         summarize(stacks, arguments.top)
         if arguments.keep:

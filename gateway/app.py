@@ -23,36 +23,40 @@ from uvicorn.config import STARTUP_FAILURE
 
 from gateway.admin.api import AdminApi, not_found_answer
 from gateway.admin.page import operator_page
-from gateway.config import ROLES, GatewayConfig, load_config
+from gateway.config import ROLES, GatewayConfig, Role, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.registry import build_transport
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
 from gateway.logs import DroppingBytesLogger, configure_logging, flush_logs, wait_for_logs
 from gateway.metrics import Metrics
+from gateway.processes import (
+    WORKER_CONFIG_ENV,
+    WORKER_PARENT_ENV,
+    WORKER_ROLE_ENV,
+    WORKER_WRITER_ENV,
+)
 from gateway.request_id import RequestIdMiddleware
 from gateway.retention import purge_periodically
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
+from gateway.store.remote import RemoteStore
 from gateway.store_opening import StoreOpening
 
 __all__ = [
     "WORKER_CONFIG_ENV",
     "WORKER_PARENT_ENV",
     "WORKER_ROLE_ENV",
+    "WORKER_WRITER_ENV",
     "build_app",
     "build_transport",
     "worker_app",
+    "worker_settings",
 ]
 
 log = structlog.get_logger("gateway")
 
 
 LOG_FLUSH_SECONDS = 0.2
-# `serve --workers N` tells each worker its config file, and its own pid, here (gateway/cli.py).
-WORKER_CONFIG_ENV = "FINRELAY_WORKER_CONFIG"
-WORKER_PARENT_ENV = "FINRELAY_WORKER_PARENT"
-# ... and its role, which `serve --role` may have set over the file's.
-WORKER_ROLE_ENV = "FINRELAY_WORKER_ROLE"
 PARENT_CHECK_SECONDS = 1.0
 # How long the lifespan waits for the store before the app answers anything: SQLite's file opens
 # well within it, so such a gateway serves only once its store is open; a PostgreSQL node that
@@ -62,17 +66,27 @@ OPEN_GRACE_SECONDS = 1.0
 
 def worker_app() -> ASGIApp:
     """One worker of `serve --workers N`: uvicorn calls this in every worker process."""
+    config, store, parent = worker_settings()
+    return build_app(config, store, parent=parent)
+
+
+def worker_settings(role: Role | None = None) -> tuple[GatewayConfig, Store | None, int]:
+    """What a child process of `gateway serve` builds its app from, as the parent left it in
+    the environment: the config (with the role the parent gave it, `role` over that), the
+    writer process's store where there is one, and the parent's pid."""
     configure_logging()
     # The parent's pid as it gave it: os.getppid() here would already be 1 if it died while
     # this worker was starting.
     parent = int(os.environ[WORKER_PARENT_ENV])
     config = load_config(Path(os.environ[WORKER_CONFIG_ENV]))
-    role = next((role for role in ROLES if role == os.environ.get(WORKER_ROLE_ENV)), None)
+    role = role or next((r for r in ROLES if r == os.environ.get(WORKER_ROLE_ENV)), None)
     if role is not None:
         config = msgspec.structs.replace(
             config, server=msgspec.structs.replace(config.server, role=role)
         )
-    return build_app(config, parent=parent)
+    socket_path = os.environ.get(WORKER_WRITER_ENV)
+    store = RemoteStore(Path(socket_path)) if socket_path else None
+    return config, store, parent
 
 
 async def _stop_when_orphaned(parent: int) -> None:
@@ -190,6 +204,7 @@ def build_app(
         log.info(
             "started",
             role=role,
+            pid=os.getpid(),
             store=url.redacted,
             sources=sorted(config.sources),
             subscribers=sorted(config.subscribers) if dispatcher is not None else [],

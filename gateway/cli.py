@@ -18,7 +18,8 @@ import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -33,12 +34,17 @@ from adapters.samples import sample_body
 from adapters.source import SourceSettings
 from gateway import __version__
 from gateway.config import (
+    AUTO,
     DEFAULT_CONFIG_PATH,
     MAX_WORKERS,
     ROLES,
+    WRITER_MODES,
     ConfigError,
     GatewayConfig,
+    Role,
     load_config,
+    worker_count,
+    writer_process,
 )
 from gateway.logs import configure_logging, flush_logs
 from gateway.operations.dead_letters import DeadLetterItem, list_dead_letters, redrive
@@ -66,6 +72,8 @@ EXIT_USAGE = 2
 # `gateway serve` only: the app failed to start (uvicorn's code for it), the address is taken.
 EXIT_CANNOT_START = 3
 EXIT_CANNOT_LISTEN = 4
+# How long the writer process may take to open the store (a migration of a large file, say).
+WRITER_START_SECONDS = 120.0
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -155,10 +163,13 @@ def run_serve(args: argparse.Namespace) -> int:
             server,
             host=args.host if args.host is not None else server.host,
             port=args.port if args.port is not None else server.port,
-            workers=args.workers if args.workers is not None else server.workers,
+            workers=_workers(args.workers, server.workers),
             role=args.role if args.role is not None else server.role,
         )
         config = msgspec.structs.replace(config, server=server)
+    if args.writer is not None:
+        store = msgspec.structs.replace(config.store, writer=args.writer)
+        config = msgspec.structs.replace(config, store=store)
     configure_logging()
     try:
         listener = listen_socket(server.host, server.port)
@@ -192,19 +203,27 @@ def run_serve(args: argparse.Namespace) -> int:
         return _serve(config, listener, args.config)
 
 
+def _workers(option: int | str | None, configured: int | None) -> int | None:
+    if option is None:
+        return configured
+    return None if option == AUTO else int(option)
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) -> int:
-    # Imported here: the server stack is only needed by this command.
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
+    if writer_process(config):
+        return _serve_with_writer(config, listener, config_path)
+    if worker_count(config.server) == 1:
+        return _serve_one(config, listener)
+    with _metrics_directory() as directory:
+        return _serve_workers(config, listener, config_path, metrics=directory)
 
-    from gateway.app import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, WORKER_ROLE_ENV, build_app
 
-    options = {
+def _uvicorn_options() -> dict[str, object]:
+    return {
         "log_config": None,
         "access_log": False,
         "server_header": False,
@@ -213,41 +232,155 @@ def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) ->
         "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
-    if config.server.workers == 1:
-        app = build_app(config)
-        server = uvicorn.Server(uvicorn.Config(app, **options))  # type: ignore[arg-type]
-        # uvicorn stops cleanly on SIGTERM as on SIGINT, then raises the signal again with the
-        # handler it found. SIGTERM's default handler would end the process with 143; as SIGINT's,
-        # it raises KeyboardInterrupt, which a clean stop turns into exit 0.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[listener])
-        return EXIT_OK if server.started and app.refused is None else EXIT_CANNOT_START
-    # Each worker loads the same file (it was checked above) and builds its own app. Counters
-    # go to files in a directory of this run's, which any worker adds up for /metrics.
-    metrics_directory = tempfile.mkdtemp(prefix="finrelay-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
+
+
+def _serve_one(config: GatewayConfig, listener: socket.socket) -> int:
+    """Everything in this process: ingress, store, dispatcher."""
+    import uvicorn
+
+    from gateway.app import build_app
+
+    app = build_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options()))  # type: ignore[arg-type]
+    # uvicorn stops cleanly on SIGTERM as on SIGINT, then raises the signal again with the
+    # handler it found. SIGTERM's default handler would end the process with 143; as SIGINT's,
+    # it raises KeyboardInterrupt, which a clean stop turns into exit 0.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[listener])
+    return EXIT_OK if server.started and app.refused is None else EXIT_CANNOT_START
+
+
+@contextlib.contextmanager
+def _metrics_directory(directory: Path | None = None) -> Iterator[Path]:
+    """Where every process of this run keeps its counters, which any worker adds up for
+    /metrics (prometheus_client's multiprocess mode); gone after the run."""
+    path = directory or Path(tempfile.mkdtemp(prefix="finrelay-metrics-"))
+    path.mkdir(exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _serve_workers(
+    config: GatewayConfig,
+    listener: socket.socket,
+    config_path: Path,
+    *,
+    metrics: Path,
+    role: Role | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """`worker_count` processes serving the port (uvicorn's supervisor restarts one that dies);
+    until SIGTERM or SIGINT, or until `stop` is set."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway.processes import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, WORKER_ROLE_ENV
+
+    # Each worker loads the same file (it was checked above) and builds its own app: what the
+    # command line overrode travels in the environment.
     os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
     os.environ[WORKER_PARENT_ENV] = str(os.getpid())
-    os.environ[WORKER_ROLE_ENV] = config.server.role
-    try:
-        # The parent holds the socket and every worker accepts on it; SIGTERM or SIGINT to the
-        # parent stops every worker, then the parent returns. Each worker reads the config file
-        # again: what the command line overrode travels in the environment.
-        supervisor = Multiprocess(
-            uvicorn.Config(
-                "gateway.app:worker_app",
-                factory=True,
-                workers=config.server.workers,
-                **options,  # type: ignore[arg-type]
-            ),
-            sockets=[listener],
-        )
-        supervisor.run()
-    finally:
-        shutil.rmtree(metrics_directory, ignore_errors=True)
+    os.environ[WORKER_ROLE_ENV] = role or config.server.role
+    # The parent holds the socket and every worker accepts on it; SIGTERM or SIGINT to the
+    # parent stops every worker, then the parent returns.
+    supervisor = Multiprocess(
+        uvicorn.Config(
+            "gateway.app:worker_app",
+            factory=True,
+            workers=worker_count(config.server),
+            **_uvicorn_options(),  # type: ignore[arg-type]
+        ),
+        sockets=[listener],
+    )
+    if stop is not None:
+        supervisor.should_exit = stop
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # uvicorn's supervisor reads its signals every 0.5 s; the writer's keeper must know
+            # at once, or it would restart a writer that the same SIGTERM (systemd's, sent to
+            # every process of the group) had just stopped.
+            signal.signal(signum, _queue_and_stop(supervisor.signal_queue, stop))
+    supervisor.run()
     failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
     return EXIT_CANNOT_START if failed else EXIT_OK
+
+
+def _queue_and_stop(queue: list[int], stop: threading.Event) -> Callable[[int, object], None]:
+    def handle(signum: int, frame: object) -> None:
+        queue.append(signum)
+        stop.set()
+
+    return handle
+
+
+def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_path: Path) -> int:
+    """SQLite with a writer process (gateway/processes.py): the writer first, then the deliver
+    process (role `all`) and the workers; on the way out, the workers first, the writer last."""
+    from gateway.processes import (
+        WORKER_CONFIG_ENV,
+        WORKER_PARENT_ENV,
+        WORKER_WRITER_ENV,
+        Child,
+        ProcessKeeper,
+        private_directory,
+        wait_for_socket,
+    )
+    from gateway.store.writer_process import EXIT_REFUSED
+
+    directory = private_directory()
+    socket_path = directory / "writer.sock"
+    os.environ[WORKER_WRITER_ENV] = str(socket_path)
+    with _metrics_directory(directory / "metrics"):
+        writer = Child(
+            "writer",
+            "gateway.store.writer_process:run_writer_process",
+            (config.store.url.reveal(), str(socket_path), os.getpid()),
+        )
+        writer.start()
+        if not wait_for_socket(writer, socket_path, WRITER_START_SECONDS):
+            writer.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+            log.error("cannot_start", detail="the store's writer process did not start")
+            flush_logs()
+            return EXIT_CANNOT_START if writer.exitcode == EXIT_REFUSED else EXIT_PROBLEMS
+        children = [writer]
+        role = config.server.role
+        if role == "all":
+            # The workers' environment is the deliver process's too (its role is its own).
+            os.environ[WORKER_PARENT_ENV] = str(os.getpid())
+            os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
+            deliver = Child("deliver", "gateway.deliver_process:run_deliver_process")
+            deliver.start()
+            children.append(deliver)
+        # Set by SIGTERM or SIGINT (uvicorn's supervisor of the workers) or by the keeper.
+        stop = threading.Event()
+        refused: list[Child] = []
+        keeper = ProcessKeeper(
+            children,
+            stopping=stop,
+            fatal_exit_codes=frozenset({EXIT_REFUSED}),
+            on_fatal=refused.append,
+        )
+        keeper.start()
+        try:
+            code = _serve_workers(
+                config,
+                listener,
+                config_path,
+                metrics=directory / "metrics",
+                role="ingest" if role == "all" else role,
+                stop=stop,
+            )
+        finally:
+            keeper.stop()
+            for child in reversed(children):
+                child.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+    return EXIT_CANNOT_START if refused else code
 
 
 def run_reprocess(args: argparse.Namespace) -> int:
@@ -494,7 +627,9 @@ def _config_path(text: str) -> Path:
     return Path(text)
 
 
-def _positive_workers(text: str) -> int:
+def _positive_workers(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
     try:
         workers = int(text)
     except ValueError:
@@ -569,7 +704,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=_positive_workers,
-        help="run this many worker processes instead of server.workers",
+        help='run this many worker processes ("auto": one per CPU) instead of server.workers',
+    )
+    serve.add_argument(
+        "--writer",
+        choices=WRITER_MODES,
+        help="SQLite only: process (one writer process owns the file) or in_process (each"
+        " process writes itself), instead of store.writer",
     )
     serve.add_argument(
         "--role",

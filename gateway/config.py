@@ -34,9 +34,11 @@ from schemas.money import CURRENCY_EXPONENTS, MoneyError, normalize_currency_cod
 from schemas.taxonomy import CANONICAL_TYPES, KINDS, OPEN_KINDS
 
 __all__ = [
+    "AUTO",
     "DEFAULT_CONFIG_PATH",
     "ROLES",
     "STANDARD_WEBHOOKS_SCHEDULE",
+    "WRITER_MODES",
     "AdminConfig",
     "AmqpSubscriber",
     "ConfigError",
@@ -53,7 +55,10 @@ __all__ = [
     "StoreConfig",
     "SubscriberConfig",
     "SubscriberKind",
+    "WriterMode",
     "load_config",
+    "worker_count",
+    "writer_process",
 ]
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
@@ -81,6 +86,11 @@ Ordering = Literal["subject", "none"]
 # CONTRACT.md 7: what one process does. "all" receives and delivers; "ingest" receives and
 # sends nothing; "deliver" sends, and its /webhooks/... answer 404.
 Role = Literal["all", "ingest", "deliver"]
+WriterMode = Literal["process", "in_process"]
+WRITER_MODES: tuple[WriterMode, ...] = ("process", "in_process")
+AUTO = "auto"
+# `workers = "auto"`: one per CPU, up to this many.
+AUTO_WORKERS_MAX = 8
 ROLES: tuple[Role, ...] = ("all", "ingest", "deliver")
 
 # Source and subscriber names appear in URLs (`/webhooks/<source>`) and event ids.
@@ -100,7 +110,7 @@ _ADMIN_KEYS = ("token", "tokens")
 _SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers", "role")
 # More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
-_STORE_KEYS = ("url", "retention_days")
+_STORE_KEYS = ("url", "retention_days", "writer")
 # Retention longer than this is a typo (or a wish to keep everything: a very large number).
 _MAX_RETENTION_DAYS = 36_500
 _SOURCE_KEYS = (
@@ -164,14 +174,20 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     max_body_bytes: int = 1_048_576
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
-    # Processes serving the port, each with its own ingress and dispatcher on the shared store.
-    workers: int = 1
+    # Processes serving the port; None ("auto"): one per CPU, up to AUTO_WORKERS_MAX
+    # (`worker_count`). With SQLite's writer process they ingest and one more process
+    # delivers (gateway/processes.py); otherwise each also delivers, on the shared store.
+    workers: int | None = None
     role: Role = "all"
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Shown redacted wherever it is printed: a PostgreSQL URL may carry a password.
     url: StoreUrl = StoreUrl("sqlite:///./data/gateway.db")
+    # SQLite only: "process", one writer process owns the file and every other process of
+    # `gateway serve` sends it their writes (gateway/processes.py); "in_process", each process
+    # opens the file itself (one process in all, when `server.workers` is 1).
+    writer: WriterMode = "process"
     # Delivered events (and their attempts) older than this are deleted (gateway/retention.py).
     retention_days: float = 30.0
 
@@ -640,10 +656,13 @@ def _server(checker: _Checker, value: object) -> ServerConfig | None:
         settings["max_body_bytes"] = _integer(
             checker, table["max_body_bytes"], _key(place, "max_body_bytes"), 1
         )
-    if "workers" in table:
-        settings["workers"] = _integer(
-            checker, table["workers"], _key(place, "workers"), 1, MAX_WORKERS
-        )
+    if "workers" in table and table["workers"] != AUTO:
+        workers_place = _key(place, "workers")
+        if isinstance(table["workers"], str):
+            shown = checker.show(workers_place, table["workers"])
+            checker.add(workers_place, f'expected an integer or "auto", got {shown}')
+        else:
+            settings["workers"] = _integer(checker, table["workers"], workers_place, 1, MAX_WORKERS)
     if "trusted_proxies" in table:
         settings["trusted_proxies"] = _networks(
             checker, table["trusted_proxies"], _key(place, "trusted_proxies")
@@ -684,9 +703,12 @@ def _store(checker: _Checker, value: object) -> StoreConfig | None:
             checker, table["retention_days"], _key(place, "retention_days")
         )
     url = _store_url(checker, table, place) if "url" in table else default.url
-    if url is None or retention_days is None:
+    writer: WriterMode | None = default.writer
+    if "writer" in table:
+        writer = _choice(checker, table["writer"], _key(place, "writer"), "writer", WRITER_MODES)
+    if url is None or retention_days is None or writer is None:
         return None
-    return StoreConfig(url=url, retention_days=retention_days)
+    return StoreConfig(url=url, retention_days=retention_days, writer=writer)
 
 
 def _retention_days(checker: _Checker, value: object, place: str) -> float | None:
@@ -1466,3 +1488,15 @@ def _warn_unrouted(
     for name in defined_subscribers:
         if name not in routed:
             checker.warnings.append(f"subscriber {name} is named by no route: it receives nothing")
+
+
+def worker_count(server: ServerConfig) -> int:
+    """How many processes serve the port: `server.workers`, or one per CPU when "auto"."""
+    if server.workers is not None:
+        return server.workers
+    return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_MAX))
+
+
+def writer_process(config: GatewayConfig) -> bool:
+    """Whether a writer process owns the store (SQLite with `writer = "process"`)."""
+    return not config.store.url.shared and config.store.writer == "process"

@@ -13,6 +13,7 @@ sources with a token, and each source's metric series resolved once. The rest of
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -22,7 +23,8 @@ from urllib.parse import parse_qsl
 import msgspec
 import structlog
 from prometheus_client import Counter, Histogram
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from adapters.errors import AuthenticationError, InvalidPayload
 from adapters.registry import ADAPTERS
@@ -408,5 +410,55 @@ class _Responder:
             *extra_headers,
         ]
         self.started = True
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
+        start: Message = {"type": "http.response.start", "status": status, "headers": headers}
+        end: Message = {"type": "http.response.body", "body": body}
+        cycle = getattr(self.send, "__self__", None)
+        if not isinstance(cycle, RequestResponseCycle):
+            await self.send(start)
+            await self.send(end)
+            return
+        # uvicorn writes the head and the body to the transport one after the other, and
+        # uvloop sends each at once: two send() system calls, two loopback segments, two
+        # wake-ups of the client, for one small answer. Its cycle is given a transport that
+        # keeps the head for the body's write (its send() writes, and may close, nothing else).
+        transport = cycle.transport
+        joined = _HeadWithBody(transport)
+        cycle.transport = joined
+        try:
+            await self.send(start)
+            await self.send(end)
+        finally:
+            cycle.transport = transport
+            joined.release()
+
+
+class _HeadWithBody(asyncio.Transport):
+    """A transport that holds the first write (a response's head) and writes it with the next
+    one (its body): one write where there were two."""
+
+    __slots__ = ("_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._transport = transport
+        self._head = b""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._head:
+            self._head = bytes(data)
+            return
+        head, self._head = self._head, b""
+        self._transport.write(head + data)
+
+    def release(self) -> None:
+        """Write what is still held (a head whose body never came)."""
+        if self._head and not self._transport.is_closing():
+            self._transport.write(self._head)
+        self._head = b""
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self.release()
+        self._transport.close()

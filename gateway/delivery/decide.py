@@ -18,17 +18,17 @@ from gateway.delivery.transport import SendResult
 __all__ = ["Dead", "Decision", "Delivered", "RetryAt", "attempt_outcome", "decide"]
 
 
-class Delivered(msgspec.Struct, frozen=True):
+class Delivered(msgspec.Struct, frozen=True, tag=True):
     """The subscriber acknowledged it: done."""
 
 
-class RetryAt(msgspec.Struct, frozen=True):
+class RetryAt(msgspec.Struct, frozen=True, tag=True):
     """Worth another attempt, at unix time `at`."""
 
     at: float
 
 
-class Dead(msgspec.Struct, frozen=True):
+class Dead(msgspec.Struct, frozen=True, tag=True):
     """Failed for good (a permanent answer, or no attempt left): a dead letter."""
 
 

@@ -175,9 +175,9 @@ class Dispatcher:
         }
         self._metrics = metrics
         self._clock = clock
-        # Unique even among processes with one hostname and one pid (containers): an id, never
-        # something to judge liveness by (the heartbeat does that).
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+        self._owner = _new_owner()
+        # Names given up after a lost claim answer (`_claim`): their leases go at `stop` too.
+        self._former_owners: list[str] = []
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
@@ -353,10 +353,24 @@ class Dispatcher:
         for subscriber in probing:
             if subscriber.in_flight == 0:
                 await self._give_back_probe(subscriber)
+        if any(isinstance(claim, StoreUnavailable) for claim in claims):
+            self._take_new_name()
         for claim in claims:
             if isinstance(claim, BaseException):
                 raise claim
         return claimed
+
+    def _take_new_name(self) -> None:
+        """A claim that failed may have committed all the same: the answer was lost, not the
+        write (a writer process killed, a database connection cut, after the commit). Then
+        deliveries are leased to this dispatcher's name that it does not know of, and cannot
+        tell from the ones it is sending. So it takes a new name: the old one falls silent,
+        and its leases are given back SILENT_SECONDS later (any dispatcher's heartbeat does
+        it), instead of when they run out (3 x timeout_seconds + 5 s). A send still under way
+        under the old name records its attempt by its lease token, as before."""
+        self._former_owners.append(self._owner)
+        self._owner = _new_owner()
+        log.warning("dispatcher_renamed", reason="a claim's answer was lost")
 
     def _start(self, delivery: ClaimedDelivery) -> None:
         subscriber = self._subscribers[delivery.subscriber]
@@ -554,7 +568,14 @@ class Dispatcher:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        with contextlib.suppress(StoreUnavailable):
-            await self._store.release_leases(self._owner)
+        for owner in [*self._former_owners, self._owner]:
+            with contextlib.suppress(StoreUnavailable):
+                await self._store.release_leases(owner)
         for subscriber in self._subscribers.values():
             await subscriber.transport.close()
+
+
+def _new_owner() -> str:
+    # Unique even among processes with one hostname and one pid (containers): an id, never
+    # something to judge liveness by (the heartbeat does that).
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"

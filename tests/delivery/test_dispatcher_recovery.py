@@ -22,7 +22,8 @@ import uvicorn
 from adapters.samples import sample_body
 from gateway.app import build_app
 from gateway.config import load_config
-from gateway.store.base import ClaimedDelivery
+from gateway.delivery.dispatcher import SILENT_SECONDS
+from gateway.store.base import ClaimedDelivery, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
 from tests.delivery.subscriber import Subscriber, new_hmac_secret
 from tests.delivery.test_delivery import SOON, config, subscriber_toml
@@ -108,6 +109,59 @@ def test_the_dispatch_loop_restarts_after_unexpected_errors_and_readyz_says_so(
 
         server.wait_for_count(1, SOON)
         assert [r.webhook_id for r in server.received] == [event_id]
+    finally:
+        uvicorn_server.should_exit = True
+        thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+class LostAnswerStore(SQLiteStore):
+    """The SQLite store, whose next claims commit and then raise StoreUnavailable, as when
+    the writer process is killed (or a database connection cut) after the commit, before its
+    answer arrived. A fault at that exact moment cannot be timed from outside a real process,
+    hence the subclass."""
+
+    lost_answers = 0
+
+    async def claim_due(
+        self, *, subscriber: str, limit: int, lease_seconds: float, owner: str
+    ) -> Sequence[ClaimedDelivery]:
+        claimed = await super().claim_due(
+            subscriber=subscriber, limit=limit, lease_seconds=lease_seconds, owner=owner
+        )
+        if claimed and self.lost_answers > 0:
+            self.lost_answers -= 1
+            raise StoreUnavailable("the store's writer process closed the connection")
+        return claimed
+
+
+def test_deliveries_leased_by_a_claim_whose_answer_was_lost_go_out_within_seconds(
+    tmp_path: Path, subscriber: tuple[Subscriber, str]
+) -> None:
+    # A 30 s timeout leases for 3 x 30 + 5 = 95 s: waiting for the lease to run out would
+    # miss the deadline below by far. The dispatcher takes a new name instead, and its old
+    # name's leases are given back once that name has been silent for SILENT_SECONDS.
+    server, secret = subscriber
+    settings = {"timeout_seconds": 30}
+    text = config(subscriber_toml("ledger", server.url, [secret], **settings), routed=["ledger"])
+    (tmp_path / "gateway.toml").write_text(text)
+    store = LostAnswerStore(tmp_path / "gateway.db")
+    port = free_port()
+    uvicorn_server, thread = serve(build_app(load_config(tmp_path / "gateway.toml"), store), port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        store.lost_answers = 1
+        body = sample_body("finchpay", "COMPLETE", datetime.now(UTC))
+        posted = httpx.post(
+            f"{base}/webhooks/finchpay", content=body, params={"token": TOKEN}, timeout=10
+        )
+        assert posted.status_code == 200, posted.text
+        started = time.monotonic()
+        server.wait_for_count(1, SILENT_SECONDS + 10)
+        waited = time.monotonic() - started
+        assert store.lost_answers == 0
+        assert [r.webhook_id for r in server.received] == [posted.json()["id"]]
+        print(f"delivered {waited:.1f} s after a lost claim answer (lease: 95 s)")
     finally:
         uvicorn_server.should_exit = True
         thread.join(timeout=20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from ipaddress import ip_network
 from pathlib import Path
@@ -16,6 +17,8 @@ from gateway.config import (
     GatewayConfig,
     RouteConfig,
     load_config,
+    worker_count,
+    writer_process,
 )
 from gateway.store.sqlite import sqlite_path_from_url
 
@@ -159,9 +162,12 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert config.server.port == 8080
     assert config.server.max_body_bytes == 1_048_576
     assert config.server.trusted_proxies == ()
-    assert config.server.workers == 1
+    assert config.server.workers is None  # "auto": one per CPU
+    assert worker_count(config.server) == min(os.cpu_count() or 1, 8)
     assert config.server.role == "all"
     assert config.store.url.reveal() == "sqlite:///./data/gateway.db"
+    assert config.store.writer == "process"
+    assert writer_process(config)
     source = config.sources["finchpay"]
     assert source.token_param == "token"
     assert source.tolerance_seconds == 300
@@ -537,7 +543,15 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "workers a string": (
         '[server]\nworkers = "2"\n' + MINIMAL,
-        "server.workers: expected an integer, got a string",
+        'server.workers: expected an integer or "auto", got "2"',
+    ),
+    "workers a float": (
+        "[server]\nworkers = 2.5\n" + MINIMAL,
+        "server.workers: expected an integer, got a float",
+    ),
+    "writer unknown": (
+        '[store]\nwriter = "thread"\n' + MINIMAL,
+        'store.writer: unknown writer "thread" (supported: process, in_process)',
     ),
     "trusted_proxies not a list": (
         '[server]\ntrusted_proxies = "10.0.0.0/8"\n' + MINIMAL,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -114,3 +118,59 @@ def test_a_stdout_nobody_reads_never_blocks_the_caller_and_drops_whole_lines(
     assert set(written) <= set(lines)
     assert written == sorted(written)
     assert len(written) + logs.DroppingBytesLogger.dropped - before == len(lines)
+
+
+# One clock for every example: consecutive examples fall in other seconds, so the clock's cached
+# date and time of day are checked as they are replaced, not only when fresh.
+_CLOCK = logs._UtcClock()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    nanoseconds=st.one_of(
+        st.integers(min_value=0, max_value=4_102_444_800 * 10**9),
+        # Whole seconds: datetime.isoformat() writes no fraction then.
+        st.integers(min_value=0, max_value=4_102_444_800).map(lambda second: second * 10**9),
+    )
+)
+def test_timestamps_are_written_as_structlogs_iso_utc_stamper_writes_them(
+    nanoseconds: int,
+) -> None:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=nanoseconds // 1000)
+    assert _CLOCK.format(nanoseconds) == moment.isoformat().replace("+00:00", "Z")
+
+
+_STRUCTLOG_CHAIN = (
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+    structlog.processors.format_exc_info,
+)
+
+
+def _through_structlogs_chain(method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for processor in _STRUCTLOG_CHAIN:
+        event_dict = processor(None, method_name, event_dict)
+    return event_dict
+
+
+@pytest.mark.parametrize("method_name", ["info", "warning", "warn", "error", "exception"])
+def test_a_line_holds_what_structlogs_own_processors_would_have_written(
+    method_name: str,
+) -> None:
+    try:
+        raise ValueError("the store is gone")
+    except ValueError:
+        fields: dict[str, Any] = {"request_id": "r-1", "status": 503, "event": "webhook"}
+        if method_name == "exception":
+            fields["exc_info"] = True
+        structlog.contextvars.bind_contextvars(worker="w-1")
+        try:
+            line = json.loads(logs._render(None, method_name, dict(fields)))
+            expected = _through_structlogs_chain(method_name, dict(fields))
+        finally:
+            structlog.contextvars.clear_contextvars()
+    # The same keys in the same order, and the same values but for the moment of stamping.
+    assert list(line) == list(expected)
+    assert line.pop("timestamp")[:16] == expected.pop("timestamp")[:16]
+    assert line == json.loads(json.dumps(expected, default=str))

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import httpx
 
@@ -88,6 +88,18 @@ def free_port() -> int:
         return port
 
 
+# How `gateway serve` lays out its processes on SQLite. Most service tests run the gateway in one
+# process (`one_process`: quick to start, one pid to kill); `default` is what `gateway serve`
+# does with nothing said (gateway/processes.py: a writer process, workers, a deliver process),
+# which tests/service/test_process_split.py and the modules parametrized by LAYOUTS run.
+Layout = Literal["one_process", "default"]
+LAYOUTS: tuple[Layout, ...] = ("one_process", "default")
+LAYOUT_ARGS: dict[Layout, tuple[str, ...]] = {
+    "one_process": ("--workers", "1", "--writer", "in_process"),
+    "default": (),
+}
+
+
 class GatewayProcess:
     """One gateway process in its own working directory (its ./data is the store)."""
 
@@ -97,9 +109,11 @@ class GatewayProcess:
         config: str = BASE_CONFIG,
         env: Mapping[str, str] | None = None,
         serve_args: Sequence[str] = (),
+        layout: Layout = "one_process",
     ) -> None:
         self.workdir = workdir
-        self.serve_args = list(serve_args)
+        # A test's own serve_args come after the layout's, and win (argparse keeps the last).
+        self.serve_args = [*LAYOUT_ARGS[layout], *serve_args]
         self.config_path = workdir / "gateway.toml"
         self.config_path.write_text(config)
         self.log_path = workdir / "gateway.log"
