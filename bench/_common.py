@@ -190,6 +190,11 @@ def add_workers_option(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help='gateway worker processes (serve --workers N; default "auto", as the gateway\'s)',
     )
+    parser.add_argument(
+        "--writer",
+        choices=["process", "in_process"],
+        help="SQLite: [store] writer (default: the gateway's, a writer process)",
+    )
 
 
 def gateway_service(
@@ -358,6 +363,30 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return rss, hwm
 
 
+def proportional_kib(pid: int) -> tuple[int, int]:
+    """(summed Pss, largest VmRSS) in KiB over a process and its descendants. With several
+    processes, summed RSS counts the pages they share (the interpreter, the libraries) once per
+    process; Pss divides each shared page among its sharers, so the sum is what the tree
+    occupies (/proc/<pid>/smaps_rollup)."""
+    pss = largest = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        largest = max(largest, memory_kib_one(member))
+    return pss, largest
+
+
+def memory_kib_one(pid: int) -> int:
+    """VmRSS in KiB of one process (0 when it is gone)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds so far of a process and its live descendants, /proc/*/stat."""
     total = 0.0
@@ -470,7 +499,9 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
 SQLITE_URL = "sqlite:///./data/gateway.db"
 
 
-def gateway_config(subscriber_toml: str, store_url: str = SQLITE_URL) -> str:
+def gateway_config(
+    subscriber_toml: str, store_url: str = SQLITE_URL, writer: str | None = None
+) -> str:
     """Every adapter once (source name = adapter name), one subscriber "sink", one route; the
     store is SQLite in the working directory unless `store_url` names another."""
     return f"""
@@ -479,7 +510,7 @@ host = "{HOST}"
 port = 0
 
 [store]
-url = "{store_url}"
+url = "{store_url}"{f'{chr(10)}writer = "{writer}"' if writer else ""}
 
 [sources.finaegis]
 adapter = "finaegis"

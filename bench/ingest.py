@@ -120,14 +120,20 @@ class Paced:
     lag_p99_ms: float  # how late the generator itself sent (a client-side health figure)
 
 
-def start(target: Target, workdir: Path, workers: int, postgres: PostgresServer | None) -> Nodes:
+def start(
+    target: Target,
+    workdir: Path,
+    workers: int | str,
+    postgres: PostgresServer | None,
+    writer: str | None = None,
+) -> Nodes:
     if target.store == "bare":
         return Nodes([bare_service(workdir).start()])
     if target.store == "postgresql":
         assert postgres is not None
         config = gateway_config(FILE_SUBSCRIBER, postgres.create_database())
     else:
-        config = gateway_config(FILE_SUBSCRIBER)
+        config = gateway_config(FILE_SUBSCRIBER, writer=writer)
     nodes = Nodes.create(workdir, config, target.nodes, workers)
     try:
         return nodes.start()
@@ -150,7 +156,7 @@ def saturate(
     args: argparse.Namespace,
     postgres: PostgresServer | None,
 ) -> Saturation:
-    service = start(target, workdir, args.workers, postgres)
+    service = start(target, workdir, args.workers, postgres, args.writer)
     threads, connections = spread_threads(args.threads, args.connections, target.nodes)
     try:
         before = service.scrape() if target.store != "bare" else None
@@ -212,7 +218,7 @@ def pace(
     args: argparse.Namespace,
     postgres: PostgresServer | None,
 ) -> Paced:
-    service = start(target, workdir, args.workers, postgres)
+    service = start(target, workdir, args.workers, postgres, args.writer)
     try:
         result = open_loop(
             service.ports,
@@ -283,8 +289,9 @@ def main() -> None:
     )
     print("# (a) bare Starlette + uvicorn (uvloop, httptools), 1 worker, reads the body, 200")
     print(
-        f"# (b) gateway serve --workers {args.workers}, SQLite store (WAL, synchronous=FULL) in a"
-        " fresh temp dir, one"
+        f"# (b) gateway serve --workers {args.workers}"
+        f"{f' (store writer {args.writer})' if args.writer else ''}, SQLite store (WAL,"
+        " synchronous=FULL) in a fresh temp dir, one"
     )
     print("#     route to a file subscriber; only `accepted` answers counted (from /metrics)")
     with temporary_postgres(args.store == "postgresql") as postgres:

@@ -218,8 +218,9 @@ def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) ->
         return _serve_with_writer(config, listener, config_path)
     if worker_count(config.server) == 1:
         return _serve_one(config, listener)
-    with _metrics_directory() as directory:
-        return _serve_workers(config, listener, config_path, metrics=directory)
+    with _metrics_directory():
+        _tell_children(config_path, config.server.role)
+        return _serve_workers(config, listener)
 
 
 def _uvicorn_options() -> dict[str, object]:
@@ -264,28 +265,25 @@ def _metrics_directory(directory: Path | None = None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _tell_children(config_path: Path, role: Role) -> None:
+    """Each child process loads the same config file (it was checked above) and builds its own
+    app: what the command line overrode travels in the environment, with the parent's pid."""
+    from gateway.processes import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, WORKER_ROLE_ENV
+
+    os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
+    os.environ[WORKER_PARENT_ENV] = str(os.getpid())
+    os.environ[WORKER_ROLE_ENV] = role
+
+
 def _serve_workers(
-    config: GatewayConfig,
-    listener: socket.socket,
-    config_path: Path,
-    *,
-    metrics: Path,
-    role: Role | None = None,
-    stop: threading.Event | None = None,
+    config: GatewayConfig, listener: socket.socket, stop: threading.Event | None = None
 ) -> int:
-    """`worker_count` processes serving the port (uvicorn's supervisor restarts one that dies);
-    until SIGTERM or SIGINT, or until `stop` is set."""
+    """`worker_count` processes serving the port (uvicorn's supervisor restarts one that dies),
+    as `_tell_children` said; until SIGTERM or SIGINT, or until `stop` is set."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
-    from gateway.processes import WORKER_CONFIG_ENV, WORKER_PARENT_ENV, WORKER_ROLE_ENV
-
-    # Each worker loads the same file (it was checked above) and builds its own app: what the
-    # command line overrode travels in the environment.
-    os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
-    os.environ[WORKER_PARENT_ENV] = str(os.getpid())
-    os.environ[WORKER_ROLE_ENV] = role or config.server.role
     # The parent holds the socket and every worker accepts on it; SIGTERM or SIGINT to the
     # parent stops every worker, then the parent returns.
     supervisor = Multiprocess(
@@ -321,8 +319,6 @@ def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_pa
     """SQLite with a writer process (gateway/processes.py): the writer first, then the deliver
     process (role `all`) and the workers; on the way out, the workers first, the writer last."""
     from gateway.processes import (
-        WORKER_CONFIG_ENV,
-        WORKER_PARENT_ENV,
         WORKER_WRITER_ENV,
         Child,
         ProcessKeeper,
@@ -349,10 +345,10 @@ def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_pa
             return EXIT_CANNOT_START if writer.exitcode == EXIT_REFUSED else EXIT_PROBLEMS
         children = [writer]
         role = config.server.role
+        # With role `all` the workers ingest and the deliver process delivers (its role is its
+        # own); otherwise the workers take the role they were given.
+        _tell_children(config_path, "ingest" if role == "all" else role)
         if role == "all":
-            # The workers' environment is the deliver process's too (its role is its own).
-            os.environ[WORKER_PARENT_ENV] = str(os.getpid())
-            os.environ[WORKER_CONFIG_ENV] = str(config_path.resolve())
             deliver = Child("deliver", "gateway.deliver_process:run_deliver_process")
             deliver.start()
             children.append(deliver)
@@ -367,18 +363,9 @@ def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_pa
         )
         keeper.start()
         try:
-            code = _serve_workers(
-                config,
-                listener,
-                config_path,
-                metrics=directory / "metrics",
-                role="ingest" if role == "all" else role,
-                stop=stop,
-            )
+            code = _serve_workers(config, listener, stop)
         finally:
-            keeper.stop()
-            for child in reversed(children):
-                child.stop()
+            keeper.stop()  # stops the children too, the writer last
             shutil.rmtree(directory, ignore_errors=True)
     return EXIT_CANNOT_START if refused else code
 

@@ -177,7 +177,11 @@ class Dispatcher:
         self._clock = clock
         self._owner = _new_owner()
         # Names given up after a lost claim answer (`_claim`): their leases go at `stop` too.
-        self._former_owners: list[str] = []
+        # Names given up (`_take_new_name`), each with the sends under way when it was: its
+        # leases are given back once those are over.
+        self._retiring: dict[str, set[asyncio.Task[None]]] = {}
+        # No claim issued under this name yet: renaming again would give nothing back.
+        self._owner_unused = True
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
@@ -214,6 +218,7 @@ class Dispatcher:
         while True:
             try:
                 await self._store.heartbeat(self._owner)
+                await self._retire_names()
                 for owner in await self._store.release_leases_of_silent_owners(SILENT_SECONDS):
                     log.info("leases_released", owner=owner, silent_for=SILENT_SECONDS)
                     self._wake.set()
@@ -327,6 +332,8 @@ class Dispatcher:
             if (slots := min(subscriber.free_slots(now), CLAIM_BATCH)) > 0
         }
         # One claim per subscriber, issued together: the store commits them as one batch.
+        if wanted:
+            self._owner_unused = False
         claims = await asyncio.gather(
             *(
                 self._store.claim_due(
@@ -354,23 +361,38 @@ class Dispatcher:
             if subscriber.in_flight == 0:
                 await self._give_back_probe(subscriber)
         if any(isinstance(claim, StoreUnavailable) for claim in claims):
-            self._take_new_name()
+            self._take_new_name("a claim's answer was lost")
         for claim in claims:
             if isinstance(claim, BaseException):
                 raise claim
         return claimed
 
-    def _take_new_name(self) -> None:
-        """A claim that failed may have committed all the same: the answer was lost, not the
-        write (a writer process killed, a database connection cut, after the commit). Then
-        deliveries are leased to this dispatcher's name that it does not know of, and cannot
-        tell from the ones it is sending. So it takes a new name: the old one falls silent,
-        and its leases are given back SILENT_SECONDS later (any dispatcher's heartbeat does
-        it), instead of when they run out (3 x timeout_seconds + 5 s). A send still under way
-        under the old name records its attempt by its lease token, as before."""
-        self._former_owners.append(self._owner)
+    def _take_new_name(self, reason: str) -> None:
+        """Leases this dispatcher holds but will not settle: a claim that failed may have
+        committed all the same (the answer was lost, not the write: a writer process killed,
+        a database connection cut, after the commit), and a delivery whose attempt record
+        failed stays leased. It cannot tell them from the ones it is sending, so it takes a
+        new name and gives back every lease of the old one as soon as the sends under way
+        (which record by their lease tokens, as before) are over (`_retire_names`, at the next
+        heartbeat), instead of when the leases run out (3 x timeout_seconds + 5 s)."""
+        if self._owner_unused:
+            return
+        self._retiring[self._owner] = set(self._tasks)
         self._owner = _new_owner()
-        log.warning("dispatcher_renamed", reason="a claim's answer was lost")
+        self._owner_unused = True
+        log.warning("dispatcher_renamed", reason=reason)
+
+    async def _retire_names(self) -> None:
+        """Give back the leases of each name given up whose sends are over; keep the others'
+        heartbeats, so that nobody takes them for a dead dispatcher's meanwhile."""
+        for name, sends in list(self._retiring.items()):
+            if all(send.done() for send in sends):
+                await self._store.release_leases(name)
+                del self._retiring[name]
+                log.info("leases_released", owner=name, reason="renamed")
+                self._wake.set()
+            else:
+                await self._store.heartbeat(name)
 
     def _start(self, delivery: ClaimedDelivery) -> None:
         subscriber = self._subscribers[delivery.subscriber]
@@ -407,8 +429,10 @@ class Dispatcher:
             decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
             await self._record(subscriber, delivery, started, finished, result, decision)
         except StoreUnavailable as error:
-            # The lease runs out and the delivery is tried again: at least once, never lost.
+            # Tried again (at least once, never lost) once its lease is given back: under a new
+            # name, SILENT_SECONDS from now, rather than when the lease runs out.
             log.error("record_failed", event_id=delivery.event_id, error=str(error))
+            self._take_new_name(f"an attempt record failed: {error}")
         except Exception as error:  # a bug: logged; the lease runs out and it is tried again
             log.error(
                 "dispatch_failed",
@@ -568,7 +592,7 @@ class Dispatcher:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
-        for owner in [*self._former_owners, self._owner]:
+        for owner in [*self._retiring, self._owner]:
             with contextlib.suppress(StoreUnavailable):
                 await self._store.release_leases(owner)
         for subscriber in self._subscribers.values():

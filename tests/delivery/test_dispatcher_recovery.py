@@ -139,8 +139,8 @@ def test_deliveries_leased_by_a_claim_whose_answer_was_lost_go_out_within_second
     tmp_path: Path, subscriber: tuple[Subscriber, str]
 ) -> None:
     # A 30 s timeout leases for 3 x 30 + 5 = 95 s: waiting for the lease to run out would
-    # miss the deadline below by far. The dispatcher takes a new name instead, and its old
-    # name's leases are given back once that name has been silent for SILENT_SECONDS.
+    # miss the deadline below by far. The dispatcher takes a new name instead, and gives back
+    # the old name's leases at its next heartbeat (no send was under way under it).
     server, secret = subscriber
     settings = {"timeout_seconds": 30}
     text = config(subscriber_toml("ledger", server.url, [secret], **settings), routed=["ledger"])

@@ -74,9 +74,6 @@ token = "{TOKEN}"
 url = "{subscriber_url}"
 secret = "{secret}"
 retry_schedule = [0.2, 0.5, 1, 1, 1, 1, 1, 1]
-# Leases last 3 x this + 5 s. A claim the writer committed but was killed before answering
-# leaves its deliveries leased to a live deliver process until then: 14 s, not the default 35.
-timeout_seconds = 3
 
 [[routes]]
 subscribers = ["ledger"]
@@ -439,6 +436,19 @@ def kill_9(pid: int) -> float:
     return sent
 
 
+def kill_9_under_load(split: Split, pid: int) -> tuple[Provider, float]:
+    """The provider's load, `pid` SIGKILLed once a quarter of it was acknowledged, and the
+    rest of the load to its end; the provider, and when the kill was sent."""
+    provider = Provider(split.gateway).start()
+    try:
+        provider.wait_for_acknowledged(EVENTS // 4)
+        killed_at = kill_9(pid)
+        provider.join()
+    finally:
+        provider.stop.set()
+    return provider, killed_at
+
+
 # 1. The tree.
 
 
@@ -493,13 +503,7 @@ def test_kill_9_of_the_writer_under_load_answers_503_until_it_is_back(split: Spl
     before = split.settled()
     (writer,) = before.writers
     restarted_before = len(restarts(split.gateway, "writer"))
-    provider = Provider(split.gateway).start()
-    try:
-        provider.wait_for_acknowledged(EVENTS // 4)
-        killed_at = kill_9(writer)
-        provider.join()
-    finally:
-        provider.stop.set()
+    provider, killed_at = kill_9_under_load(split, writer)
 
     assert provider.given_up == []
     assert len(provider.ids) == EVENTS
@@ -528,13 +532,7 @@ def test_kill_9_of_the_writer_under_load_answers_503_until_it_is_back(split: Spl
 def test_kill_9_of_an_ingest_worker_under_load_loses_nothing(split: Split) -> None:
     before = split.settled()
     victim = min(before.workers)
-    provider = Provider(split.gateway).start()
-    try:
-        provider.wait_for_acknowledged(EVENTS // 4)
-        killed_at = kill_9(victim)
-        provider.join()
-    finally:
-        provider.stop.set()
+    provider, killed_at = kill_9_under_load(split, victim)
 
     assert provider.given_up == []
     assert len(provider.ids) == EVENTS
