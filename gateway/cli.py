@@ -276,7 +276,10 @@ def _tell_children(config_path: Path, role: Role) -> None:
 
 
 def _serve_workers(
-    config: GatewayConfig, listener: socket.socket, stop: threading.Event | None = None
+    config: GatewayConfig,
+    listener: socket.socket,
+    stop: threading.Event | None = None,
+    received: list[int] | None = None,
 ) -> int:
     """`worker_count` processes serving the port (uvicorn's supervisor restarts one that dies),
     as `_tell_children` said; until SIGTERM or SIGINT, or until `stop` is set."""
@@ -297,20 +300,25 @@ def _serve_workers(
     )
     if stop is not None:
         supervisor.should_exit = stop
+    if received is not None:
         for signum in (signal.SIGINT, signal.SIGTERM):
-            # uvicorn's supervisor reads its signals every 0.5 s; the writer's keeper must know
-            # at once, or it would restart a writer that the same SIGTERM (systemd's, sent to
-            # every process of the group) had just stopped.
-            signal.signal(signum, _queue_and_stop(supervisor.signal_queue, stop))
+            signal.signal(signum, _note_signal(supervisor.signal_queue, received))
     supervisor.run()
     failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
     return EXIT_CANNOT_START if failed else EXIT_OK
 
 
-def _queue_and_stop(queue: list[int], stop: threading.Event) -> Callable[[int, object], None]:
+def _note_signal(queue: list[int], received: list[int]) -> Callable[[int, object], None]:
+    """uvicorn's handler (its supervisor reads `queue` every 0.5 s), and a note in `received`
+    that the writer's keeper reads at once: it must not restart a writer that the same SIGTERM
+    (systemd's, sent to every process of the group) has just stopped. Appending to a list is
+    all a signal handler may do here: a second signal arriving inside the first one's
+    Event.set() would wait forever for the lock the first one holds (seen: a double SIGTERM
+    hung the parent)."""
+
     def handle(signum: int, frame: object) -> None:
         queue.append(signum)
-        stop.set()
+        received.append(signum)
 
     return handle
 
@@ -352,18 +360,21 @@ def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_pa
             deliver = Child("deliver", "gateway.deliver_process:run_deliver_process")
             deliver.start()
             children.append(deliver)
-        # Set by SIGTERM or SIGINT (uvicorn's supervisor of the workers) or by the keeper.
+        # Set by uvicorn's supervisor of the workers on SIGTERM or SIGINT, or by the keeper;
+        # `received` notes the signals the moment they come.
         stop = threading.Event()
+        received: list[int] = []
         refused: list[Child] = []
         keeper = ProcessKeeper(
             children,
             stopping=stop,
+            signalled=lambda: bool(received),
             fatal_exit_codes=frozenset({EXIT_REFUSED}),
             on_fatal=refused.append,
         )
         keeper.start()
         try:
-            code = _serve_workers(config, listener, stop)
+            code = _serve_workers(config, listener, stop, received)
         finally:
             keeper.stop()  # stops the children too, the writer last
             shutil.rmtree(directory, ignore_errors=True)

@@ -130,18 +130,21 @@ def wait_for_socket(child: Child, path: Path, timeout: float) -> bool:
 
 class ProcessKeeper:
     """A thread that restarts the children that die (with a backoff while one keeps dying at
-    once) until `stopping` is set: by the gateway's stop, or by the keeper itself when a child
-    exits with a code a restart would repeat (`on_fatal(child)` is called then)."""
+    once) until `stopping` is set (by the gateway's stop, or by the keeper itself when a child
+    exits with a code a restart would repeat: `on_fatal(child)` is called then) or `signalled()`
+    says a SIGTERM or SIGINT came."""
 
     def __init__(
         self,
         children: list[Child],
         *,
         stopping: threading.Event,
+        signalled: Callable[[], bool],
         fatal_exit_codes: frozenset[int],
         on_fatal: Callable[[Child], None],
     ) -> None:
         self._children = children
+        self._signalled = signalled
         self._fatal = fatal_exit_codes
         self._on_fatal = on_fatal
         self._stopping = stopping
@@ -176,7 +179,7 @@ class ProcessKeeper:
             child.stop()
 
     def _revive(self, child: Child) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set() or self._signalled():
             return
         now = time.monotonic()
         due = self._restart_at.get(child.name)

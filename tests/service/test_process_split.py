@@ -714,3 +714,64 @@ def test_an_unopenable_database_exits_1_and_leaves_no_child(tmp_path: Path) -> N
     assert code == EXIT_PROBLEMS, output
     assert "cannot_start" in output
     assert wait_gone(processes_in(tmp_path), 5.0) == set()
+
+
+def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
+    tmp_path: Path,
+) -> None:
+    # systemd's default KillMode and `timeout` signal every process of the group at once, and
+    # another signal may come while the first is being handled (Ctrl-C twice, a stop and then
+    # a kill timer's TERM). The parent once hung for good there: a second signal landing inside
+    # its handler's Event.set() waited for the lock the first one held.
+    secret = new_hmac_secret()
+    subscriber = Subscriber([secret]).start()
+    config = tmp_path / "gateway.toml"
+    config.write_text(split_config(subscriber.url, secret))
+    port = free_tcp_port()
+    with (tmp_path / "gateway.log").open("ab") as log:
+        parent = subprocess.Popen(
+            [*SERVE, "--config", str(config), "--port", str(port)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            start_new_session=True,  # its own group, which the test signals as systemd would
+        )
+    try:
+        deadline = time.monotonic() + SOON
+        while not _answers_ready(port):
+            assert parent.poll() is None, (tmp_path / "gateway.log").read_text()
+            assert time.monotonic() < deadline, "the gateway did not become ready"
+            time.sleep(0.1)
+        family = children(parent.pid)
+        assert family, "no child processes"
+        # A burst: one signal's handler is still running when the next ones arrive.
+        for signum in [signal.SIGTERM, signal.SIGINT] * 25:
+            os.killpg(parent.pid, signum)
+        assert parent.wait(timeout=45) == 0
+        assert wait_gone(family, 10.0) == set()
+        lines = (tmp_path / "gateway.log").read_text()
+        assert '"process_restarted"' not in lines, "a child was restarted during the stop"
+        assert '"writer_stopped"' in lines
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.wait(timeout=10)
+        subscriber.stop()
+
+
+SERVE = (sys.executable, "-m", "gateway", "serve")
+
+
+def _answers_ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
