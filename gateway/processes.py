@@ -59,6 +59,7 @@ MAX_RESTART_SECONDS: Final = 5.0
 # A child that ran this long before it died is restarted at once: it was not crash-looping.
 STEADY_SECONDS: Final = 10.0
 STOP_SECONDS: Final = 15.0
+CLEAN_EXIT_GRACE_SECONDS: Final = 2.0
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -194,6 +195,11 @@ class ProcessKeeper:
             if now - child.started_at >= STEADY_SECONDS:
                 delay = FIRST_RESTART_SECONDS
             self._delays[child.name] = min(delay * 2, MAX_RESTART_SECONDS)
+            if code == 0:
+                # A clean stop: someone asked for it. When that was a SIGTERM to the whole
+                # process group, this process has heard it too, or will within this grace
+                # (its main thread may be slow to run the handler on a busy machine).
+                delay = max(delay, CLEAN_EXIT_GRACE_SECONDS)
             self._restart_at[child.name] = now + delay
             return
         if now < due:

@@ -336,6 +336,9 @@ def start_without_waiting_for_the_store(gateway: GatewayProcess, timeout: float 
             [
                 *(sys.executable, "-m", "gateway", "serve"),
                 *("--config", str(gateway.config_path), "--port", str(gateway.port)),
+                # The harness's layout (one process unless the test said otherwise): with two
+                # workers, /readyz from one says nothing of the other's store.
+                *gateway.serve_args,
             ],
             cwd=gateway.workdir,
             stdout=log,
