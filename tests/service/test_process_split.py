@@ -36,7 +36,7 @@ import pytest
 from adapters.samples import sample_body
 from gateway.config import load_config, worker_count
 from tests.delivery.subscriber import Subscriber, always, new_hmac_secret
-from tests.service.harness import REPO, GatewayProcess
+from tests.service.harness import REPO, GatewayProcess, free_port
 from tests.support import TOKEN
 
 # How long anything that should happen soon may take on a loaded 2-core machine.
@@ -727,7 +727,7 @@ def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
     subscriber = Subscriber([secret]).start()
     config = tmp_path / "gateway.toml"
     config.write_text(split_config(subscriber.url, secret))
-    port = free_tcp_port()
+    port = free_port()
     with (tmp_path / "gateway.log").open("ab") as log:
         parent = subprocess.Popen(
             [*SERVE, "--config", str(config), "--port", str(port)],
@@ -770,10 +770,3 @@ def _answers_ready(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def free_tcp_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
