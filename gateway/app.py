@@ -26,8 +26,14 @@ from gateway.admin.page import operator_page
 from gateway.config import ROLES, GatewayConfig, Role, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.registry import build_transport
+from gateway.delivery.shares import share_of_slots
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
-from gateway.logs import DroppingBytesLogger, configure_logging, flush_logs, wait_for_logs
+from gateway.logs import (
+    configure_logging,
+    flush_logs,
+    flush_logs_periodically,
+    wait_for_logs,
+)
 from gateway.metrics import Metrics
 from gateway.processes import (
     WORKER_CONFIG_ENV,
@@ -56,7 +62,6 @@ __all__ = [
 log = structlog.get_logger("gateway")
 
 
-LOG_FLUSH_SECONDS = 0.2
 PARENT_CHECK_SECONDS = 1.0
 # How long the lifespan waits for the store before the app answers anything: SQLite's file opens
 # well within it, so such a gateway serves only once its store is open; a PostgreSQL node that
@@ -96,19 +101,6 @@ async def _stop_when_orphaned(parent: int) -> None:
         await asyncio.sleep(PARENT_CHECK_SECONDS)
     log.warning("parent_gone", parent=parent)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-async def _flush_logs_periodically(metrics: Metrics) -> None:
-    """Write the waiting log lines every LOG_FLUSH_SECONDS, and count the ones that could not
-    be written (a full disk) in /metrics."""
-    reported = DroppingBytesLogger.dropped
-    while True:
-        await asyncio.sleep(LOG_FLUSH_SECONDS)
-        flush_logs()
-        dropped = DroppingBytesLogger.dropped
-        if dropped > reported:
-            metrics.log_lines_dropped.inc(dropped - reported)
-            reported = dropped
 
 
 class GatewayApp:
@@ -170,11 +162,16 @@ def _nothing() -> None:
 
 
 def build_app(
-    config: GatewayConfig, store: Store | None = None, *, parent: int | None = None
+    config: GatewayConfig,
+    store: Store | None = None,
+    *,
+    parent: int | None = None,
+    delivery_share: tuple[int, int] = (0, 1),
 ) -> GatewayApp:
     """The gateway's ASGI app for the config's `server.role` (CONTRACT.md 7): `all` receives
     and delivers, `ingest` has no dispatcher at all, `deliver` no ingress. `parent` is the pid
-    of the process that started this worker."""
+    of the process that started this worker; `delivery_share`, which of how many deliver
+    processes this is (they share the subscribers' slots: gateway/delivery/shares.py)."""
     role = config.server.role
     url = config.store.url
     store = store or open_store(url.reveal())
@@ -182,8 +179,9 @@ def build_app(
     store.watch_commits(metrics.record_commit)
     dispatcher: Dispatcher | None = None
     if role in ("all", "deliver"):
-        transports = {name: build_transport(sub) for name, sub in config.subscribers.items()}
-        dispatcher = Dispatcher(store, config.subscribers, transports, metrics)
+        subscribers = share_of_slots(config.subscribers, *delivery_share)
+        transports = {name: build_transport(sub) for name, sub in subscribers.items()}
+        dispatcher = Dispatcher(store, subscribers, transports, metrics)
         # Deliveries another process committed (a PostgreSQL store hears of them): look now,
         # not at the next poll.
         store.watch_new_deliveries(dispatcher.notify)
@@ -249,7 +247,9 @@ def build_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for warning in config.warnings:
             log.warning("config_warning", detail=warning)
-        tasks.append(asyncio.create_task(_flush_logs_periodically(metrics), name="log-flusher"))
+        # Lines that could not be written (a full disk) are counted in /metrics.
+        flusher = flush_logs_periodically(metrics.log_lines_dropped.inc)
+        tasks.append(asyncio.create_task(flusher, name="log-flusher"))
         if parent is not None:
             tasks.append(asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch"))
         opening.start()

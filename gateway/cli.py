@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -42,11 +43,12 @@ from gateway.config import (
     ConfigError,
     GatewayConfig,
     Role,
+    deliver_process_count,
     load_config,
     worker_count,
     writer_process,
 )
-from gateway.logs import configure_logging, flush_logs
+from gateway.logs import configure_logging, flush_logs, log_uvicorn_records
 from gateway.operations.dead_letters import DeadLetterItem, list_dead_letters, redrive
 from gateway.operations.paging import MAX_LIMIT
 from gateway.operations.quarantine import drop_quarantined, list_quarantine
@@ -276,10 +278,7 @@ def _tell_children(config_path: Path, role: Role) -> None:
 
 
 def _serve_workers(
-    config: GatewayConfig,
-    listener: socket.socket,
-    stop: threading.Event | None = None,
-    received: list[int] | None = None,
+    config: GatewayConfig, listener: socket.socket, stop: threading.Event | None = None
 ) -> int:
     """`worker_count` processes serving the port (uvicorn's supervisor restarts one that dies),
     as `_tell_children` said; until SIGTERM or SIGINT, or until `stop` is set."""
@@ -287,6 +286,8 @@ def _serve_workers(
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    # The supervisor logs a worker's death (and its replacement) at INFO.
+    log_uvicorn_records(logging.INFO)
     # The parent holds the socket and every worker accepts on it; SIGTERM or SIGINT to the
     # parent stops every worker, then the parent returns.
     supervisor = Multiprocess(
@@ -300,27 +301,9 @@ def _serve_workers(
     )
     if stop is not None:
         supervisor.should_exit = stop
-    if received is not None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, _note_signal(supervisor.signal_queue, received))
     supervisor.run()
     failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
     return EXIT_CANNOT_START if failed else EXIT_OK
-
-
-def _note_signal(queue: list[int], received: list[int]) -> Callable[[int, object], None]:
-    """uvicorn's handler (its supervisor reads `queue` every 0.5 s), and a note in `received`
-    that the writer's keeper reads at once: it must not restart a writer that the same SIGTERM
-    (systemd's, sent to every process of the group) has just stopped. Appending to a list is
-    all a signal handler may do here: a second signal arriving inside the first one's
-    Event.set() would wait forever for the lock the first one holds (seen: a double SIGTERM
-    hung the parent)."""
-
-    def handle(signum: int, frame: object) -> None:
-        queue.append(signum)
-        received.append(signum)
-
-    return handle
 
 
 def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_path: Path) -> int:
@@ -330,6 +313,7 @@ def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_pa
         WORKER_WRITER_ENV,
         Child,
         ProcessKeeper,
+        StopSignals,
         private_directory,
         wait_for_socket,
     )
@@ -357,26 +341,37 @@ def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_pa
         # own); otherwise the workers take the role they were given.
         _tell_children(config_path, "ingest" if role == "all" else role)
         if role == "all":
-            deliver = Child("deliver", "gateway.deliver_process:run_deliver_process")
-            deliver.start()
-            children.append(deliver)
-        # Set by uvicorn's supervisor of the workers on SIGTERM or SIGINT, or by the keeper;
-        # `received` notes the signals the moment they come.
+            count = deliver_process_count(config.server)
+            for index in range(count):
+                deliver = Child(
+                    "deliver" if count == 1 else f"deliver-{index + 1}",
+                    "gateway.deliver_process:run_deliver_process",
+                    (index, count),
+                )
+                deliver.start()
+                children.append(deliver)
+        # Set by the keeper on SIGTERM or SIGINT (`signals` hears them the moment they come,
+        # whichever thread the kernel gave them to) or on a fatal exit, or by uvicorn's
+        # supervisor of the workers once its handler has run. uvicorn's handler only appends
+        # to a list: a handler that set an Event could be entered again by a second signal
+        # inside the first one's Event.set() and wait forever for its lock (seen: a double
+        # SIGTERM hung the parent).
         stop = threading.Event()
-        received: list[int] = []
+        signals = StopSignals()
         refused: list[Child] = []
         keeper = ProcessKeeper(
             children,
             stopping=stop,
-            signalled=lambda: bool(received),
+            signalled=signals.heard,
             fatal_exit_codes=frozenset({EXIT_REFUSED}),
             on_fatal=refused.append,
         )
         keeper.start()
         try:
-            code = _serve_workers(config, listener, stop, received)
+            code = _serve_workers(config, listener, stop)
         finally:
             keeper.stop()  # stops the children too, the writer last
+            signals.close()
             shutil.rmtree(directory, ignore_errors=True)
     return EXIT_CANNOT_START if refused else code
 

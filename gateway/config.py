@@ -56,6 +56,7 @@ __all__ = [
     "SubscriberConfig",
     "SubscriberKind",
     "WriterMode",
+    "deliver_process_count",
     "load_config",
     "worker_count",
     "writer_process",
@@ -107,7 +108,18 @@ _URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f
 
 _SECTIONS = ("server", "store", "sources", "subscribers", "routes", "admin")
 _ADMIN_KEYS = ("token", "tokens")
-_SERVER_KEYS = ("host", "port", "max_body_bytes", "trusted_proxies", "workers", "role")
+_SERVER_KEYS = (
+    "host",
+    "port",
+    "max_body_bytes",
+    "trusted_proxies",
+    "workers",
+    "role",
+    "deliver_processes",
+    "deliver_nice",
+)
+# The range of a Unix nice value (setpriority(2)); higher is less CPU when it is contended.
+MAX_NICE = 19
 # More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
 _STORE_KEYS = ("url", "retention_days", "writer")
@@ -179,6 +191,15 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     # delivers (gateway/processes.py); otherwise each also delivers, on the shared store.
     workers: int | None = None
     role: Role = "all"
+    # Deliver processes beside the workers (SQLite's writer process layout); None ("auto"):
+    # one per CPU, up to AUTO_WORKERS_MAX (`deliver_process_count`). A delivery costs more CPU
+    # than its webhook (an HTTP client, a signature, an attempt record): they share the
+    # subscribers' `max_in_flight` between them (gateway/delivery/shares.py).
+    deliver_processes: int | None = None
+    # How far the deliver process of that layout stands back when the CPU is contended
+    # (a nice value added to the gateway's own): answering a provider cannot wait, delivering
+    # can (the store holds it). 0: the same priority as the workers.
+    deliver_nice: int = 10
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -656,22 +677,30 @@ def _server(checker: _Checker, value: object) -> ServerConfig | None:
         settings["max_body_bytes"] = _integer(
             checker, table["max_body_bytes"], _key(place, "max_body_bytes"), 1
         )
-    if "workers" in table and table["workers"] != AUTO:
-        workers_place = _key(place, "workers")
-        if isinstance(table["workers"], str):
-            shown = checker.show(workers_place, table["workers"])
-            checker.add(workers_place, f'expected an integer or "auto", got {shown}')
-        else:
-            settings["workers"] = _integer(checker, table["workers"], workers_place, 1, MAX_WORKERS)
+    for key in ("workers", "deliver_processes"):
+        if key in table and table[key] != AUTO:
+            settings[key] = _count_or_auto(checker, table[key], _key(place, key))
     if "trusted_proxies" in table:
         settings["trusted_proxies"] = _networks(
             checker, table["trusted_proxies"], _key(place, "trusted_proxies")
         )
     if "role" in table:
         settings["role"] = _choice(checker, table["role"], _key(place, "role"), "role", ROLES)
+    if "deliver_nice" in table:
+        settings["deliver_nice"] = _integer(
+            checker, table["deliver_nice"], _key(place, "deliver_nice"), 0, MAX_NICE
+        )
     if len(checker.problems) > before:
         return None
     return ServerConfig(**{key: item for key, item in settings.items() if item is not None})
+
+
+def _count_or_auto(checker: _Checker, value: object, place: str) -> int | None:
+    """A number of processes ("auto" is the caller's: None)."""
+    if isinstance(value, str):
+        checker.add(place, f'expected an integer or "auto", got {checker.show(place, value)}')
+        return None
+    return _integer(checker, value, place, 1, MAX_WORKERS)
 
 
 def _admin(checker: _Checker, value: object) -> AdminConfig | None:
@@ -1492,8 +1521,18 @@ def _warn_unrouted(
 
 def worker_count(server: ServerConfig) -> int:
     """How many processes serve the port: `server.workers`, or one per CPU when "auto"."""
-    if server.workers is not None:
-        return server.workers
+    return _per_cpu_unless(server.workers)
+
+
+def deliver_process_count(server: ServerConfig) -> int:
+    """How many deliver processes the writer process layout runs: `server.deliver_processes`,
+    or one per CPU when "auto"."""
+    return _per_cpu_unless(server.deliver_processes)
+
+
+def _per_cpu_unless(count: int | None) -> int:
+    if count is not None:
+        return count
     return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_MAX))
 
 

@@ -7,6 +7,7 @@ settings wrap secrets in `Secret`, whose repr is a mask.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import collections
 import logging
@@ -14,12 +15,21 @@ import os
 import select
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Final
 
 import msgspec
 import structlog
 
-__all__ = ["DroppingBytesLogger", "configure_logging", "flush_logs", "wait_for_logs"]
+__all__ = [
+    "LOG_FLUSH_SECONDS",
+    "DroppingBytesLogger",
+    "configure_logging",
+    "flush_logs",
+    "flush_logs_periodically",
+    "log_uvicorn_records",
+    "wait_for_logs",
+]
 
 
 class DroppingBytesLogger:
@@ -64,6 +74,8 @@ _STDOUT_FD = 1
 MAX_BUFFERED_BYTES = 256 * 1024
 # How long the process waits at exit for the writer to finish (a blocked stdout never does).
 EXIT_DRAIN_SECONDS = 1.0
+# How often a process's event loop hands its waiting lines over (`flush_logs_periodically`).
+LOG_FLUSH_SECONDS: Final = 0.2
 
 
 def flush_logs() -> None:
@@ -80,6 +92,23 @@ def flush_logs() -> None:
         size += len(line)
     if chunk:
         _writer.offer(chunk)
+
+
+async def flush_logs_periodically(
+    on_dropped: Callable[[int], None] | None = None, every: float = LOG_FLUSH_SECONDS
+) -> None:
+    """`flush_logs` every `every` seconds, until cancelled: a process's event loop runs this as
+    a task. `on_dropped(n)` hears of the `n` lines dropped since it last heard (a full disk, a
+    stdout nobody reads): the app counts them in /metrics."""
+    reported = DroppingBytesLogger.dropped
+    while True:
+        await asyncio.sleep(every)
+        flush_logs()
+        dropped = DroppingBytesLogger.dropped
+        if dropped > reported:
+            if on_dropped is not None:
+                on_dropped(dropped - reported)
+            reported = dropped
 
 
 def wait_for_logs(timeout: float) -> bool:
@@ -214,4 +243,55 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger_factory=_dropping_logger,
         cache_logger_on_first_use=True,
     )
+    log_uvicorn_records(logging.WARNING)
     atexit.register(_flush_at_exit)
+
+
+# uvicorn logs through the standard library, to this logger (its access log is off: see
+# gateway/cli.py `_uvicorn_options`).
+_UVICORN_LOGGER = "uvicorn.error"
+
+
+def log_uvicorn_records(level: int) -> None:
+    """uvicorn's own log records, from `level` up, as JSON lines of ours (unconfigured, the
+    standard library would print its warnings as bare text on stderr and drop the rest).
+
+    A process that serves the port takes them from WARNING up: its INFO records (`Started server
+    process`, `Application startup complete`, ...) say what the gateway's own `started` and
+    `stopped` lines say. The parent that runs uvicorn's supervisor of the workers takes them from
+    INFO up: the supervisor says there, and only there, that a worker died (`Child process
+    [1234] died`) and that it stops them. A level set at all also spares every connection
+    uvicorn's trace line, which it formats whenever the logger's own level is at most TRACE
+    (unset, it is 0)."""
+    logger = logging.getLogger(_UVICORN_LOGGER)
+    logger.setLevel(level)
+    # Not also to the root logger's handlers: one line a record.
+    logger.propagate = False
+    if not any(isinstance(handler, _UvicornRecords) for handler in logger.handlers):
+        logger.addHandler(_UvicornRecords())
+
+
+class _UvicornRecords(logging.Handler):
+    """One JSON line a record: `{"event": "uvicorn", "message": ..., "level": ...}`, with the
+    traceback where the record has one (an exception in the app). uvicorn's messages hold pids,
+    addresses and exception texts, never a request's headers or body: no signature, token or
+    webhook secret."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"message": record.getMessage()}
+            if record.exc_info and record.exc_info[0] is not None:
+                fields["exc_info"] = record.exc_info
+            logger = structlog.get_logger("uvicorn")
+            if record.levelno >= logging.ERROR:
+                logger.error("uvicorn", **fields)
+            elif record.levelno >= logging.WARNING:
+                logger.warning("uvicorn", **fields)
+            else:
+                logger.info("uvicorn", **fields)
+            # Rare (a worker's death, a stop, an error) and news when they come: written now,
+            # not at a periodic flush (the parent of `--workers N` without a writer process
+            # has none).
+            flush_logs()
+        except Exception:
+            self.handleError(record)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -39,6 +40,7 @@ __all__ = [
     "WORKER_WRITER_ENV",
     "Child",
     "ProcessKeeper",
+    "StopSignals",
     "private_directory",
     "wait_for_socket",
 ]
@@ -60,6 +62,10 @@ MAX_RESTART_SECONDS: Final = 5.0
 STEADY_SECONDS: Final = 10.0
 STOP_SECONDS: Final = 15.0
 CLEAN_EXIT_GRACE_SECONDS: Final = 2.0
+# How a child ends when it was asked to: exit 0 after its own clean stop, or killed by the
+# signal itself when it came before the child set its handlers (a child still starting).
+ASKED_TO_STOP_EXIT_CODES: Final = frozenset({0, -signal.SIGTERM, -signal.SIGINT})
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT})
 _spawn = multiprocessing.get_context("spawn")
 
 
@@ -129,11 +135,59 @@ def wait_for_socket(child: Child, path: Path, timeout: float) -> bool:
     return path.exists()
 
 
+class StopSignals:
+    """Whether a SIGTERM or SIGINT has reached this process, known from any thread the moment
+    the kernel delivered it: Python's own C-level handler writes each signal's number to a pipe
+    (`signal.set_wakeup_fd`), which `heard()` reads.
+
+    Why not a note taken by the Python-level handler: that handler runs in the main thread only,
+    whenever the main thread gets to it. A signal to the whole process group (systemd's stop,
+    `timeout`) comes as a burst, and one the kernel hands to another thread of this process (it
+    does when the main one has one pending) sets no flag the main thread looks at until it next
+    takes the GIL (CPython 3.11's eval breaker); the main thread runs uvicorn's supervisor, which
+    may wait 5 s on each worker's health check. Meanwhile the children stopped by the same burst
+    looked like children that died: the keeper restarted the writer about 9 s after it stopped
+    (under the suite's load), and a deliver process that the burst killed while it was still
+    starting, 100 ms after (2 runs of the group-signal test in 30 on a loaded machine). The pipe
+    is written by whichever thread got the signal, before any Python code runs.
+
+    Made and closed in the main thread (`set_wakeup_fd` is the main thread's to call).
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        # Nobody reads what comes after a stop signal: a full pipe is no warning's worth.
+        self._previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._heard = False
+
+    def heard(self) -> bool:
+        """Whether a SIGTERM or SIGINT came (and since then, always True)."""
+        while not self._heard:
+            try:
+                numbers = os.read(self._read, 512)
+            except BlockingIOError:
+                break
+            if not numbers:
+                break
+            # Every signal with a Python handler is written (uvicorn's supervisor has some for
+            # SIGHUP, SIGTTIN...): only a stop is one.
+            self._heard = not STOP_SIGNALS.isdisjoint(numbers)
+        return self._heard
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        os.close(self._read)
+        os.close(self._write)
+
+
 class ProcessKeeper:
     """A thread that restarts the children that die (with a backoff while one keeps dying at
     once) until `stopping` is set (by the gateway's stop, or by the keeper itself when a child
     exits with a code a restart would repeat: `on_fatal(child)` is called then) or `signalled()`
-    says a SIGTERM or SIGINT came."""
+    says a SIGTERM or SIGINT came: then the keeper sets `stopping` itself, which is also what
+    stops uvicorn's supervisor of the workers (its own note of the signal may come late)."""
 
     def __init__(
         self,
@@ -166,6 +220,12 @@ class ProcessKeeper:
 
     def _run(self) -> None:
         while not self._stopping.wait(CHECK_SECONDS):
+            if self._signalled():
+                # uvicorn's supervisor, which would have said "Received SIGTERM", may stop
+                # before its handler's note is read: the log says why the stop began.
+                log.info("stop_signal_received")
+                self._stopping.set()
+                break
             for child in self._children:
                 if not child.alive():
                     self._revive(child)
@@ -195,10 +255,10 @@ class ProcessKeeper:
             if now - child.started_at >= STEADY_SECONDS:
                 delay = FIRST_RESTART_SECONDS
             self._delays[child.name] = min(delay * 2, MAX_RESTART_SECONDS)
-            if code == 0:
-                # A clean stop: someone asked for it. When that was a SIGTERM to the whole
-                # process group, this process has heard it too, or will within this grace
-                # (its main thread may be slow to run the handler on a busy machine).
+            if code in ASKED_TO_STOP_EXIT_CODES:
+                # Someone asked it to stop. When that was a signal to the whole process group,
+                # `signalled()` says so by now (the same signal reached this process), and
+                # surely within this grace: no restart then.
                 delay = max(delay, CLEAN_EXIT_GRACE_SECONDS)
             self._restart_at[child.name] = now + delay
             return

@@ -16,11 +16,10 @@ answers 503: the provider retries) and the next call connects again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 import msgspec
 import structlog
@@ -47,11 +46,11 @@ from gateway.store.wire import (
     ERROR_NONE,
     ERROR_SCHEMA,
     ERROR_UNAVAILABLE,
-    HEADER_BYTES,
-    MAX_FRAME_BYTES,
     METHODS,
     NEWS_DELIVERIES,
     WATCH,
+    FrameReader,
+    FrameTooLarge,
     InReply,
     Outbox,
     OutCall,
@@ -68,6 +67,8 @@ CONNECT_TIMEOUT_SECONDS: Final = 2.0
 RECONNECT_PAUSE_SECONDS: Final = 0.1
 # As long as the in-process writer waits before it calls itself stalled (gateway/store/sqlite.py).
 CALL_TIMEOUT_SECONDS: Final = 30.0
+# How often a connection fails the calls past their deadline.
+SWEEP_SECONDS: Final = 1.0
 _reply_decoder = msgspec.msgpack.Decoder(InReply)
 
 
@@ -77,56 +78,73 @@ class RemoteStoreError(StoreUnavailable):
     and the provider retries, the dispatcher tries again; neither stops."""
 
 
-class _Connection:
-    """One open connection: its writer, the calls waiting for their replies, and the task
-    that reads them."""
+class _Connection(asyncio.Protocol):
+    """One open connection: its outbox, the calls waiting for their replies, the replies
+    parsed as they arrive (gateway/store/wire.py `FrameReader`)."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        on_news: Callable[[], None],
-    ) -> None:
-        self.writer = writer
-        self.outbox = Outbox(writer)
-        self.waiting: dict[int, asyncio.Future[InReply]] = {}
+    transport: asyncio.Transport
+    outbox: Outbox
+
+    def __init__(self, on_news: Callable[[], None]) -> None:
+        # Each call's future and the time (monotonic) past which it fails unanswered.
+        self.waiting: dict[int, tuple[asyncio.Future[InReply], float]] = {}
         self.closed = False
+        self._sweep: asyncio.TimerHandle | None = None
         # Whether the writer was asked to tell this connection of new deliveries.
         self.watching = False
         self._on_news = on_news
-        self.reading = asyncio.create_task(self._read(reader), name="remote-store-reader")
+        self._frames = FrameReader()
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        reason = "the store's writer process closed the connection"
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's is not registered as asyncio.Transport's subclass).
+        self.transport = cast("asyncio.Transport", transport)
+        self.outbox = Outbox(self.transport)
+        self._sweep = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._fail_overdue)
+
+    def _fail_overdue(self) -> None:
+        # One timer per connection, not one per call: a call's deadline is checked here.
+        now = time.monotonic()
+        overdue = StoreUnavailable(
+            f"the store's writer process did not answer within {CALL_TIMEOUT_SECONDS:.0f} s"
+        )
+        for call_id, (future, deadline) in list(self.waiting.items()):
+            if deadline <= now:
+                del self.waiting[call_id]
+                if not future.done():
+                    future.set_exception(overdue)
+        if not self.closed:
+            self._sweep = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._fail_overdue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.close("the store's writer process closed the connection")
+
+    def data_received(self, data: bytes) -> None:
         try:
-            while True:
-                header = await reader.readexactly(HEADER_BYTES)
-                size = int.from_bytes(header, "big")
-                if size > MAX_FRAME_BYTES:
-                    reason = f"the store's writer process sent a frame of {size} bytes"
-                    break
-                reply = _reply_decoder.decode(await reader.readexactly(size))
-                if reply.id == 0:
-                    if reply.detail == NEWS_DELIVERIES:
-                        self._on_news()
-                    continue
-                future = self.waiting.pop(reply.id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
+            for payload in self._frames.feed(data):
+                self._received(_reply_decoder.decode(payload))
+        except FrameTooLarge as error:
+            self.close(f"the store's writer process sent a frame of {error.size} bytes")
         except msgspec.DecodeError as error:
-            reason = f"the store's writer process sent an unreadable reply: {error}"
-        finally:
-            self.close(reason)
+            self.close(f"the store's writer process sent an unreadable reply: {error}")
+
+    def _received(self, reply: InReply) -> None:
+        if reply.id == 0:
+            if reply.detail == NEWS_DELIVERIES:
+                self._on_news()
+            return
+        waiting = self.waiting.pop(reply.id, None)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(reply)
 
     def close(self, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
-        self.writer.close()
+        self.transport.close()
+        if self._sweep is not None:
+            self._sweep.cancel()
         failed = StoreUnavailable(reason)
-        for future in self.waiting.values():
+        for future, _ in self.waiting.values():
             if not future.done():
                 future.set_exception(failed)
         self.waiting.clear()
@@ -174,9 +192,6 @@ class RemoteStore(Store):
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close("the store is closed")
-            connection.reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection.reading
 
     async def _connected(self) -> _Connection:
         connection = self._connection
@@ -194,8 +209,8 @@ class RemoteStore(Store):
                 raise StoreUnavailable(self._failure)
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
-                    reader, writer = await asyncio.open_unix_connection(
-                        self.socket_path, limit=2**16
+                    _, connection = await asyncio.get_running_loop().create_unix_connection(
+                        lambda: _Connection(self._tell_delivery_watchers), str(self.socket_path)
                     )
             except (OSError, TimeoutError) as error:
                 self._failed_at = time.monotonic()
@@ -204,7 +219,6 @@ class RemoteStore(Store):
                     f" {getattr(error, 'strerror', None) or type(error).__name__}"
                 )
                 raise StoreUnavailable(self._failure) from None
-            connection = _Connection(reader, writer, self._tell_delivery_watchers)
             self._connection = connection
             if self._delivery_watchers:
                 # Deliveries committed while there was no connection: look now.
@@ -219,15 +233,10 @@ class RemoteStore(Store):
         self._next_id += 1
         call_id = self._next_id
         future: asyncio.Future[InReply] = asyncio.get_running_loop().create_future()
-        connection.waiting[call_id] = future
+        connection.waiting[call_id] = (future, time.monotonic() + CALL_TIMEOUT_SECONDS)
         connection.outbox.send(OutCall(call_id, method, args))
         try:
-            async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
-                return await future
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"the store's writer process did not answer within {CALL_TIMEOUT_SECONDS:.0f} s"
-            ) from None
+            return await future
         finally:
             connection.waiting.pop(call_id, None)
 

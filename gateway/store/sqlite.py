@@ -2,7 +2,8 @@
 
 Durability costs one fsync per commit. Committing each request alone caps ingest at the disk's
 fsync rate (about 3,800/s here); instead, one writer thread owns the connection and drains
-every write that is waiting into one transaction. Under load a commit carries hundreds of
+every write that is waiting into one transaction (in the writer process, which does nothing
+else, the event loop itself does: `writer_on_loop`). Under load a commit carries hundreds of
 events for the price of one fsync; idle, a lone request commits at once. Each request still
 gets its own answer, because each job runs in its own savepoint.
 
@@ -227,8 +228,10 @@ class _Rooms:
     either: neither room starves the other.
     """
 
-    def __init__(self, ingest_limit: int) -> None:
+    def __init__(self, ingest_limit: int, on_ready: Callable[[], None] | None = None) -> None:
         self._ready = threading.Condition(threading.Lock())
+        # Also told where the writer thread is notified (a writer on the event loop's wake-up).
+        self._on_ready = on_ready
         self._ingest: deque[_Pending] = deque()
         self._other: deque[_Pending] = deque()
         self._ingest_limit = ingest_limit
@@ -255,7 +258,20 @@ class _Rooms:
             # the write.
             waiting = len(self._other) + len(self._ingest)
             if waiting == 1 or waiting >= self._batch_limit:
-                self._ready.notify()
+                self._notify()
+
+    def _notify(self) -> None:
+        self._ready.notify()
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def waiting(self) -> int:
+        with self._ready:
+            return len(self._other) + len(self._ingest)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
 
     def take(self, limit: int, not_before: float = 0.0) -> list[_Pending] | None:
         """The next batch, waiting for one; None once closed and empty. Once a write waits,
@@ -289,7 +305,7 @@ class _Rooms:
         with self._ready:
             if self._closed is None:
                 self._closed = reason
-            self._ready.notify()
+            self._notify()
 
     def abandon(self, reason: str) -> list[_Pending]:
         """Close and hand back every waiting write: nobody will take them."""
@@ -299,7 +315,7 @@ class _Rooms:
             waiting = [*self._other, *self._ingest]
             self._other.clear()
             self._ingest.clear()
-            self._ready.notify()
+            self._notify()
         return waiting
 
 
@@ -327,6 +343,18 @@ class _WriterLock:
     def __exit__(self, *_: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def take_now(self) -> bool:
+        """Take it if nobody holds it; False at once otherwise. (Taking it again while held,
+        as `with` then does, succeeds at once: the lock belongs to the open file.)"""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def take(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
     def close(self) -> None:
         os.close(self._fd)
 
@@ -334,12 +362,25 @@ class _WriterLock:
 class SQLiteStore(Store):
     schema_version = SCHEMA_VERSION
 
-    def __init__(self, path: Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        writer_on_loop: bool = False,
+    ) -> None:
         self.path = path
         # The one clock leases and heartbeats are judged by (tests pass their own).
         self._clock = clock
+        # Where batches are written: a thread of its own (the default: the process's event
+        # loop has HTTP to serve), or the event loop itself, for a process that does nothing
+        # but write (gateway/store/writer_process.py): no second thread to hand each write to
+        # and back, nor to share the GIL with.
+        self._writer_on_loop = writer_on_loop
+        self._loop_wake: asyncio.Event | None = None
         self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._thread: threading.Thread | None = None
+        self._task: asyncio.Task[None] | None = None
         # Why the writer stopped on its own (the store is unavailable until reopened).
         self._failure: str | None = None
         self._opened = threading.Event()
@@ -364,24 +405,40 @@ class SQLiteStore(Store):
         chain = (self.path.parent, *self.path.parent.parents)
         for directory in reversed([path for path in chain if not path.exists()]):
             directory.mkdir(mode=0o750, exist_ok=True)
-        self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._failure = None
+        if self._writer_on_loop:
+            await self._open_on_loop()
+            return
+        self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
         await asyncio.to_thread(self._opened.wait)
-        if isinstance(self._open_error, StoreSchemaError):
-            raise self._open_error
         if self._open_error is not None:
-            raise StoreUnavailable(f"cannot open {self.path}: {self._open_error}")
+            raise _open_failure(self.path, self._open_error)
+
+    async def _open_on_loop(self) -> None:
+        wake = self._loop_wake = asyncio.Event()
+        self._rooms = _Rooms(MAX_PENDING_WRITES, on_ready=wake.set)
+        try:
+            connection, lock = await asyncio.to_thread(self._open_writer)
+        except Exception as error:
+            raise _open_failure(self.path, error) from None
+        self._task = asyncio.get_running_loop().create_task(
+            self._write_on_loop(connection, lock, wake), name="sqlite-writer"
+        )
 
     async def close(self) -> None:
-        if self._thread is None:
+        if self._thread is None and self._task is None:
             return
         # Never a blocking put on the event loop: the writer finishes what is waiting, then
         # stops.
         self._rooms.close("the store is closed")
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
@@ -404,13 +461,10 @@ class SQLiteStore(Store):
         connection.execute("PRAGMA foreign_keys=ON")
         return connection
 
-    def _writer(self) -> None:
-        try:
-            lock = _WriterLock(self.path)
-        except OSError as error:
-            self._open_error = error
-            self._opened.set()
-            return
+    def _open_writer(self) -> tuple[sqlite3.Connection, _WriterLock]:
+        """The writer's connection, the schema brought up to date, and the lock it writes
+        under."""
+        lock = _WriterLock(self.path)
         try:
             with lock:
                 connection = self._connect()
@@ -425,8 +479,15 @@ class SQLiteStore(Store):
                 connection.executescript(ORDERING_SCHEMA)
                 connection.executescript(OPERATOR_SCHEMA)
                 connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except Exception as error:  # `open` waits for `_opened`: it must hear of anything
+        except BaseException:
             lock.close()
+            raise
+        return connection, lock
+
+    def _writer(self) -> None:
+        try:
+            connection, lock = self._open_writer()
+        except Exception as error:  # `open` waits for `_opened`: it must hear of anything
             self._open_error = error
             self._opened.set()
             return
@@ -442,19 +503,65 @@ class SQLiteStore(Store):
                 self._run_batch(connection, lock, batch)
                 committed_at = time.monotonic()
         except BaseException as error:  # whatever it is, nobody may be left waiting
-            log.exception("store_writer_stopped")
-            if self._failure is None:
-                self._failure = f"the store's writer stopped: {error!r}"
-            failed = StoreUnavailable(self._failure)
-            _hand_back([(pending, None, failed) for pending in batch])
+            self._writer_failed(error, batch)
         finally:
-            if self._failure is not None:
-                failed = StoreUnavailable(self._failure)
-                waiting = self._rooms.abandon(self._failure)
-                _hand_back([(pending, None, failed) for pending in waiting])
-            with contextlib.suppress(sqlite3.Error):
-                connection.close()
-            lock.close()
+            self._writer_stopped(connection, lock)
+
+    async def _write_on_loop(
+        self, connection: sqlite3.Connection, lock: _WriterLock, wake: asyncio.Event
+    ) -> None:
+        """`_writer`'s loop as a task: a batch runs on the event loop, which meanwhile reads
+        no socket (its calls wait in the kernel's buffers and join the next batch)."""
+        batch: list[_Pending] = []
+        committed_at = 0.0
+        try:
+            while True:
+                if not self._rooms.waiting():
+                    if self._rooms.closed:
+                        break
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                gap = committed_at + COMMIT_GAP_SECONDS - time.monotonic()
+                if gap > 0 and self._rooms.waiting() < MAX_BATCH:
+                    await asyncio.sleep(gap)  # the calls read meanwhile join this batch
+                taken = self._rooms.take(MAX_BATCH)
+                if taken is None:
+                    break
+                batch = taken
+                if not lock.take_now():
+                    # Another process writes (the CLI): wait for it off the loop, which goes on
+                    # reading calls meanwhile.
+                    await asyncio.to_thread(lock.take)
+                self._run_batch(connection, lock, batch)
+                committed_at = time.monotonic()
+        except BaseException as error:  # cancelled included: nobody may be left waiting
+            self._writer_failed(error, batch)
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            self._writer_stopped(connection, lock)
+
+    def _writer_failed(self, error: BaseException, batch: list[_Pending]) -> None:
+        log.exception("store_writer_stopped")
+        if self._failure is None:
+            self._failure = f"the store's writer stopped: {error!r}"
+        failed = StoreUnavailable(self._failure)
+        _hand_back([(pending, None, failed) for pending in batch])
+
+    def _writer_stopped(self, connection: sqlite3.Connection, lock: _WriterLock) -> None:
+        if self._failure is not None:
+            failed = StoreUnavailable(self._failure)
+            waiting = self._rooms.abandon(self._failure)
+            _hand_back([(pending, None, failed) for pending in waiting])
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
+        lock.close()
+
+    def _writer_running(self) -> bool:
+        if self._task is not None:
+            return not self._task.done()
+        return self._thread is not None and self._thread.is_alive()
 
     def _run_batch(
         self, connection: sqlite3.Connection, lock: _WriterLock, batch: list[_Pending]
@@ -537,7 +644,7 @@ class SQLiteStore(Store):
         """Hand a write to the writer thread and wait for its answer. `ingest` writes go to the
         bounded room (StoreUnavailable at once when it is full); the others never find theirs
         full (`_Rooms`)."""
-        if self._thread is None:
+        if self._thread is None and self._task is None:
             raise StoreUnavailable("the store is not open")
         self._rooms.put(pending, ingest=ingest)
         return await pending.future
@@ -553,7 +660,7 @@ class SQLiteStore(Store):
         deliveries for /metrics) never holds up ingest. It sees every committed write, so every
         write that was answered before it.
         """
-        if self._thread is None:
+        if self._thread is None and self._task is None:
             raise StoreUnavailable("the store is not open")
 
         def run() -> T:
@@ -571,7 +678,7 @@ class SQLiteStore(Store):
         # A writer that stopped answers no write: unavailable, even though reads still work.
         if self._failure is not None:
             raise StoreUnavailable(self._failure)
-        if self._thread is None or not self._thread.is_alive():
+        if not self._writer_running():
             raise StoreUnavailable("the store's writer is not running")
         stalled = self._rooms.stalled_for()
         if stalled > WRITER_STALL_SECONDS:
@@ -1364,16 +1471,33 @@ def _roll_back(connection: sqlite3.Connection) -> bool:
     return True
 
 
+def _open_failure(path: Path, error: BaseException) -> Exception:
+    if isinstance(error, StoreSchemaError):
+        return error
+    return StoreUnavailable(f"cannot open {path}: {error}")
+
+
 def _hand_back(results: list[tuple[_Pending, Any, BaseException | None]]) -> None:
     """Answer each write's caller on its own event loop: one wake-up per loop, not per write."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, Any, BaseException | None]]]
     by_loop = {}
     for entry in results:
         by_loop.setdefault(entry[0].loop, []).append(entry)
+    running = _running_loop()  # None on the writer thread
     for loop, entries in by_loop.items():
+        if loop is running:  # a writer on the event loop: no wake-up needed
+            _resolve(entries)
+            continue
         # A closed loop has nobody waiting any more.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_resolve, entries)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _resolve(entries: list[tuple[_Pending, Any, BaseException | None]]) -> None:

@@ -34,6 +34,8 @@ __all__ = [
     "METHODS",
     "NEWS_DELIVERIES",
     "WATCH",
+    "FrameReader",
+    "FrameTooLarge",
     "InCall",
     "InReply",
     "Method",
@@ -130,13 +132,60 @@ def frame(message: OutCall | OutReply) -> bytes:
     return len(payload).to_bytes(HEADER_BYTES, "big") + payload
 
 
+class FrameTooLarge(Exception):
+    """A header announced more than MAX_FRAME_BYTES: the peer is broken or hostile."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"a frame of {size} bytes")
+        self.size = size
+
+
+class FrameReader:
+    """The frames of a byte stream, however the stream is cut into reads: `feed` takes what
+    one read brought and returns the payloads it completed, in order.
+
+    Both ends parse in their protocol's `data_received` (no reader task to wake, and a read
+    that brought a hundred frames is one pass over it); the bytes of a frame not yet complete
+    wait here."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        # How long `_partial` must grow before it holds a whole frame (or a whole header):
+        # a large frame arriving in many reads is gathered, not parsed again at each.
+        self._needed = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._partial:
+            self._partial += data
+            if len(self._partial) < self._needed:
+                return []
+            data = bytes(self._partial)
+            self._partial.clear()
+        payloads = []
+        start, end = 0, len(data)
+        self._needed = HEADER_BYTES
+        while end - start >= HEADER_BYTES:
+            size = int.from_bytes(data[start : start + HEADER_BYTES], "big")
+            if size > MAX_FRAME_BYTES:
+                raise FrameTooLarge(size)
+            if end - start - HEADER_BYTES < size:
+                self._needed = HEADER_BYTES + size
+                break
+            start += HEADER_BYTES
+            payloads.append(data[start : start + size])
+            start += size
+        if start < end:
+            self._partial += data[start:]
+        return payloads
+
+
 class Outbox:
     """Frames for one connection, written together once per event loop turn: a group commit
     answers hundreds of calls at once, and a busy worker sends as many in one turn. One
     write (one system call) for all of them instead of one each."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self._transport = transport
         self._frames: list[bytes] = []
 
     def send(self, message: OutCall | OutReply) -> None:
@@ -146,9 +195,9 @@ class Outbox:
 
     def _flush(self) -> None:
         frames, self._frames = self._frames, []
-        if not self._writer.is_closing():
-            self._writer.writelines(frames)
+        if not self._transport.is_closing():
+            self._transport.writelines(frames)
 
     @property
     def unsent_bytes(self) -> int:
-        return self._writer.transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()

@@ -22,12 +22,12 @@ import signal
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import msgspec
 import structlog
 
-from gateway.logs import configure_logging, flush_logs, wait_for_logs
+from gateway.logs import configure_logging, flush_logs, flush_logs_periodically, wait_for_logs
 from gateway.metrics import Metrics
 from gateway.orphans import die_with_parent
 from gateway.store.base import StoreSchemaError, StoreUnavailable
@@ -37,11 +37,11 @@ from gateway.store.wire import (
     ERROR_NONE,
     ERROR_SCHEMA,
     ERROR_UNAVAILABLE,
-    HEADER_BYTES,
-    MAX_FRAME_BYTES,
     METHODS,
     NEWS_DELIVERIES,
     WATCH,
+    FrameReader,
+    FrameTooLarge,
     InCall,
     Outbox,
     OutReply,
@@ -60,7 +60,6 @@ MAX_UNSENT_REPLY_BYTES: Final = 64 * 1024 * 1024
 STOP_GRACE_SECONDS: Final = 10.0
 # Longer than a worker's graceful stop (uvicorn's timeout_graceful_shutdown, 10 s).
 IDLE_WAIT_SECONDS: Final = 20.0
-LOG_FLUSH_SECONDS: Final = 0.2
 # Calls after which the deliveries' dispatchers should look again (the rest cannot make a
 # delivery due sooner than the dispatcher already knows).
 _NEW_DELIVERIES: Final = frozenset({"accept", "release_quarantined", "redrive", "replay"})
@@ -77,16 +76,17 @@ class WriterServer:
     def __init__(self, store: SQLiteStore, socket_path: Path) -> None:
         self._store = store
         self._socket_path = socket_path
-        self._server: asyncio.Server | None = None
-        self._clients: dict[asyncio.StreamWriter, Outbox] = {}
-        self._watchers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._clients: set[_Client] = set()
+        self._watchers: set[_Client] = set()
         self._calls: set[asyncio.Task[None]] = set()
         self._news_due = False
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._serve, self._socket_path, limit=2**16)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Client(self), self._socket_path)
         # Only its owner may ask the writer anything (the directory is private too).
         os.chmod(self._socket_path, 0o600)
 
@@ -102,40 +102,28 @@ class WriterServer:
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=STOP_GRACE_SECONDS)
         for client in list(self._clients):
-            client.close()
+            client.transport.close()
         with contextlib.suppress(FileNotFoundError):
             self._socket_path.unlink()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        room = asyncio.Semaphore(MAX_CALLS_PER_CONNECTION)
-        self._clients[writer] = Outbox(writer)
-        try:
-            while True:
-                header = await reader.readexactly(HEADER_BYTES)
-                size = int.from_bytes(header, "big")
-                if size > MAX_FRAME_BYTES:
-                    log.error("writer_frame_too_large", size=size)
-                    break
-                call = _call_decoder.decode(await reader.readexactly(size))
-                if call.method == WATCH:
-                    self._watchers.add(writer)
-                    self._reply(writer, OutReply(call.id, ERROR_NONE, "", None))
-                    continue
-                await room.acquire()
-                task = asyncio.create_task(self._answer(call, writer))
-                self._calls.add(task)
-                task.add_done_callback(self._calls.discard)
-                task.add_done_callback(lambda _: room.release())
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except msgspec.DecodeError as error:
-            log.error("writer_unreadable_call", error=str(error))
-        finally:
-            self._watchers.discard(writer)
-            self._clients.pop(writer, None)
-            writer.close()
+    def _connected(self, client: _Client) -> None:
+        self._clients.add(client)
 
-    async def _answer(self, call: InCall, writer: asyncio.StreamWriter) -> None:
+    def _disconnected(self, client: _Client) -> None:
+        self._clients.discard(client)
+        self._watchers.discard(client)
+
+    def _received(self, client: _Client, call: InCall) -> None:
+        if call.method == WATCH:
+            self._watchers.add(client)
+            self._reply(client, OutReply(call.id, ERROR_NONE, "", None))
+            return
+        task = asyncio.create_task(self._answer(call, client))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        client.running(task)
+
+    async def _answer(self, call: InCall, client: _Client) -> None:
         error, detail, result = ERROR_NONE, "", None
         method = METHODS.get(call.method)
         try:
@@ -160,19 +148,18 @@ class WriterServer:
         except Exception as failure:  # a bug: the caller must hear of it, not wait
             log.exception("writer_call_failed", method=call.method)
             error, detail = ERROR_INTERNAL, f"{type(failure).__name__} in the store's writer"
-        self._reply(writer, OutReply(call.id, error, detail, result))
+        self._reply(client, OutReply(call.id, error, detail, result))
         if error == ERROR_NONE and call.method in _NEW_DELIVERIES and self._watchers:
             self._tell_watchers_soon()
 
-    def _reply(self, writer: asyncio.StreamWriter, reply: OutReply) -> None:
-        outbox = self._clients.get(writer)
-        if outbox is None or writer.is_closing():
+    def _reply(self, client: _Client, reply: OutReply) -> None:
+        if client.transport.is_closing():
             return
-        if outbox.unsent_bytes > MAX_UNSENT_REPLY_BYTES:
+        if client.outbox.unsent_bytes > MAX_UNSENT_REPLY_BYTES:
             log.error("writer_client_not_reading")
-            writer.close()
+            client.transport.close()
             return
-        outbox.send(reply)
+        client.outbox.send(reply)
 
     def _tell_watchers_soon(self) -> None:
         # A group commit answers a whole batch in one loop turn: one word of news for all.
@@ -183,22 +170,66 @@ class WriterServer:
     def _tell_watchers(self) -> None:
         self._news_due = False
         news = OutReply(0, ERROR_NONE, NEWS_DELIVERIES, None)
-        for writer in list(self._watchers):
-            self._reply(writer, news)
+        for client in list(self._watchers):
+            self._reply(client, news)
 
 
-async def _flush_logs_periodically() -> None:
-    while True:
-        await asyncio.sleep(LOG_FLUSH_SECONDS)
-        flush_logs()
+class _Client(asyncio.Protocol):
+    """One connected process: its calls parsed as they arrive (gateway/store/wire.py
+    `FrameReader`), its replies gathered in its outbox. Past MAX_CALLS_PER_CONNECTION calls
+    running, it stops reading: the rest wait in the socket."""
+
+    transport: asyncio.Transport
+    outbox: Outbox
+
+    def __init__(self, server: WriterServer) -> None:
+        self._server = server
+        self._frames = FrameReader()
+        self._running = 0
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's is not registered as asyncio.Transport's subclass).
+        self.transport = cast("asyncio.Transport", transport)
+        self.outbox = Outbox(self.transport)
+        self._server._connected(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server._disconnected(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for payload in self._frames.feed(data):
+                self._server._received(self, _call_decoder.decode(payload))
+        except FrameTooLarge as error:
+            log.error("writer_frame_too_large", size=error.size)
+            self.transport.close()
+        except msgspec.DecodeError as error:
+            log.error("writer_unreadable_call", error=str(error))
+            self.transport.close()
+
+    def running(self, task: asyncio.Task[None]) -> None:
+        self._running += 1
+        task.add_done_callback(self._call_done)
+        if self._running >= MAX_CALLS_PER_CONNECTION and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def _call_done(self, _: asyncio.Task[None]) -> None:
+        self._running -= 1
+        if self._paused and self._running < MAX_CALLS_PER_CONNECTION:
+            self._paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
 
 
 async def _serve_until_stopped(database_url: str, socket_path: Path) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    flusher = asyncio.create_task(_flush_logs_periodically())
-    store = SQLiteStore(sqlite_path_from_url(database_url))
+    flusher = asyncio.create_task(flush_logs_periodically())
+    # Nothing but the store's calls runs here: the batches run on this event loop.
+    store = SQLiteStore(sqlite_path_from_url(database_url), writer_on_loop=True)
     metrics = Metrics()
     store.watch_commits(metrics.record_commit)
     try:

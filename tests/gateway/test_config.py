@@ -165,6 +165,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert config.server.workers is None  # "auto": one per CPU
     assert worker_count(config.server) == min(os.cpu_count() or 1, 8)
     assert config.server.role == "all"
+    assert config.server.deliver_nice == 10
     assert config.store.url.reveal() == "sqlite:///./data/gateway.db"
     assert config.store.writer == "process"
     assert writer_process(config)
@@ -173,6 +174,11 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert source.tolerance_seconds == 300
     assert source.tokens == (Secret(TOKEN),)
     assert config.routes == (RouteConfig(sources=None, types=None, subscribers=("audit",)),)
+
+
+def test_the_deliver_process_priority_is_settable_down_to_the_workers_own(tmp_path: Path) -> None:
+    assert load(tmp_path, "[server]\ndeliver_nice = 0\n" + MINIMAL).server.deliver_nice == 0
+    assert load(tmp_path, "[server]\ndeliver_nice = 19\n" + MINIMAL).server.deliver_nice == 19
 
 
 def test_routes_keep_file_order_and_their_filters(tmp_path: Path) -> None:
@@ -548,6 +554,14 @@ CASES: dict[str, tuple[str, str]] = {
     "workers a float": (
         "[server]\nworkers = 2.5\n" + MINIMAL,
         "server.workers: expected an integer, got a float",
+    ),
+    "deliver_nice negative": (
+        "[server]\ndeliver_nice = -5\n" + MINIMAL,
+        "server.deliver_nice: must be from 0 to 19, not -5",
+    ),
+    "deliver_nice past the bound": (
+        "[server]\ndeliver_nice = 20\n" + MINIMAL,
+        "server.deliver_nice: must be from 0 to 19, not 20",
     ),
     "writer unknown": (
         '[store]\nwriter = "thread"\n' + MINIMAL,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import select
 import threading
@@ -174,3 +176,101 @@ def test_a_line_holds_what_structlogs_own_processors_would_have_written(
     assert list(line) == list(expected)
     assert line.pop("timestamp")[:16] == expected.pop("timestamp")[:16]
     assert line == json.loads(json.dumps(expected, default=str))
+
+
+# The periodic flush every process's event loop runs (the app's, the writer process's).
+
+
+def test_the_periodic_flush_writes_waiting_lines_without_being_asked(
+    pipe: tuple[int, list[bytes]],
+) -> None:
+    _, writes = pipe
+    logger = logs.DroppingBytesLogger()
+
+    async def log_and_wait() -> None:
+        flusher = asyncio.create_task(logs.flush_logs_periodically(every=0.01))
+        try:
+            logger.msg(b"periodic 1")
+            logger.msg(b"periodic 2")
+            deadline = time.monotonic() + 5
+            while b"periodic 2" not in b"".join(writes) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            flusher.cancel()
+
+    asyncio.run(log_and_wait())
+    assert b"periodic 1\nperiodic 2\n" in b"".join(writes)
+
+
+def test_the_periodic_flush_reports_each_dropped_line_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # writing now fails (EPIPE): every line is dropped
+    monkeypatch.setattr(logs, "_STDOUT_FD", write_end)
+    logger = logs.DroppingBytesLogger()
+    reported: list[int] = []
+
+    async def drop_and_wait() -> None:
+        flusher = asyncio.create_task(logs.flush_logs_periodically(reported.append, every=0.01))
+        try:
+            for n in range(3):
+                logger.msg(b"lost %d" % n)
+            await asyncio.sleep(0.05)
+            logger.msg(b"lost 3")
+            deadline = time.monotonic() + 5
+            while sum(reported) < 4 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # a report counted twice would show by now
+        finally:
+            flusher.cancel()
+
+    try:
+        asyncio.run(drop_and_wait())
+    finally:
+        os.close(write_end)
+    assert sum(reported) == 4, reported
+    assert all(count > 0 for count in reported)
+
+
+# uvicorn's own records (stdlib logging).
+
+
+@pytest.fixture
+def uvicorn_logger() -> Iterator[logging.Logger]:
+    """The gateway's logging configured, and afterwards structlog's configuration and uvicorn's
+    logger as they were."""
+    saved = structlog.get_config()
+    logger = logging.getLogger("uvicorn.error")
+    level, propagate, handlers = logger.level, logger.propagate, list(logger.handlers)
+    logs.configure_logging()
+    try:
+        yield logger
+    finally:
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.handlers[:] = handlers
+        structlog.configure(**saved)
+
+
+def test_uvicorn_records_from_the_level_asked_become_json_lines(
+    pipe: tuple[int, list[bytes]], uvicorn_logger: logging.Logger
+) -> None:
+    _, writes = pipe
+    uvicorn_logger.info("Application startup complete.")  # below WARNING, a serving process's
+    logs.log_uvicorn_records(logging.INFO)  # as the supervisor of the workers hears them
+    uvicorn_logger.info("Child process [%d] died", 4321)
+    try:
+        raise RuntimeError("a bug in the app")
+    except RuntimeError:
+        uvicorn_logger.exception("Exception in ASGI application\n")
+    assert logs.wait_for_logs(5)
+    lines = [json.loads(line) for line in b"".join(writes).splitlines()]
+    died = [line for line in lines if line.get("message") == "Child process [4321] died"]
+    assert [(line["event"], line["level"]) for line in died] == [("uvicorn", "info")]
+    (failed,) = [line for line in lines if line.get("message") == "Exception in ASGI application\n"]
+    assert failed["level"] == "error"
+    assert "RuntimeError: a bug in the app" in failed["exception"]
+    assert not [line for line in lines if "startup" in str(line.get("message"))]
+    # Configured twice, one handler of ours: one line a record.
+    assert sum(isinstance(h, logs._UvicornRecords) for h in uvicorn_logger.handlers) == 1

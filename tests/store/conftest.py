@@ -29,6 +29,7 @@ import importlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -99,7 +100,8 @@ class TestDatabase:
         """The database's one writer (started once: a later clock is not the writer's)."""
         if self.writer is None:
             assert self.path is not None
-            store = SQLiteStore(self.path) if clock is None else SQLiteStore(self.path, clock=clock)
+            # On the loop, as the writer process runs it (gateway/store/writer_process.py).
+            store = SQLiteStore(self.path, clock=clock or time.time, writer_on_loop=True)
             await store.open()
             self.writer_store = store
             self.writer = WriterServer(store, self.socket_path)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import multiprocessing
 import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.delivery.decide import Dead
+from gateway.store import remote as remote_module
 from gateway.store import sqlite as sqlite_module
 from gateway.store.base import NewEvent, StoreSchemaError, StoreUnavailable
 from gateway.store.remote import RemoteStore, RemoteStoreError
@@ -40,6 +43,8 @@ from gateway.store.wire import (
     METHODS,
     NEWS_DELIVERIES,
     WATCH,
+    FrameReader,
+    FrameTooLarge,
     OutCall,
     frame,
 )
@@ -73,7 +78,7 @@ async def served(
     database: Path, socket_path: Path, store: SQLiteStore | None = None
 ) -> AsyncIterator[SQLiteStore]:
     """A writer on this test's loop: the database's store, served on `socket_path`."""
-    store = store or SQLiteStore(database)
+    store = store or SQLiteStore(database, writer_on_loop=True)
     await store.open()
     server = WriterServer(store, socket_path)
     await server.start()
@@ -197,6 +202,107 @@ def test_a_thousand_concurrent_accepts_from_three_clients_share_commits(
     assert len(commits) <= 100, f"1,000 concurrent accepts took {len(commits)} commits"
 
 
+def test_a_batch_waiting_for_another_process_s_write_lock_leaves_the_writer_answering(
+    tmp_path: Path, socket_path: Path
+) -> None:
+    """The writer process runs its batches on its event loop (no thread to hand them to). A
+    batch that must wait for another process's write (the CLI's) waits off the loop: reads and
+    pings are still answered meanwhile, and the batch commits once the lock is let go."""
+    database = tmp_path / "gateway.db"
+    held_seconds = 3.0
+
+    async def scenario() -> None:
+        async with served(database, socket_path), client(socket_path) as store:
+            assert await asyncio.wait_for(store.accept(event(1)), ANSWER_SECONDS) == "accepted"
+            holder = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            # Let go from a thread: were the writer's loop (this test's loop) stuck on the
+            # lock, nothing on it could.
+            threading.Timer(held_seconds, os.close, (holder,)).start()
+            held_at = time.monotonic()
+            waiting = asyncio.ensure_future(store.accept(event(2)))
+            await asyncio.sleep(0.3)
+            assert await asyncio.wait_for(store.event_record(event(1).id), ANSWER_SECONDS)
+            await asyncio.wait_for(store.ping(), ANSWER_SECONDS)
+            assert not waiting.done()  # its batch still waits for the lock
+            assert time.monotonic() - held_at < held_seconds / 2
+            assert await asyncio.wait_for(waiting, ANSWER_SECONDS) == "accepted"
+
+    asyncio.run(scenario())
+
+
+# Frames out of a byte stream, however it is cut (both ends parse with FrameReader).
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=20),
+    cuts=st.lists(st.integers(min_value=0, max_value=7000), max_size=30),
+)
+def test_frames_come_out_whole_and_in_order_however_the_reads_cut_them(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(len(p).to_bytes(HEADER_BYTES, "big") + p for p in payloads)
+    points = sorted({cut % (len(stream) + 1) for cut in cuts} | {0, len(stream)})
+    reader = FrameReader()
+    out: list[bytes] = []
+    for start, end in itertools.pairwise(points):
+        out += reader.feed(stream[start:end])
+    assert out == payloads
+
+
+def test_a_frame_announced_past_the_bound_is_refused_before_its_body() -> None:
+    reader = FrameReader()
+    header = (MAX_FRAME_BYTES + 1).to_bytes(HEADER_BYTES, "big")
+    assert len(reader.feed(frame(OutCall(1, "ping", ())) + header[:2])) == 1
+    with pytest.raises(FrameTooLarge):
+        reader.feed(header[2:])
+
+
+def test_a_large_frame_in_many_small_reads_is_gathered_not_parsed_again_at_each() -> None:
+    payload = os.urandom(8 << 20)
+    stream = len(payload).to_bytes(HEADER_BYTES, "big") + payload
+    reader = FrameReader()
+    started = time.process_time()
+    out: list[bytes] = []
+    for start in range(0, len(stream), 1024):
+        out += reader.feed(stream[start : start + 1024])
+    assert out == [payload]
+    # Copying what was gathered at each of the 8,193 reads would move about 32 GB.
+    assert time.process_time() - started < 2.0
+
+
+def test_a_writer_that_never_answers_fails_the_call_after_its_bound(
+    socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that takes calls and answers none (stuck, not dead: the connection stays open)
+    fails each call after CALL_TIMEOUT_SECONDS, and the calls of a live writer are not
+    failed meanwhile."""
+    monkeypatch.setattr(remote_module, "CALL_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(remote_module, "SWEEP_SECONDS", 0.1)
+
+    async def scenario() -> None:
+        heard = asyncio.Event()
+
+        async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(1)
+            heard.set()
+            await reader.read()  # until the client hangs up; never a reply
+
+        server = await asyncio.start_unix_server(deaf, socket_path)
+        try:
+            async with client(socket_path) as store:
+                asked_at = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="did not answer within"):
+                    await asyncio.wait_for(store.ping(), ANSWER_SECONDS)
+                assert heard.is_set()
+                assert 0.5 <= time.monotonic() - asked_at < 0.5 + PROMPT_SECONDS
+        finally:
+            server.close()
+
+    asyncio.run(scenario())
+
+
 # The writer process killed: nothing waits forever, the client reconnects, nothing acked is lost.
 
 
@@ -283,7 +389,9 @@ def test_a_watching_client_hears_of_another_client_s_accept_redrive_and_replay(
 
     async def scenario() -> None:
         heard = asyncio.Event()
-        async with served(database, socket_path, SQLiteStore(database, clock=clock)):
+        async with served(
+            database, socket_path, SQLiteStore(database, clock=clock, writer_on_loop=True)
+        ):
             watching = RemoteStore(socket_path)
             watching.watch_new_deliveries(heard.set)
             async with client(socket_path) as other:
