@@ -23,7 +23,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from gateway.admin.api import AdminApi, not_found_answer
 from gateway.admin.page import operator_page
-from gateway.config import ROLES, GatewayConfig, Role, load_config
+from gateway.config import ROLES, GatewayConfig, Role, SubscriberConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.registry import build_transport
 from gateway.delivery.shares import share_of_slots
@@ -178,6 +178,8 @@ def build_app(
     metrics = Metrics()
     store.watch_commits(metrics.record_commit)
     dispatcher: Dispatcher | None = None
+    # Those this process delivers to (a deliver process whose share of one is nothing, none).
+    subscribers: dict[str, SubscriberConfig] = {}
     if role in ("all", "deliver"):
         subscribers = share_of_slots(config.subscribers, *delivery_share)
         transports = {name: build_transport(sub) for name, sub in subscribers.items()}
@@ -205,7 +207,7 @@ def build_app(
             pid=os.getpid(),
             store=url.redacted,
             sources=sorted(config.sources),
-            subscribers=sorted(config.subscribers) if dispatcher is not None else [],
+            subscribers=sorted(subscribers),
         )
 
     def refused(reason: str) -> None:
