@@ -377,7 +377,6 @@ class SQLiteStore(Store):
         # but write (gateway/store/writer_process.py): no second thread to hand each write to
         # and back, nor to share the GIL with.
         self._writer_on_loop = writer_on_loop
-        self._loop_wake: asyncio.Event | None = None
         self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task[None] | None = None
@@ -417,7 +416,7 @@ class SQLiteStore(Store):
             raise _open_failure(self.path, self._open_error)
 
     async def _open_on_loop(self) -> None:
-        wake = self._loop_wake = asyncio.Event()
+        wake = asyncio.Event()
         self._rooms = _Rooms(MAX_PENDING_WRITES, on_ready=wake.set)
         try:
             connection, lock = await asyncio.to_thread(self._open_writer)
