@@ -190,11 +190,6 @@ def add_workers_option(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help='gateway worker processes (serve --workers N; default "auto", as the gateway\'s)',
     )
-    parser.add_argument(
-        "--writer",
-        choices=["process", "in_process"],
-        help="SQLite: [store] writer (default: the gateway's, a writer process)",
-    )
 
 
 def gateway_service(
@@ -499,9 +494,7 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
 SQLITE_URL = "sqlite:///./data/gateway.db"
 
 
-def gateway_config(
-    subscriber_toml: str, store_url: str = SQLITE_URL, writer: str | None = None
-) -> str:
+def gateway_config(subscriber_toml: str, store_url: str = SQLITE_URL) -> str:
     """Every adapter once (source name = adapter name), one subscriber "sink", one route; the
     store is SQLite in the working directory unless `store_url` names another."""
     return f"""
@@ -510,7 +503,7 @@ host = "{HOST}"
 port = 0
 
 [store]
-url = "{store_url}"{f'{chr(10)}writer = "{writer}"' if writer else ""}
+url = "{store_url}"
 
 [sources.finaegis]
 adapter = "finaegis"

@@ -2,7 +2,7 @@
 
 An experiment, not a way to run the gateway: it measures the ceiling of one gateway process
 (HTTP, adapters, metrics, logs) when storing costs nothing, and nothing is ever delivered.
-`bench/profile.py --free-store` starts it. One process only (`--workers 1 --writer in_process`):
+`bench/profile.py --free-store` starts it. One process only (`--workers 1`):
 the patch is made in this process, and other processes would start fresh interpreters without
 it.
 
@@ -27,4 +27,4 @@ async def _accept_nothing(self: SQLiteStore, event: NewEvent) -> AcceptOutcome:
 
 if __name__ == "__main__":
     SQLiteStore.accept = _accept_nothing  # type: ignore[method-assign]
-    sys.exit(main(["serve", *sys.argv[1:], "--workers", "1", "--writer", "in_process"]))
+    sys.exit(main(["serve", *sys.argv[1:], "--workers", "1"]))

@@ -125,7 +125,6 @@ def start(
     workdir: Path,
     workers: int | str,
     postgres: PostgresServer | None,
-    writer: str | None = None,
 ) -> Nodes:
     if target.store == "bare":
         return Nodes([bare_service(workdir).start()])
@@ -133,7 +132,7 @@ def start(
         assert postgres is not None
         config = gateway_config(FILE_SUBSCRIBER, postgres.create_database())
     else:
-        config = gateway_config(FILE_SUBSCRIBER, writer=writer)
+        config = gateway_config(FILE_SUBSCRIBER)
     nodes = Nodes.create(workdir, config, target.nodes, workers)
     try:
         return nodes.start()
@@ -156,7 +155,7 @@ def saturate(
     args: argparse.Namespace,
     postgres: PostgresServer | None,
 ) -> Saturation:
-    service = start(target, workdir, args.workers, postgres, args.writer)
+    service = start(target, workdir, args.workers, postgres)
     threads, connections = spread_threads(args.threads, args.connections, target.nodes)
     try:
         before = service.scrape() if target.store != "bare" else None
@@ -218,7 +217,7 @@ def pace(
     args: argparse.Namespace,
     postgres: PostgresServer | None,
 ) -> Paced:
-    service = start(target, workdir, args.workers, postgres, args.writer)
+    service = start(target, workdir, args.workers, postgres)
     try:
         result = open_loop(
             service.ports,
@@ -289,8 +288,7 @@ def main() -> None:
     )
     print("# (a) bare Starlette + uvicorn (uvloop, httptools), 1 worker, reads the body, 200")
     print(
-        f"# (b) gateway serve --workers {args.workers}"
-        f"{f' (store writer {args.writer})' if args.writer else ''}, SQLite store (WAL,"
+        f"# (b) gateway serve --workers {args.workers}, SQLite store (WAL,"
         " synchronous=FULL) in a fresh temp dir, one"
     )
     print("#     route to a file subscriber; only `accepted` answers counted (from /metrics)")

@@ -31,7 +31,7 @@ due when the subscriber returns and nothing but the dispatcher's speed limits th
 Targets: peak memory < 200 MB; ingest within 10% of the no-backlog rate. The no-backlog rate is
 the median of five chunks of the first events, and the verdict takes the median chunk while the
 backlog grows (the worst and the last are printed too): one short chunk's luck sets neither.
-Memory is the gateway's whole process tree (a writer, workers, a deliver process): the peak of
+Memory is the gateway's whole process tree (the supervisor and its workers): the peak of
 its summed Pss (each shared page divided among the processes sharing it) against the target;
 the summed RSS, which counts the interpreter and libraries once per process, and the largest
 process's RSS are printed beside it.
@@ -95,7 +95,7 @@ class Chunk:
 class PeakWatcher:
     """Samples the gateway's memory every 0.2 s: VmRSS summed over its processes (VmHWM is the
     kernel's exact peak of each), and every second their summed Pss and the largest one's RSS
-    (`proportional_kib`: with a writer, workers and a deliver process, summed RSS counts the
+    (`proportional_kib`: with a supervisor and its workers, summed RSS counts the
     shared interpreter once per process)."""
 
     def __init__(self, pid: int) -> None:
@@ -205,7 +205,6 @@ def main() -> None:
                     circuit_breaker_failures=circuit_failures,
                     circuit_breaker_seconds=circuit_seconds,
                 ),
-                writer=args.writer,
             ),
             workers=args.workers,
         )

@@ -219,7 +219,7 @@ def run_pipeline(
     store_url = SQLITE_URL if database is None else database.create_database()
     gateway = Nodes.create(
         workdir / "gateway",
-        gateway_config(http_subscriber(f"{subscriber.url}/events", secret), store_url, args.writer),
+        gateway_config(http_subscriber(f"{subscriber.url}/events", secret), store_url),
         setup.nodes,
         args.workers,
     )

@@ -23,10 +23,9 @@ from uvicorn.config import STARTUP_FAILURE
 
 from gateway.admin.api import AdminApi, not_found_answer
 from gateway.admin.page import operator_page
-from gateway.config import ROLES, GatewayConfig, Role, SubscriberConfig, load_config
+from gateway.config import ROLES, GatewayConfig, SubscriberConfig, load_config
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.registry import build_transport
-from gateway.delivery.shares import share_of_slots
 from gateway.ingress import WEBHOOK_PREFIX, Ingress
 from gateway.logs import (
     configure_logging,
@@ -35,24 +34,25 @@ from gateway.logs import (
     wait_for_logs,
 )
 from gateway.metrics import Metrics
+from gateway.orphans import die_with_parent
 from gateway.processes import (
     WORKER_CONFIG_ENV,
     WORKER_PARENT_ENV,
     WORKER_ROLE_ENV,
-    WORKER_WRITER_ENV,
+    WORKER_RUN_ENV,
+    name_process,
+    take_worker_number,
 )
 from gateway.request_id import RequestIdMiddleware
 from gateway.retention import purge_periodically
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
-from gateway.store.remote import RemoteStore
 from gateway.store_opening import StoreOpening
 
 __all__ = [
     "WORKER_CONFIG_ENV",
     "WORKER_PARENT_ENV",
     "WORKER_ROLE_ENV",
-    "WORKER_WRITER_ENV",
     "build_app",
     "build_transport",
     "worker_app",
@@ -61,8 +61,6 @@ __all__ = [
 
 log = structlog.get_logger("gateway")
 
-
-PARENT_CHECK_SECONDS = 1.0
 # How long the lifespan waits for the store before the app answers anything: SQLite's file opens
 # well within it, so such a gateway serves only once its store is open; a PostgreSQL node that
 # waits for the database (or for another node's migration) answers /healthz, and 503, meanwhile.
@@ -71,36 +69,31 @@ OPEN_GRACE_SECONDS = 1.0
 
 def worker_app() -> ASGIApp:
     """One worker of `serve --workers N`: uvicorn calls this in every worker process."""
-    config, store, parent = worker_settings()
-    return build_app(config, store, parent=parent)
+    config, parent = worker_settings()
+    # A worker whose supervisor was killed (kill -9) would go on serving the port on its own,
+    # past any restart of the gateway: the kernel tells it to stop (SIGTERM: it finishes what
+    # it holds, then closes the port).
+    die_with_parent(parent)
+    number = take_worker_number(Path(os.environ[WORKER_RUN_ENV]))
+    role = "" if config.server.role == "all" else f" ({config.server.role})"
+    name_process(f"worker {number}{role}")
+    return build_app(config, parent=parent, worker=number)
 
 
-def worker_settings(role: Role | None = None) -> tuple[GatewayConfig, Store | None, int]:
-    """What a child process of `gateway serve` builds its app from, as the parent left it in
-    the environment: the config (with the role the parent gave it, `role` over that), the
-    writer process's store where there is one, and the parent's pid."""
+def worker_settings() -> tuple[GatewayConfig, int]:
+    """What a worker of `gateway serve` builds its app from, as the supervisor left it in the
+    environment: the config (with the role the supervisor gave it) and the supervisor's pid."""
     configure_logging()
     # The parent's pid as it gave it: os.getppid() here would already be 1 if it died while
     # this worker was starting.
     parent = int(os.environ[WORKER_PARENT_ENV])
     config = load_config(Path(os.environ[WORKER_CONFIG_ENV]))
-    role = role or next((r for r in ROLES if r == os.environ.get(WORKER_ROLE_ENV)), None)
+    role = next((r for r in ROLES if r == os.environ.get(WORKER_ROLE_ENV)), None)
     if role is not None:
         config = msgspec.structs.replace(
             config, server=msgspec.structs.replace(config.server, role=role)
         )
-    socket_path = os.environ.get(WORKER_WRITER_ENV)
-    store = RemoteStore(Path(socket_path)) if socket_path else None
-    return config, store, parent
-
-
-async def _stop_when_orphaned(parent: int) -> None:
-    """A worker whose parent died (kill -9) would go on serving the port on its own, past any
-    restart of the gateway: it stops as if told to (SIGTERM), finishing what it holds."""
-    while os.getppid() == parent:
-        await asyncio.sleep(PARENT_CHECK_SECONDS)
-    log.warning("parent_gone", parent=parent)
-    os.kill(os.getpid(), signal.SIGTERM)
+    return config, parent
 
 
 class GatewayApp:
@@ -166,22 +159,21 @@ def build_app(
     store: Store | None = None,
     *,
     parent: int | None = None,
-    delivery_share: tuple[int, int] = (0, 1),
+    worker: int = 1,
 ) -> GatewayApp:
     """The gateway's ASGI app for the config's `server.role` (CONTRACT.md 7): `all` receives
     and delivers, `ingest` has no dispatcher at all, `deliver` no ingress. `parent` is the pid
-    of the process that started this worker; `delivery_share`, which of how many deliver
-    processes this is (they share the subscribers' slots: gateway/delivery/shares.py)."""
+    of the supervisor that started this worker, `worker` its number (for the log)."""
     role = config.server.role
     url = config.store.url
     store = store or open_store(url.reveal())
     metrics = Metrics()
     store.watch_commits(metrics.record_commit)
     dispatcher: Dispatcher | None = None
-    # Those this process delivers to (a deliver process whose share of one is nothing, none).
+    # Those this process delivers to: every subscriber, unless it only ingests.
     subscribers: dict[str, SubscriberConfig] = {}
     if role in ("all", "deliver"):
-        subscribers = share_of_slots(config.subscribers, *delivery_share)
+        subscribers = dict(config.subscribers)
         transports = {name: build_transport(sub) for name, sub in subscribers.items()}
         dispatcher = Dispatcher(store, subscribers, transports, metrics)
         # Deliveries another process committed (a PostgreSQL store hears of them): look now,
@@ -204,6 +196,7 @@ def build_app(
         log.info(
             "started",
             role=role,
+            worker=worker,
             pid=os.getpid(),
             store=url.redacted,
             sources=sorted(config.sources),
@@ -252,8 +245,6 @@ def build_app(
         # Lines that could not be written (a full disk) are counted in /metrics.
         flusher = flush_logs_periodically(metrics.log_lines_dropped.inc)
         tasks.append(asyncio.create_task(flusher, name="log-flusher"))
-        if parent is not None:
-            tasks.append(asyncio.create_task(_stop_when_orphaned(parent), name="parent-watch"))
         opening.start()
         await opening.settled(OPEN_GRACE_SECONDS)
         if not opening.is_open and gateway.refused is None:

@@ -14,13 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
-import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -39,14 +36,11 @@ from gateway.config import (
     DEFAULT_CONFIG_PATH,
     MAX_WORKERS,
     ROLES,
-    WRITER_MODES,
     ConfigError,
     GatewayConfig,
     Role,
-    deliver_process_count,
     load_config,
     worker_count,
-    writer_process,
 )
 from gateway.logs import configure_logging, flush_logs, log_uvicorn_records
 from gateway.operations.dead_letters import DeadLetterItem, list_dead_letters, redrive
@@ -54,7 +48,12 @@ from gateway.operations.paging import MAX_LIMIT
 from gateway.operations.quarantine import drop_quarantined, list_quarantine
 from gateway.operations.replay import replay_event
 from gateway.operations.subscribers import enable
-from gateway.preflight import file_subscriber_problems, listen_socket, store_problem
+from gateway.preflight import (
+    PORT_WAIT_SECONDS,
+    file_subscriber_problems,
+    listen_when_free,
+    store_problem,
+)
 from gateway.reprocess import reprocess_quarantine
 from gateway.signing import new_secret, public_key_of
 from gateway.store import Store, StoreSchemaError, StoreUnavailable, open_store
@@ -74,8 +73,6 @@ EXIT_USAGE = 2
 # `gateway serve` only: the app failed to start (uvicorn's code for it), the address is taken.
 EXIT_CANNOT_START = 3
 EXIT_CANNOT_LISTEN = 4
-# How long the writer process may take to open the store (a migration of a large file, say).
-WRITER_START_SECONDS = 120.0
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -156,6 +153,18 @@ def run_serve(args: argparse.Namespace) -> int:
     Exit 0 after a clean stop, 1 when the config or a start-up check fails, 3 when the app
     fails to start (its log says why), 4 when the address cannot be listened on.
     """
+    # A stop asked for while it still waits for the port or the store is a clean stop too
+    # (exit 0), not a death by SIGTERM: serving, uvicorn installs handlers of its own.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_serve(args)
+    except KeyboardInterrupt:
+        log.info("stopped", before="serving")
+        flush_logs()
+        return EXIT_OK
+
+
+def _run_serve(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_PROBLEMS
@@ -169,16 +178,23 @@ def run_serve(args: argparse.Namespace) -> int:
             role=args.role if args.role is not None else server.role,
         )
         config = msgspec.structs.replace(config, server=server)
-    if args.writer is not None:
-        store = msgspec.structs.replace(config.store, writer=args.writer)
-        config = msgspec.structs.replace(config, store=store)
     configure_logging()
+    address = _address(server.host, server.port)
     try:
-        listener = listen_socket(server.host, server.port)
+        # An earlier gateway on this port may still be going away (its workers finishing after
+        # a kill -9 of its supervisor, a quick restart by a process manager): wait for it.
+        listener = listen_when_free(
+            server.host,
+            server.port,
+            PORT_WAIT_SECONDS,
+            on_wait=lambda: log.warning(
+                "waiting_for_port", address=address, up_to_seconds=PORT_WAIT_SECONDS
+            ),
+        )
     except OSError as error:
         log.error(
             "cannot_listen",
-            address=_address(server.host, server.port),
+            address=address,
             error=error.strerror or str(error),
         )
         flush_logs()
@@ -186,7 +202,7 @@ def run_serve(args: argparse.Namespace) -> int:
     with listener:
         # The store first: it creates its directory, which a file subscriber may share.
         try:
-            unopened = asyncio.run(store_problem(config))
+            unopened = asyncio.run(store_problem(config, wait_seconds=PORT_WAIT_SECONDS))
         except StoreSchemaError as error:
             # Not a check a restart would pass: the same code as a start refused later (a
             # PostgreSQL store's schema is read once the app serves: gateway/app.py).
@@ -216,12 +232,15 @@ def _address(host: str, port: int) -> str:
 
 
 def _serve(config: GatewayConfig, listener: socket.socket, config_path: Path) -> int:
-    if writer_process(config):
-        return _serve_with_writer(config, listener, config_path)
+    from gateway.processes import name_process, run_directory
+
+    role = "" if config.server.role == "all" else f" ({config.server.role})"
     if worker_count(config.server) == 1:
+        name_process(f"worker 1 of 1{role}")
         return _serve_one(config, listener)
-    with _metrics_directory():
+    with run_directory():
         _tell_children(config_path, config.server.role)
+        name_process(f"supervisor{role}")
         return _serve_workers(config, listener)
 
 
@@ -246,25 +265,11 @@ def _serve_one(config: GatewayConfig, listener: socket.socket) -> int:
     app = build_app(config)
     server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options()))  # type: ignore[arg-type]
     # uvicorn stops cleanly on SIGTERM as on SIGINT, then raises the signal again with the
-    # handler it found. SIGTERM's default handler would end the process with 143; as SIGINT's,
-    # it raises KeyboardInterrupt, which a clean stop turns into exit 0.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # handler it found. SIGTERM's default handler would end the process with 143; as SIGINT's
+    # (`run_serve` set it), it raises KeyboardInterrupt, which a clean stop turns into exit 0.
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[listener])
     return EXIT_OK if server.started and app.refused is None else EXIT_CANNOT_START
-
-
-@contextlib.contextmanager
-def _metrics_directory(directory: Path | None = None) -> Iterator[Path]:
-    """Where every process of this run keeps its counters, which any worker adds up for
-    /metrics (prometheus_client's multiprocess mode); gone after the run."""
-    path = directory or Path(tempfile.mkdtemp(prefix="finrelay-metrics-"))
-    path.mkdir(exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _tell_children(config_path: Path, role: Role) -> None:
@@ -277,11 +282,9 @@ def _tell_children(config_path: Path, role: Role) -> None:
     os.environ[WORKER_ROLE_ENV] = role
 
 
-def _serve_workers(
-    config: GatewayConfig, listener: socket.socket, stop: threading.Event | None = None
-) -> int:
+def _serve_workers(config: GatewayConfig, listener: socket.socket) -> int:
     """`worker_count` processes serving the port (uvicorn's supervisor restarts one that dies),
-    as `_tell_children` said; until SIGTERM or SIGINT, or until `stop` is set."""
+    as `_tell_children` said; until SIGTERM or SIGINT."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
@@ -299,81 +302,9 @@ def _serve_workers(
         ),
         sockets=[listener],
     )
-    if stop is not None:
-        supervisor.should_exit = stop
     supervisor.run()
     failed = any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
     return EXIT_CANNOT_START if failed else EXIT_OK
-
-
-def _serve_with_writer(config: GatewayConfig, listener: socket.socket, config_path: Path) -> int:
-    """SQLite with a writer process (gateway/processes.py): the writer first, then the deliver
-    process (role `all`) and the workers; on the way out, the workers first, the writer last."""
-    from gateway.processes import (
-        WORKER_WRITER_ENV,
-        Child,
-        ProcessKeeper,
-        StopSignals,
-        private_directory,
-        wait_for_socket,
-    )
-    from gateway.store.writer_process import EXIT_REFUSED
-
-    directory = private_directory()
-    socket_path = directory / "writer.sock"
-    os.environ[WORKER_WRITER_ENV] = str(socket_path)
-    with _metrics_directory(directory / "metrics"):
-        writer = Child(
-            "writer",
-            "gateway.store.writer_process:run_writer_process",
-            (config.store.url.reveal(), str(socket_path), os.getpid()),
-        )
-        writer.start()
-        if not wait_for_socket(writer, socket_path, WRITER_START_SECONDS):
-            writer.stop()
-            shutil.rmtree(directory, ignore_errors=True)
-            log.error("cannot_start", detail="the store's writer process did not start")
-            flush_logs()
-            return EXIT_CANNOT_START if writer.exitcode == EXIT_REFUSED else EXIT_PROBLEMS
-        children = [writer]
-        role = config.server.role
-        # With role `all` the workers ingest and the deliver process delivers (its role is its
-        # own); otherwise the workers take the role they were given.
-        _tell_children(config_path, "ingest" if role == "all" else role)
-        if role == "all":
-            count = deliver_process_count(config.server)
-            for index in range(count):
-                deliver = Child(
-                    "deliver" if count == 1 else f"deliver-{index + 1}",
-                    "gateway.deliver_process:run_deliver_process",
-                    (index, count),
-                )
-                deliver.start()
-                children.append(deliver)
-        # Set by the keeper on SIGTERM or SIGINT (`signals` hears them the moment they come,
-        # whichever thread the kernel gave them to) or on a fatal exit, or by uvicorn's
-        # supervisor of the workers once its handler has run. uvicorn's handler only appends
-        # to a list: a handler that set an Event could be entered again by a second signal
-        # inside the first one's Event.set() and wait forever for its lock (seen: a double
-        # SIGTERM hung the parent).
-        stop = threading.Event()
-        signals = StopSignals()
-        refused: list[Child] = []
-        keeper = ProcessKeeper(
-            children,
-            stopping=stop,
-            signalled=signals.heard,
-            fatal_exit_codes=frozenset({EXIT_REFUSED}),
-            on_fatal=refused.append,
-        )
-        keeper.start()
-        try:
-            code = _serve_workers(config, listener, stop)
-        finally:
-            keeper.stop()  # stops the children too, the writer last
-            signals.close()
-            shutil.rmtree(directory, ignore_errors=True)
-    return EXIT_CANNOT_START if refused else code
 
 
 def run_reprocess(args: argparse.Namespace) -> int:
@@ -698,12 +629,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive_workers,
         help='run this many worker processes ("auto": one per CPU) instead of server.workers',
-    )
-    serve.add_argument(
-        "--writer",
-        choices=WRITER_MODES,
-        help="SQLite only: process (one writer process owns the file) or in_process (each"
-        " process writes itself), instead of store.writer",
     )
     serve.add_argument(
         "--role",

@@ -38,7 +38,6 @@ __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ROLES",
     "STANDARD_WEBHOOKS_SCHEDULE",
-    "WRITER_MODES",
     "AdminConfig",
     "AmqpSubscriber",
     "ConfigError",
@@ -55,11 +54,8 @@ __all__ = [
     "StoreConfig",
     "SubscriberConfig",
     "SubscriberKind",
-    "WriterMode",
-    "deliver_process_count",
     "load_config",
     "worker_count",
-    "writer_process",
 ]
 
 DEFAULT_CONFIG_PATH = Path("config/gateway.toml")
@@ -87,8 +83,6 @@ Ordering = Literal["subject", "none"]
 # CONTRACT.md 7: what one process does. "all" receives and delivers; "ingest" receives and
 # sends nothing; "deliver" sends, and its /webhooks/... answer 404.
 Role = Literal["all", "ingest", "deliver"]
-WriterMode = Literal["process", "in_process"]
-WRITER_MODES: tuple[WriterMode, ...] = ("process", "in_process")
 AUTO = "auto"
 # `workers = "auto"`: one per CPU, up to this many.
 AUTO_WORKERS_MAX = 8
@@ -115,14 +109,19 @@ _SERVER_KEYS = (
     "trusted_proxies",
     "workers",
     "role",
-    "deliver_processes",
-    "deliver_nice",
 )
-# The range of a Unix nice value (setpriority(2)); higher is less CPU when it is contended.
-MAX_NICE = 19
 # More worker processes than this is a typo, not a machine.
 MAX_WORKERS = 64
-_STORE_KEYS = ("url", "retention_days", "writer")
+_STORE_KEYS = ("url", "retention_days")
+# Keys earlier versions took, with what to do instead: a config written for them gets this,
+# not a bare "unknown key". The writer process and its deliver processes are gone: every
+# process of `gateway serve` stores and delivers, on SQLite as on PostgreSQL.
+_REMOVED_KEYS = {
+    "server.deliver_processes": "removed: every worker process delivers now; set"
+    " server.workers instead",
+    "server.deliver_nice": "removed: there are no deliver processes any more; delete the line",
+    "store.writer": "removed: every worker process opens the store itself now; delete the line",
+}
 # Retention longer than this is a typo (or a wish to keep everything: a very large number).
 _MAX_RETENTION_DAYS = 36_500
 _SOURCE_KEYS = (
@@ -186,29 +185,15 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8080
     max_body_bytes: int = 1_048_576
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
-    # Processes serving the port; None ("auto"): one per CPU, up to AUTO_WORKERS_MAX
-    # (`worker_count`). With SQLite's writer process they ingest and one more process
-    # delivers (gateway/processes.py); otherwise each also delivers, on the shared store.
+    # Identical processes, each serving the port and delivering, sharing only the store;
+    # None ("auto"): one per CPU, up to AUTO_WORKERS_MAX (`worker_count`).
     workers: int | None = None
     role: Role = "all"
-    # Deliver processes beside the workers (SQLite's writer process layout); None ("auto"):
-    # one per CPU, up to AUTO_WORKERS_MAX (`deliver_process_count`). A delivery costs more CPU
-    # than its webhook (an HTTP client, a signature, an attempt record): they share the
-    # subscribers' `max_in_flight` between them (gateway/delivery/shares.py).
-    deliver_processes: int | None = None
-    # How far the deliver process of that layout stands back when the CPU is contended
-    # (a nice value added to the gateway's own): answering a provider cannot wait, delivering
-    # can (the store holds it). 0: the same priority as the workers.
-    deliver_nice: int = 10
 
 
 class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Shown redacted wherever it is printed: a PostgreSQL URL may carry a password.
     url: StoreUrl = StoreUrl("sqlite:///./data/gateway.db")
-    # SQLite only: "process", one writer process owns the file and every other process of
-    # `gateway serve` sends it their writes (gateway/processes.py); "in_process", each process
-    # opens the file itself (one process in all, when `server.workers` is 1).
-    writer: WriterMode = "process"
     # Delivered events (and their attempts) older than this are deleted (gateway/retention.py).
     retention_days: float = 30.0
 
@@ -466,7 +451,12 @@ def _check_keys(
     what: str = "key",
 ) -> None:
     for key in table:
-        if key not in known:
+        if key in known:
+            continue
+        removed = _REMOVED_KEYS.get(_key(place, key))
+        if removed is not None:
+            checker.add(_key(place, key), removed)
+        else:
             checker.add(_key(place, key), f"unknown {what}{_did_you_mean(key, known)}")
 
 
@@ -677,19 +667,14 @@ def _server(checker: _Checker, value: object) -> ServerConfig | None:
         settings["max_body_bytes"] = _integer(
             checker, table["max_body_bytes"], _key(place, "max_body_bytes"), 1
         )
-    for key in ("workers", "deliver_processes"):
-        if key in table and table[key] != AUTO:
-            settings[key] = _count_or_auto(checker, table[key], _key(place, key))
+    if "workers" in table and table["workers"] != AUTO:
+        settings["workers"] = _count_or_auto(checker, table["workers"], _key(place, "workers"))
     if "trusted_proxies" in table:
         settings["trusted_proxies"] = _networks(
             checker, table["trusted_proxies"], _key(place, "trusted_proxies")
         )
     if "role" in table:
         settings["role"] = _choice(checker, table["role"], _key(place, "role"), "role", ROLES)
-    if "deliver_nice" in table:
-        settings["deliver_nice"] = _integer(
-            checker, table["deliver_nice"], _key(place, "deliver_nice"), 0, MAX_NICE
-        )
     if len(checker.problems) > before:
         return None
     return ServerConfig(**{key: item for key, item in settings.items() if item is not None})
@@ -732,12 +717,9 @@ def _store(checker: _Checker, value: object) -> StoreConfig | None:
             checker, table["retention_days"], _key(place, "retention_days")
         )
     url = _store_url(checker, table, place) if "url" in table else default.url
-    writer: WriterMode | None = default.writer
-    if "writer" in table:
-        writer = _choice(checker, table["writer"], _key(place, "writer"), "writer", WRITER_MODES)
-    if url is None or retention_days is None or writer is None:
+    if url is None or retention_days is None:
         return None
-    return StoreConfig(url=url, retention_days=retention_days, writer=writer)
+    return StoreConfig(url=url, retention_days=retention_days)
 
 
 def _retention_days(checker: _Checker, value: object, place: str) -> float | None:
@@ -1524,18 +1506,7 @@ def worker_count(server: ServerConfig) -> int:
     return _per_cpu_unless(server.workers)
 
 
-def deliver_process_count(server: ServerConfig) -> int:
-    """How many deliver processes the writer process layout runs: `server.deliver_processes`,
-    or one per CPU when "auto"."""
-    return _per_cpu_unless(server.deliver_processes)
-
-
 def _per_cpu_unless(count: int | None) -> int:
     if count is not None:
         return count
     return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_MAX))
-
-
-def writer_process(config: GatewayConfig) -> bool:
-    """Whether a writer process owns the store (SQLite with `writer = "process"`)."""
-    return not config.store.url.shared and config.store.writer == "process"

@@ -290,8 +290,7 @@ class _UvicornRecords(logging.Handler):
             else:
                 logger.info("uvicorn", **fields)
             # Rare (a worker's death, a stop, an error) and news when they come: written now,
-            # not at a periodic flush (the parent of `--workers N` without a writer process
-            # has none).
+            # not at a periodic flush (the supervisor of `--workers N` has none).
             flush_logs()
         except Exception:
             self.handleError(record)

@@ -8,14 +8,33 @@ taken by another process) would look healthy to whatever supervises it.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from typing import Final
+
+import structlog
 
 from gateway.config import FileSubscriber, GatewayConfig, SubscriberConfig
 from gateway.store import StoreUnavailable, open_store
 
-__all__ = ["file_subscriber_problems", "listen_socket", "store_problem"]
+__all__ = [
+    "PORT_WAIT_SECONDS",
+    "file_subscriber_problems",
+    "listen_socket",
+    "listen_when_free",
+    "store_problem",
+]
+
+log = structlog.get_logger("gateway")
+
+# CONTRACT.md 7a: a gateway started while an earlier one is still going away waits this long
+# for the port and the store before it gives up.
+PORT_WAIT_SECONDS: Final = 10.0
+_RETRY_SECONDS: Final = 0.05
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -37,7 +56,27 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
-async def store_problem(config: GatewayConfig) -> str | None:
+def listen_when_free(
+    host: str, port: int, wait_seconds: float, *, on_wait: Callable[[], None]
+) -> socket.socket:
+    """`listen_socket`, waiting up to `wait_seconds` while the address is in use (`on_wait()`
+    once, when it first is): the workers of a gateway whose supervisor was killed hold the port
+    until they have stopped. Any other failure (no such address, a port not ours) at once."""
+    deadline = time.monotonic() + wait_seconds
+    waiting = False
+    while True:
+        try:
+            return listen_socket(host, port)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                raise
+            if not waiting:
+                waiting = True
+                on_wait()
+        time.sleep(_RETRY_SECONDS)
+
+
+async def store_problem(config: GatewayConfig, *, wait_seconds: float = 0.0) -> str | None:
     """Why a SQLite store cannot be opened, or None once it opened (creating its files and
     schema); StoreSchemaError when its schema is newer than this gateway's.
 
@@ -49,13 +88,21 @@ async def store_problem(config: GatewayConfig) -> str | None:
     url = config.store.url
     if url.shared:
         return None
-    store = open_store(url.reveal())
-    try:
-        await store.open()
-    except (StoreUnavailable, OSError) as error:
-        return url.scrub(f"cannot open the store: {error}")
-    await store.close()
-    return None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        store = open_store(url.reveal())
+        try:
+            await store.open()
+        except (StoreUnavailable, OSError) as error:
+            problem = url.scrub(f"cannot open the store: {error}")
+            if time.monotonic() >= deadline:
+                return problem
+            # Another gateway going away may still hold it: try again until the deadline.
+            log.warning("waiting_for_store", detail=problem)
+            await asyncio.sleep(_RETRY_SECONDS * 10)
+            continue
+        await store.close()
+        return None
 
 
 def file_subscriber_problems(subscribers: Mapping[str, SubscriberConfig]) -> list[str]:

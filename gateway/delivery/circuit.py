@@ -1,15 +1,25 @@
-"""The circuit breaker: a subscriber that keeps failing is paused and probed, not hammered.
+"""The circuit breaker: a subscriber that is down is paused and probed, not hammered.
 
 A pure state machine; the dispatcher keeps each subscriber's state in the store, so every
 gateway process sees the same one and a restart does not forget that a subscriber is down.
 
-- closed: deliveries flow; failed attempts in a row are counted.
-- open: after `circuit_breaker_failures` failures in a row nothing is sent until `open_until`;
-  then one delivery goes out as a probe, one across every process: the process that takes it
-  first moves `open_until` to the end of the probe's lease (`take_probe`, by compare-and-set in
-  the store), so every other process still finds the circuit open. Its success closes the
-  circuit, its failure re-opens it for twice as long (at most an hour), so a subscriber down
-  for a day is asked a few dozen times, not tens of thousands.
+- closed: deliveries flow; failures in a row that say the subscriber is unhealthy are counted:
+  those worth retrying (timeouts, connection errors, 408, 425, 429, 5xx: `worth_retrying`, the
+  retry policy's own test). Any other answer (400, 401, 404, 422...) is the subscriber's
+  verdict on that one message, a dead letter at once: it neither counts nor breaks the run, so
+  a subscriber rejecting one kind of event never has its other deliveries paused.
+- open: after `circuit_breaker_failures` such failures in a row nothing is sent until
+  `open_until`; then one delivery goes out as a probe, one across every process: the process
+  that takes it first stores the probe's mark and moves `open_until` to the end of the probe's
+  lease (`take_probe`, by compare-and-set in the store), so every other process still finds
+  the circuit open. Its success closes the circuit, its failure re-opens it for twice as long
+  (at most an hour), so a subscriber down for a day is asked a few dozen times, not tens of
+  thousands. Only the attempt carrying the mark is the probe: the failure of any other send
+  while open (one that left before the circuit opened, or from a process that had not seen it
+  open yet) is no news and changes nothing. No clock of one process is compared with another's.
+  A success, the probe's or any other, closes it: the subscriber is evidently up. A probe
+  answered with a verdict on its one message (a 400) says neither: the next probe goes at once.
+  A probe never answered (its process died) is another process's to take once its lease ends.
 - disabled: the subscriber answered 410 Gone, which the Standard Webhooks spec reads as "stop
   sending". Only an operator re-enables it (`gateway enable NAME`).
 Deliveries held back while a circuit is open or disabled stay pending: they cost no attempt.
@@ -24,6 +34,7 @@ from typing import Literal
 
 import msgspec
 
+from gateway.delivery.retry import worth_retrying
 from gateway.delivery.transport import SendResult
 
 __all__ = [
@@ -44,9 +55,10 @@ GONE = 410
 class CircuitState(msgspec.Struct, frozen=True, kw_only=True):
     state: Literal["closed", "open", "disabled"] = "closed"
     failures: int = 0
-    opened_at: float = 0.0
     open_until: float = 0.0
     open_seconds: float = 0.0
+    # The mark of the probe out now (`take_probe`): only its answer may re-open the circuit.
+    probe: str | None = None
 
 
 CLOSED = CircuitState()
@@ -72,18 +84,25 @@ def may_send(circuit: CircuitState, now: float) -> Literal["yes", "probe", "no"]
     return "no"
 
 
-def take_probe(circuit: CircuitState, now: float, hold_seconds: float) -> CircuitState | None:
-    """The state that reserves the probe for one process until `now + hold_seconds` (its
-    lease: a process that dies holding it delays the next probe by that much, no more); None
-    when no probe is due. The probe's answer then closes or re-opens the circuit as usual."""
+def take_probe(
+    circuit: CircuitState, now: float, hold_seconds: float, mark: str
+) -> CircuitState | None:
+    """The state that reserves the probe, marked `mark` (unique to this probe: the attempt that
+    is the probe carries it), for one process until `now + hold_seconds` (its lease: a process
+    that dies holding it delays the next probe by that much, no more, and its answer, should
+    one still come, is then no probe's); None when no probe is due."""
     if may_send(circuit, now) != "probe":
         return None
-    return msgspec.structs.replace(circuit, open_until=now + hold_seconds)
+    return msgspec.structs.replace(circuit, open_until=now + hold_seconds, probe=mark)
 
 
-def give_back_probe(circuit: CircuitState, now: float) -> CircuitState:
-    """A reserved probe not sent (nothing was due): due again at once, for any process."""
-    return msgspec.structs.replace(circuit, open_until=min(circuit.open_until, now))
+def give_back_probe(circuit: CircuitState, now: float, mark: str) -> CircuitState:
+    """The probe marked `mark` is over without news (nothing was due to send, or the subscriber
+    judged the one message): the next one is due at once, for any process. Unchanged when the
+    probe out is another (this one's reservation ran out and someone probed since)."""
+    if circuit.state != "open" or circuit.probe != mark:
+        return circuit
+    return msgspec.structs.replace(circuit, open_until=min(circuit.open_until, now), probe=None)
 
 
 def after_attempt(
@@ -91,11 +110,12 @@ def after_attempt(
     result: SendResult,
     now: float,
     *,
-    started: float,
+    probe: str | None = None,
     failure_threshold: int,
     open_seconds: float,
 ) -> CircuitState:
-    """The state after an attempt, started at `started`, answered with `result` at `now`.
+    """The state after an attempt answered `result` at `now`; `probe` is the mark the attempt
+    carries when it went out as the circuit's probe (None: an ordinary send).
     `failure_threshold` 0 never opens the circuit."""
     if circuit.state == "disabled":
         return circuit  # answers still in flight when it was disabled change nothing
@@ -103,23 +123,23 @@ def after_attempt(
         return CircuitState(state="disabled", failures=circuit.failures + 1)
     if result.outcome == "delivered":
         return CLOSED
-    if not failure_threshold and circuit.state == "closed":
+    if not worth_retrying(result):
+        # The subscriber's verdict on this one message, not on its health: no change. A probe
+        # so answered is over all the same, neither failed nor succeeded: the next goes now.
+        return circuit if probe is None else give_back_probe(circuit, now, probe)
+    if circuit.state == "open":
+        if probe is None or probe != circuit.probe:
+            return circuit  # not the probe: no news, whenever and wherever it was sent
+        pause = min(max(circuit.open_seconds, open_seconds) * 2, MAX_OPEN_SECONDS)
+        return _opened(circuit.failures + 1, now, pause)
+    if not failure_threshold:
         # It never opens: counting failures would only cost a store write per failed attempt.
         return circuit
     failures = circuit.failures + 1
-    if circuit.state == "open":
-        if started < circuit.opened_at:
-            # Sent before the circuit opened (up to max_in_flight of them): not the probe, and
-            # no news either; only the probe's failure may lengthen the pause.
-            return circuit
-        pause = min(max(circuit.open_seconds, open_seconds) * 2, MAX_OPEN_SECONDS)
-        return _opened(failures, now, pause)
-    if failure_threshold and failures >= failure_threshold:
+    if failures >= failure_threshold:
         return _opened(failures, now, open_seconds)
-    return CircuitState(state=circuit.state, failures=failures)
+    return CircuitState(failures=failures)
 
 
 def _opened(failures: int, now: float, pause: float) -> CircuitState:
-    return CircuitState(
-        state="open", failures=failures, opened_at=now, open_until=now + pause, open_seconds=pause
-    )
+    return CircuitState(state="open", failures=failures, open_until=now + pause, open_seconds=pause)

@@ -6,10 +6,11 @@ meanwhile) -> prepare the message (sign this attempt) -> send through the subscr
 policy says (gateway/delivery/retry.py), or dead letter. The schedule lives in the store, not in
 memory, so a subscriber that is down for a day costs disk, and a restart loses no pending retry.
 
-Work is bounded twice: a subscriber never has more than `max_in_flight` sends under way, and the
-dispatcher claims only for subscribers with a free slot, so a slow subscriber leaves its backlog
-in the store rather than in memory. A subscriber whose circuit is open gets nothing but, when
-its pause is over, a single probe (gateway/delivery/circuit.py).
+Work is bounded twice: a subscriber never has more than `max_in_flight` sends under way from the
+whole gateway (the store's claim counts every process's and node's leases, CONTRACT.md 7), and
+the dispatcher claims only for subscribers with a free slot, so a slow subscriber leaves its
+backlog in the store rather than in memory. A subscriber whose circuit is open gets nothing but,
+when its pause is over, a single probe (gateway/delivery/circuit.py).
 
 Nothing a subscriber or a bug does stops delivery: every send has a deadline (the subscriber's
 `timeout_seconds`, around the whole attempt, whatever the transport), any exception a transport
@@ -52,7 +53,7 @@ from gateway.delivery.transport import OutboundMessage, SendResult, Transport
 from gateway.metrics import Metrics
 from gateway.operations.times import rfc3339
 from gateway.signing import SigningKeys
-from gateway.store.base import Attempt, ClaimedDelivery, Store, StoreUnavailable
+from gateway.store.base import Attempt, Claim, ClaimedDelivery, Store, StoreUnavailable
 
 __all__ = ["Dispatcher", "read_circuit", "update_circuit"]
 
@@ -107,10 +108,20 @@ class _Subscriber:
         # other's compare-and-set fail.
         self.circuit_lock = asyncio.Lock()
         self.in_flight = 0
+        # Sends to it this process has finished: each one freed a slot.
+        self.sends_ended = 0
+        # The store found all its slots taken, by this process and others (`Claim.full`), when
+        # `sends_ended` was `full_as_of`: nothing is claimed for it until one of this process's
+        # sends to it ends, or `full_until` (a poll later) for the case another process's did.
+        # Claiming again at once would only spin: `next_due_at` says "due now" all along. The
+        # process whose send freed a slot is woken by that send and takes the slot itself.
+        self.full_as_of = -1
+        self.full_until = float("-inf")
         # An operator's pause (the store's, read with the circuits): nothing is claimed.
         self.paused = False
-        # This process holds the circuit's one probe (`take_probe`): it may claim one delivery.
-        self.probe_held = False
+        # The mark of the circuit's one probe when this process holds it (`take_probe`): it may
+        # claim one delivery, which goes out as the probe, carrying the mark.
+        self.probe_held: str | None = None
 
     def adopt_circuit(self, version: int, circuit: CircuitState) -> None:
         """Take a circuit state the store had at `version`, unless a newer one is known."""
@@ -124,7 +135,12 @@ class _Subscriber:
             return 1 if self.in_flight == 0 else 0
         if may_send(self.circuit, now) != "yes":
             return 0  # open, or a probe this process has not taken (`Dispatcher._take_probes`)
+        if self.is_full(now):
+            return 0
         return self.config.max_in_flight - self.in_flight
+
+    def is_full(self, now: float) -> bool:
+        return self.full_as_of == self.sends_ended and now < self.full_until
 
 
 async def read_circuit(store: Store, subscriber: str) -> tuple[int, CircuitState]:
@@ -296,14 +312,16 @@ class Dispatcher:
             if subscriber.paused or subscriber.probe_held or subscriber.in_flight:
                 continue
             async with subscriber.circuit_lock:
-                reserved = take_probe(subscriber.circuit, now, subscriber.lease_seconds)
+                # A mark no other probe ever had: only the attempt carrying it is the probe.
+                mark = secrets.token_hex(8)
+                reserved = take_probe(subscriber.circuit, now, subscriber.lease_seconds, mark)
                 if reserved is None:
                     continue
                 if await self._store.save_subscriber_circuit(
                     name, encode_circuit(reserved), expected_version=subscriber.circuit_version
                 ):
                     subscriber.adopt_circuit(subscriber.circuit_version + 1, reserved)
-                    subscriber.probe_held = True
+                    subscriber.probe_held = mark
                     taken.append(subscriber)
                 else:
                     self._circuits_read_at = float("-inf")  # another process's: read it
@@ -311,13 +329,15 @@ class Dispatcher:
 
     async def _give_back_probe(self, subscriber: _Subscriber) -> None:
         """A probe taken with nothing due to send: any process may probe again at once."""
-        subscriber.probe_held = False
+        mark, subscriber.probe_held = subscriber.probe_held, None
+        if mark is None:
+            return
         now = self._clock()
         async with subscriber.circuit_lock:
             version, after = await update_circuit(
                 self._store,
                 subscriber.config.name,
-                lambda circuit: give_back_probe(circuit, now),
+                lambda circuit: give_back_probe(circuit, now, mark),
                 (subscriber.circuit_version, subscriber.circuit),
             )
             subscriber.adopt_circuit(version, after)
@@ -334,11 +354,13 @@ class Dispatcher:
         # One claim per subscriber, issued together: the store commits them as one batch.
         if wanted:
             self._owner_unused = False
+        ended = {name: self._subscribers[name].sends_ended for name in wanted}
         claims = await asyncio.gather(
             *(
                 self._store.claim_due(
                     subscriber=name,
                     limit=slots,
+                    max_in_flight=self._subscribers[name].config.max_in_flight,
                     lease_seconds=self._subscribers[name].lease_seconds,
                     owner=self._owner,
                 )
@@ -346,11 +368,17 @@ class Dispatcher:
             ),
             return_exceptions=True,
         )
+        for name, claim in zip(wanted, claims, strict=True):
+            if isinstance(claim, Claim) and claim.full:
+                # As of `ended`: a send that ended while the claim was under way may have freed
+                # a slot after the store counted, and its wake must not be lost.
+                self._subscribers[name].full_as_of = ended[name]
+                self._subscribers[name].full_until = now + POLL_SECONDS
         claimed = [
             delivery
             for claim in claims
             if not isinstance(claim, BaseException)
-            for delivery in claim
+            for delivery in claim.deliveries
         ]
         if not self._stopping:  # claimed while stopping: not started; stop() gives them back
             # Started even when another subscriber's claim failed: leased, they would otherwise
@@ -369,8 +397,8 @@ class Dispatcher:
 
     def _take_new_name(self, reason: str) -> None:
         """Leases this dispatcher holds but will not settle: a claim that failed may have
-        committed all the same (the answer was lost, not the write: a writer process killed,
-        a database connection cut, after the commit), and a delivery whose attempt record
+        committed all the same (the answer was lost, not the write: a database connection
+        cut after the commit), and a delivery whose attempt record
         failed stays leased. It cannot tell them from the ones it is sending, so it takes a
         new name and gives back every lease of the old one as soon as the sends under way
         (which record by their lease tokens, as before) are over (`_retire_names`, at the next
@@ -406,7 +434,9 @@ class Dispatcher:
         retry coming due, or the poll interval, whichever is first.
 
         Only subscribers with a free slot count: deliveries due to a saturated subscriber are
-        waiting for a slot, and a finished send wakes us for those.
+        waiting for a slot, and a finished send wakes us for those. One the store found full
+        is saturated too: another process's finished send wakes that process, which takes the
+        slot; this one looks again at the next poll.
         """
         timeout = POLL_SECONDS
         now = self._clock()
@@ -421,13 +451,18 @@ class Dispatcher:
 
     async def _dispatch(self, subscriber: _Subscriber, delivery: ClaimedDelivery) -> None:
         """prepare -> send -> decide -> record, for one claimed delivery."""
+        # The probe's mark when this send is the circuit's probe: the one delivery claimed
+        # while this process held it (taken only with nothing in flight, `_take_probes`).
+        probe = subscriber.probe_held
         try:
             message = self._prepare(subscriber, delivery)
             started = self._clock()
             result = await self._send(subscriber, message)
             finished = self._clock()
             decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
-            await self._record(subscriber, delivery, started, finished, result, decision)
+            await self._record(
+                subscriber, delivery, started, finished, result, decision, probe=probe
+            )
         except StoreUnavailable as error:
             # Tried again (at least once, never lost) once its lease is given back: under a new
             # name, SILENT_SECONDS from now, rather than when the lease runs out.
@@ -442,9 +477,11 @@ class Dispatcher:
             )
         finally:
             subscriber.in_flight -= 1
+            subscriber.sends_ended += 1
             # The probe's answer has re-opened or closed the circuit (or, unrecorded, its
             # reservation runs out): either way this process holds it no more.
-            subscriber.probe_held = False
+            if probe is not None:
+                subscriber.probe_held = None
             self._wake.set()
 
     async def _send(self, subscriber: _Subscriber, message: OutboundMessage) -> SendResult:
@@ -479,8 +516,11 @@ class Dispatcher:
         finished: float,
         result: SendResult,
         decision: Decision,
+        *,
+        probe: str | None,
     ) -> None:
-        """Thin steps acting on the decision: record it, then the circuit, metrics and log."""
+        """Thin steps acting on the decision: record it, then the circuit, metrics and log.
+        `probe`: the mark of the circuit's probe when this attempt was it."""
         applied = await self._store.record_attempt(
             Attempt(
                 delivery_id=delivery.delivery_id,
@@ -504,7 +544,7 @@ class Dispatcher:
             # what the newer holder recorded, and this attempt counts nowhere.
             log.warning("stale_attempt_record", **fields)
             return
-        await self._update_circuit(subscriber, result, started, finished)
+        await self._update_circuit(subscriber, result, finished, probe)
         self._count(subscriber, delivery, decision, finished)
         self._log(decision, result, fields)
 
@@ -543,20 +583,24 @@ class Dispatcher:
             log.warning("dead_letter", error=result.error, status=result.status_code, **fields)
 
     async def _update_circuit(
-        self, subscriber: _Subscriber, result: SendResult, started: float, now: float
+        self, subscriber: _Subscriber, result: SendResult, now: float, probe: str | None
     ) -> None:
+        # The states `change` was applied to: the last is the store's, the one this update
+        # changed (this process's own may be stale: another opened the circuit meanwhile).
+        seen: list[CircuitState] = []
+
         def change(circuit: CircuitState) -> CircuitState:
+            seen.append(circuit)
             return after_attempt(
                 circuit,
                 result,
                 now,
-                started=started,
+                probe=probe,
                 failure_threshold=subscriber.config.circuit_breaker_failures,
                 open_seconds=subscriber.config.circuit_breaker_seconds,
             )
 
         async with subscriber.circuit_lock:
-            before = subscriber.circuit
             version, after = await update_circuit(
                 self._store,
                 subscriber.config.name,
@@ -564,12 +608,16 @@ class Dispatcher:
                 (subscriber.circuit_version, subscriber.circuit),
             )
             subscriber.adopt_circuit(version, after)
-        if after.state != before.state:
+        before = seen[-1]
+        # A failed probe re-opens an open circuit (for longer): a new pause, logged as one.
+        reopened = before.state == after.state == "open" and after.failures > before.failures
+        if after.state != before.state or reopened:
             log.warning(
                 "circuit_" + after.state,
                 subscriber=subscriber.config.name,
                 failures=after.failures,
                 open_until=after.open_until or None,
+                open_seconds=after.open_seconds or None,
             )
 
     async def stop(self, grace_seconds: float = 5.0) -> None:

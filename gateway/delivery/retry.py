@@ -26,7 +26,7 @@ from tenacity.wait import wait_base
 
 from gateway.delivery.transport import SendResult
 
-__all__ = ["MAX_RETRY_AFTER", "RetryPolicy", "ScheduleWait", "retry_delay"]
+__all__ = ["MAX_RETRY_AFTER", "RetryPolicy", "ScheduleWait", "retry_delay", "worth_retrying"]
 
 MAX_RETRY_AFTER = 24 * 3600.0
 JITTER = 0.10
@@ -61,7 +61,9 @@ class ScheduleWait(wait_base):
         return retry_delay(retry_state.attempt_number, self.schedule, retry_after, self.rng)
 
 
-def _worth_retrying(result: SendResult) -> bool:
+def worth_retrying(result: SendResult) -> bool:
+    """The subscriber may take it later: a timeout, a connection error, a 408, 425, 429 or 5xx
+    (the transport says which, as `retry`). The circuit breaker counts exactly these."""
     return result.outcome == "retry"
 
 
@@ -70,7 +72,7 @@ class RetryPolicy:
 
     def __init__(self, schedule: Sequence[float], rng: random.Random | None = None) -> None:
         self._retrying = Retrying(
-            retry=retry_if_result(_worth_retrying),
+            retry=retry_if_result(worth_retrying),
             stop=stop_after_attempt(1 + len(schedule)),
             wait=ScheduleWait(schedule, rng),
         )

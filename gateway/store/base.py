@@ -9,6 +9,9 @@ quarantined payloads. Two rules make the gateway lose nothing:
   lease, and the delivery becomes due again for any other worker. Each claim hands out a new
   lease token, and an attempt is recorded only under the token that still holds the lease
   (fencing): a worker whose lease was taken over cannot overwrite what its successor recorded.
+  The live leases of a subscriber are its sends under way, whoever holds them, so the claim
+  counts them and never leases past the subscriber's `max_in_flight`: the bound holds for the
+  whole gateway, every process and node together, not for each one.
 
 Ordered subscribers (CONTRACT.md 4b) are the store's too, so the rule holds across processes:
 a delivery to an ordered subscriber whose source and subject (its ordering key) has an earlier
@@ -33,6 +36,7 @@ __all__ = [
     "AcceptOutcome",
     "Attempt",
     "Backlog",
+    "Claim",
     "ClaimedDelivery",
     "DeadLetter",
     "DeliveryRecord",
@@ -106,6 +110,15 @@ class ClaimedDelivery(msgspec.Struct, frozen=True, kw_only=True):
     # templates (CONTRACT.md 4a).
     source: str = ""
     event_type: str = ""
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `claim_due` leased, and whether the subscriber is `full` now: `max_in_flight`
+    of its leases live, across every process and node, so that no claim for it gets anything
+    until one of those sends ends (or its lease runs out)."""
+
+    deliveries: tuple[ClaimedDelivery, ...]
+    full: bool
 
 
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
@@ -268,11 +281,15 @@ class Store(ABC):
         *,
         subscriber: str,
         limit: int,
+        max_in_flight: int,
         lease_seconds: float,
         owner: str,
-    ) -> Sequence[ClaimedDelivery]:
+    ) -> Claim:
         """Lease up to `limit` pending deliveries to `subscriber` that are due and whose lease
-        (if any) expired, oldest due first, each under a new lease token. "Due" and "expired"
+        (if any) expired, oldest due first, each under a new lease token; but never more than
+        `max_in_flight` less the subscriber's live leases (pending deliveries whose lease has
+        not run out), whoever holds them. Counting and leasing are one step: two claims, from
+        any processes or nodes, never both take the last free slot. "Due", "expired" and "live"
         are judged by the store's clock, the one clock every worker shares."""
 
     @abstractmethod

@@ -18,9 +18,13 @@ inside one writer must hold here between processes on different hosts:
   COMMITTED each statement takes a new snapshot, so a transaction that waited for a key sees
   the commit of the one it waited for. Row locks come after the key locks, each kind in id
   order: a transaction never waits for a key while holding a row.
-- **Claims** are one statement: `FOR NO KEY UPDATE SKIP LOCKED` picks due, unleased rows
-  nobody else is claiming, `lease_token + 1` is the new fencing token, and the event's body
-  comes back in the same round trip. No connection is held between calls: a send holds none.
+- **Claims** are one short transaction: the subscriber's claim lock (`pg_advisory_xact_lock`
+  on a key of its name), its live leases counted (`max_in_flight` bounds them for every node
+  together: two nodes must not both see the same free slots), then one statement: `FOR NO KEY
+  UPDATE SKIP LOCKED` picks due, unleased rows nobody else is claiming, `lease_token + 1` is
+  the new fencing token, and the event's body comes back in the same round trip. Nothing else
+  takes a claim lock, and a claim waits for no row, so claims never deadlock. No connection is
+  held between calls: a send holds none.
 - **Clock.** "Now" is the database server's clock (`finrelay_now`, the statement's timestamp),
   the one clock every node shares, read in the statement that uses it: no offset to measure or
   drift. A store given a `clock` (tests) passes its value instead, for every "now".
@@ -61,7 +65,7 @@ from gateway.store.base import (
     AcceptOutcome,
     Attempt,
     Backlog,
-    ClaimedDelivery,
+    Claim,
     DeadLetter,
     DeliveryState,
     EventFilter,
@@ -123,6 +127,32 @@ _RELEASE_LEASES_OF: LiteralString = (
     " (SELECT id FROM deliveries WHERE lease_owner = %(owner)s AND state = 'pending'"
     " ORDER BY id FOR NO KEY UPDATE) AND lease_owner = %(owner)s"
 )
+
+
+# A subscriber's live leases (its sends under way, whoever holds them): a range of
+# deliveries_leased, which holds the leased rows only, however long the backlog.
+_LIVE_LEASES: LiteralString = (
+    "SELECT count(*) FROM deliveries"
+    " WHERE state = 'pending' AND lease_until IS NOT NULL AND subscriber = %(subscriber)s"
+    " AND lease_until >= finrelay_now(%(now)s)"
+)
+_CLAIM: LiteralString = (
+    "WITH due AS (SELECT id FROM deliveries"
+    " WHERE state = 'pending' AND subscriber = %(subscriber)s"
+    " AND next_attempt_at <= finrelay_now(%(now)s)"
+    " AND (lease_until IS NULL OR lease_until < finrelay_now(%(now)s))"
+    " ORDER BY next_attempt_at, id LIMIT %(limit)s"
+    " FOR NO KEY UPDATE SKIP LOCKED)"
+    " UPDATE deliveries d SET lease_until = finrelay_now(%(now)s) + %(lease)s,"
+    " lease_owner = %(owner)s, lease_token = d.lease_token + 1"
+    " FROM due, events e WHERE d.id = due.id AND e.id = d.event_id"
+    " RETURNING d.id, d.event_id, d.subscriber, d.attempts, d.created_at,"
+    " d.next_attempt_at, d.lease_token, e.body, e.source, e.type"
+)
+# pg_advisory_xact_lock's two-int form, as the schema lock (postgres_schema.SCHEMA_LOCK): a
+# class of keys of its own, one per subscriber, apart from the ordering keys' bigints.
+# 0x636c6169: "clai".
+CLAIM_LOCK_CLASS = 0x636C6169
 
 
 class _Unreachable(StoreUnavailable):
@@ -407,36 +437,44 @@ class PostgresStore(Store):
         *,
         subscriber: str,
         limit: int,
+        max_in_flight: int,
         lease_seconds: float,
         owner: str,
-    ) -> Sequence[ClaimedDelivery]:
-        async with self._connection() as db:
+    ) -> Claim:
+        params = {
+            "subscriber": subscriber,
+            "now": self._now(),
+            "lease": float(lease_seconds),
+            "owner": owner,
+        }
+        async with self._transaction() as db:
+            # One claim of this subscriber at a time, across nodes. The count is a statement of
+            # its own, after the lock: in READ COMMITTED its snapshot then holds every lease the
+            # claim it waited for took (one statement taking the lock would count from before).
+            await db.execute("SELECT pg_advisory_xact_lock(%s, %s)", _claim_lock(subscriber))
+            cursor = await db.execute(_LIVE_LEASES, params)
+            counted = await cursor.fetchone()
+            live = 0 if counted is None else int(counted[0])
+            room = max_in_flight - live
+            if room <= 0:
+                return Claim(deliveries=(), full=True)
+            # The LIMIT a constant, not computed in SQL from the count: a planner that knows it
+            # wants a few rows walks deliveries_pending for them, whatever the backlog.
             cursor = await db.execute(
-                "WITH due AS (SELECT id FROM deliveries"
-                " WHERE state = 'pending' AND subscriber = %(subscriber)s"
-                " AND next_attempt_at <= finrelay_now(%(now)s)"
-                " AND (lease_until IS NULL OR lease_until < finrelay_now(%(now)s))"
-                " ORDER BY next_attempt_at, id LIMIT %(limit)s"
-                " FOR NO KEY UPDATE SKIP LOCKED)"
-                " UPDATE deliveries d SET lease_until = finrelay_now(%(now)s) + %(lease)s,"
-                " lease_owner = %(owner)s, lease_token = d.lease_token + 1"
-                " FROM due, events e WHERE d.id = due.id AND e.id = d.event_id"
-                " RETURNING d.id, d.event_id, d.subscriber, d.attempts, d.created_at,"
-                " d.next_attempt_at, d.lease_token, e.body, e.source, e.type",
-                {
-                    "subscriber": subscriber,
-                    "now": self._now(),
-                    "limit": limit,
-                    "lease": float(lease_seconds),
-                    "owner": owner,
-                },
+                _CLAIM,
+                {**params, "limit": min(limit, room)},
                 # Bodies as they are stored, not hex text to decode.
                 binary=True,
             )
             rows = await cursor.fetchall()
         # RETURNING has no order of its own: oldest due first, as claimed.
         rows.sort(key=lambda row: (row[5], row[0]))
-        return [as_struct.claimed_delivery(row, lease_token=int(row[6])) for row in rows]
+        return Claim(
+            deliveries=tuple(
+                as_struct.claimed_delivery(row, lease_token=int(row[6])) for row in rows
+            ),
+            full=live + len(rows) >= max_in_flight,
+        )
 
     async def release_leases(self, owner: str) -> None:
         async with self._transaction() as db:
@@ -1057,6 +1095,13 @@ def _key_lock(subscriber: str, key: str) -> int:
     every node (Python's own hash() is not)."""
     digest = hashlib.blake2b(f"{subscriber}\0{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _claim_lock(subscriber: str) -> tuple[int, int]:
+    """A subscriber's claim lock: CLAIM_LOCK_CLASS and 32 bits of a hash of its name, the same
+    on every node. Two names that share one only wait for each other's claims."""
+    digest = hashlib.blake2b(subscriber.encode(), digest_size=4).digest()
+    return CLAIM_LOCK_CLASS, int.from_bytes(digest, "big", signed=True)
 
 
 def _ordering_pairs(event: NewEvent) -> list[tuple[str, str]]:

@@ -2,7 +2,8 @@
 
 Version 1 is the whole schema of the first PostgreSQL store (SQLite's version 4, translated):
 BIGINT identity ids, `double precision` unix times (the interface's floats, compared as
-numbers), `bytea` bodies, and the same partial indexes. A later change is a new `Migration` at
+numbers), `bytea` bodies, and the same partial indexes. Version 2 is SQLite's version 5: the
+index claims count a subscriber's live leases by. A later change is a new `Migration` at
 the end of `MIGRATIONS`, never an edit of one that has shipped: databases already at its version
 never run it again.
 
@@ -122,8 +123,20 @@ CREATE INDEX quarantine_waiting ON quarantine (received_at) WHERE released_as IS
 CREATE INDEX quarantine_released ON quarantine (released_at) WHERE released_as IS NOT NULL;
 """
 
+# Claims bound a subscriber's live leases by its max_in_flight, for every node together, and
+# count them on each claim: a range of this index, which holds the leased rows only (about
+# max_in_flight per subscriber), never a walk of the pending backlog. Built in the migration's
+# transaction (no CONCURRENTLY there): one pass over `deliveries`, writes waiting meanwhile.
+# A version too: a node of version 1 would claim past the bound beside the new ones, and on a
+# database at version 2 it refuses to start instead.
+_VERSION_2 = """
+CREATE INDEX deliveries_leased ON deliveries (subscriber, lease_until)
+    WHERE state = 'pending' AND lease_until IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(version=1, what="events, deliveries, attempts, circuits, quarantine", sql=_VERSION_1),
+    Migration(version=2, what="the live-lease index max_in_flight is counted by", sql=_VERSION_2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

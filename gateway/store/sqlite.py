@@ -2,8 +2,7 @@
 
 Durability costs one fsync per commit. Committing each request alone caps ingest at the disk's
 fsync rate (about 3,800/s here); instead, one writer thread owns the connection and drains
-every write that is waiting into one transaction (in the writer process, which does nothing
-else, the event loop itself does: `writer_on_loop`). Under load a commit carries hundreds of
+every write that is waiting into one transaction. Under load a commit carries hundreds of
 events for the price of one fsync; idle, a lone request commits at once. Each request still
 gets its own answer, because each job runs in its own savepoint.
 
@@ -42,7 +41,7 @@ from gateway.store.base import (
     AcceptOutcome,
     Attempt,
     Backlog,
-    ClaimedDelivery,
+    Claim,
     DeadLetter,
     DeliveryState,
     EventFilter,
@@ -67,7 +66,11 @@ Job = Callable[[sqlite3.Connection], Any]
 # 2: fencing tokens on deliveries, versioned circuits, dispatcher heartbeats (`_upgrade`).
 # 3: ordered delivery per subject: events' subject, deliveries' ordering key, the `held` state.
 # 4: operators (gateway/operations/): events' data.status, a subject index, paused subscribers.
-SCHEMA_VERSION = 4
+# 5: claims bound each subscriber's live leases by its max_in_flight, for every process together
+#    (`deliveries_leased`, which SCHEMA adds to an older database). A version too: a gateway
+#    of version 4 would claim past the bound beside this one's processes, and refuses a file
+#    at version 5 instead.
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id          TEXT PRIMARY KEY,
@@ -111,6 +114,10 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
 CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (subscriber, next_attempt_at)
     WHERE state = 'pending';
+-- A claim counts the subscriber's live leases (its sends under way): a range of this, which
+-- holds the leased rows only (about max_in_flight per subscriber), however long the backlog.
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries (subscriber, lease_until)
+    WHERE state = 'pending' AND lease_until IS NOT NULL;
 CREATE TABLE IF NOT EXISTS subscriber_circuits (
     subscriber TEXT PRIMARY KEY,
     state      BLOB NOT NULL,
@@ -171,7 +178,8 @@ MAX_BATCH = 1_000
 # that the writes arriving meanwhile share it. A commit (an fsync) costs the machine about as
 # much CPU however few writes it carries (about 0.45 ms here, fsync included): committing each
 # trickling write on its own spent 370-550 us of the writer's CPU per webhook at 1,000-2,300
-# webhooks/s (2 cores, one writer process), CPU the serving processes needed; with this gap,
+# webhooks/s (2 cores, measured in a process that only wrote), CPU the serving processes
+# needed; with this gap,
 # about 200 us. A write that finds the writer idle for longer commits at once: an unloaded
 # gateway answers as fast as before, and a loaded one waits at most this much more.
 COMMIT_GAP_SECONDS = 0.002
@@ -228,10 +236,8 @@ class _Rooms:
     either: neither room starves the other.
     """
 
-    def __init__(self, ingest_limit: int, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, ingest_limit: int) -> None:
         self._ready = threading.Condition(threading.Lock())
-        # Also told where the writer thread is notified (a writer on the event loop's wake-up).
-        self._on_ready = on_ready
         self._ingest: deque[_Pending] = deque()
         self._other: deque[_Pending] = deque()
         self._ingest_limit = ingest_limit
@@ -262,16 +268,6 @@ class _Rooms:
 
     def _notify(self) -> None:
         self._ready.notify()
-        if self._on_ready is not None:
-            self._on_ready()
-
-    def waiting(self) -> int:
-        with self._ready:
-            return len(self._other) + len(self._ingest)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed is not None
 
     def take(self, limit: int, not_before: float = 0.0) -> list[_Pending] | None:
         """The next batch, waiting for one; None once closed and empty. Once a write waits,
@@ -343,18 +339,6 @@ class _WriterLock:
     def __exit__(self, *_: object) -> None:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def take_now(self) -> bool:
-        """Take it if nobody holds it; False at once otherwise. (Taking it again while held,
-        as `with` then does, succeeds at once: the lock belongs to the open file.)"""
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def take(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
     def close(self) -> None:
         os.close(self._fd)
 
@@ -367,19 +351,12 @@ class SQLiteStore(Store):
         path: Path,
         *,
         clock: Callable[[], float] = time.time,
-        writer_on_loop: bool = False,
     ) -> None:
         self.path = path
         # The one clock leases and heartbeats are judged by (tests pass their own).
         self._clock = clock
-        # Where batches are written: a thread of its own (the default: the process's event
-        # loop has HTTP to serve), or the event loop itself, for a process that does nothing
-        # but write (gateway/store/writer_process.py): no second thread to hand each write to
-        # and back, nor to share the GIL with.
-        self._writer_on_loop = writer_on_loop
         self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._thread: threading.Thread | None = None
-        self._task: asyncio.Task[None] | None = None
         # Why the writer stopped on its own (the store is unavailable until reopened).
         self._failure: str | None = None
         self._opened = threading.Event()
@@ -405,9 +382,6 @@ class SQLiteStore(Store):
         for directory in reversed([path for path in chain if not path.exists()]):
             directory.mkdir(mode=0o750, exist_ok=True)
         self._failure = None
-        if self._writer_on_loop:
-            await self._open_on_loop()
-            return
         self._rooms = _Rooms(MAX_PENDING_WRITES)
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()
@@ -415,26 +389,12 @@ class SQLiteStore(Store):
         if self._open_error is not None:
             raise _open_failure(self.path, self._open_error)
 
-    async def _open_on_loop(self) -> None:
-        wake = asyncio.Event()
-        self._rooms = _Rooms(MAX_PENDING_WRITES, on_ready=wake.set)
-        try:
-            connection, lock = await asyncio.to_thread(self._open_writer)
-        except Exception as error:
-            raise _open_failure(self.path, error) from None
-        self._task = asyncio.get_running_loop().create_task(
-            self._write_on_loop(connection, lock, wake), name="sqlite-writer"
-        )
-
     async def close(self) -> None:
-        if self._thread is None and self._task is None:
+        if self._thread is None:
             return
         # Never a blocking put on the event loop: the writer finishes what is waiting, then
         # stops.
         self._rooms.close("the store is closed")
-        if self._task is not None:
-            await self._task
-            self._task = None
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
@@ -506,41 +466,6 @@ class SQLiteStore(Store):
         finally:
             self._writer_stopped(connection, lock)
 
-    async def _write_on_loop(
-        self, connection: sqlite3.Connection, lock: _WriterLock, wake: asyncio.Event
-    ) -> None:
-        """`_writer`'s loop as a task: a batch runs on the event loop, which meanwhile reads
-        no socket (its calls wait in the kernel's buffers and join the next batch)."""
-        batch: list[_Pending] = []
-        committed_at = 0.0
-        try:
-            while True:
-                if not self._rooms.waiting():
-                    if self._rooms.closed:
-                        break
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                gap = committed_at + COMMIT_GAP_SECONDS - time.monotonic()
-                if gap > 0 and self._rooms.waiting() < MAX_BATCH:
-                    await asyncio.sleep(gap)  # the calls read meanwhile join this batch
-                taken = self._rooms.take(MAX_BATCH)
-                if taken is None:
-                    break
-                batch = taken
-                if not lock.take_now():
-                    # Another process writes (the CLI): wait for it off the loop, which goes on
-                    # reading calls meanwhile.
-                    await asyncio.to_thread(lock.take)
-                self._run_batch(connection, lock, batch)
-                committed_at = time.monotonic()
-        except BaseException as error:  # cancelled included: nobody may be left waiting
-            self._writer_failed(error, batch)
-            if not isinstance(error, Exception):
-                raise
-        finally:
-            self._writer_stopped(connection, lock)
-
     def _writer_failed(self, error: BaseException, batch: list[_Pending]) -> None:
         log.exception("store_writer_stopped")
         if self._failure is None:
@@ -558,8 +483,6 @@ class SQLiteStore(Store):
         lock.close()
 
     def _writer_running(self) -> bool:
-        if self._task is not None:
-            return not self._task.done()
         return self._thread is not None and self._thread.is_alive()
 
     def _run_batch(
@@ -643,7 +566,7 @@ class SQLiteStore(Store):
         """Hand a write to the writer thread and wait for its answer. `ingest` writes go to the
         bounded room (StoreUnavailable at once when it is full); the others never find theirs
         full (`_Rooms`)."""
-        if self._thread is None and self._task is None:
+        if self._thread is None:
             raise StoreUnavailable("the store is not open")
         self._rooms.put(pending, ingest=ingest)
         return await pending.future
@@ -659,7 +582,7 @@ class SQLiteStore(Store):
         deliveries for /metrics) never holds up ingest. It sees every committed write, so every
         write that was answered before it.
         """
-        if self._thread is None and self._task is None:
+        if self._thread is None:
             raise StoreUnavailable("the store is not open")
 
         def run() -> T:
@@ -768,12 +691,23 @@ class SQLiteStore(Store):
         *,
         subscriber: str,
         limit: int,
+        max_in_flight: int,
         lease_seconds: float,
         owner: str,
-    ) -> Sequence[ClaimedDelivery]:
-        def job(db: sqlite3.Connection) -> list[ClaimedDelivery]:
-            # Read in the writer's transaction (BEGIN IMMEDIATE): nobody claims in between.
+    ) -> Claim:
+        def job(db: sqlite3.Connection) -> Claim:
+            # Counted and claimed in the writer's transaction (BEGIN IMMEDIATE, under the
+            # writers' flock): no other process claims in between, nor takes the same slots.
             now = self._clock()
+            ((live,),) = db.execute(
+                "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_leased"
+                " WHERE state = 'pending' AND lease_until IS NOT NULL AND subscriber = ?"
+                " AND lease_until >= ?",
+                (subscriber, now),
+            ).fetchall()
+            room = max_in_flight - live
+            if room <= 0:
+                return Claim(deliveries=(), full=True)
             rows = db.execute(
                 "SELECT d.id, d.event_id, d.subscriber, d.attempts, d.created_at,"
                 " d.next_attempt_at, d.lease_token, e.body, e.source, e.type"
@@ -781,7 +715,7 @@ class SQLiteStore(Store):
                 " WHERE d.state = 'pending' AND d.subscriber = ? AND d.next_attempt_at <= ?"
                 " AND (d.lease_until IS NULL OR d.lease_until < ?)"
                 " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-                (subscriber, now, now, limit),
+                (subscriber, now, now, min(limit, room)),
             ).fetchall()
             # Each claim increments the row's token: the new holder's is the old one + 1, and
             # every earlier holder's token is now stale (a fencing token).
@@ -792,7 +726,12 @@ class SQLiteStore(Store):
                     f" lease_token = lease_token + 1 WHERE id IN ({marks})",
                     [now + lease_seconds, owner, *(value for (value,) in chunk)],
                 )
-            return [as_struct.claimed_delivery(row, lease_token=row[6] + 1) for row in rows]
+            return Claim(
+                deliveries=tuple(
+                    as_struct.claimed_delivery(row, lease_token=row[6] + 1) for row in rows
+                ),
+                full=live + len(rows) >= max_in_flight,
+            )
 
         return await self._write(job)
 

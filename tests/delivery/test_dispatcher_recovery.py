@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from adapters.samples import sample_body
 from gateway.app import build_app
 from gateway.config import load_config
 from gateway.delivery.dispatcher import SILENT_SECONDS
-from gateway.store.base import ClaimedDelivery, StoreUnavailable
+from gateway.store.base import Claim, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
 from tests.delivery.subscriber import Subscriber, new_hmac_secret
 from tests.delivery.test_delivery import SOON, config, subscriber_toml
@@ -39,13 +39,17 @@ class FaultyStore(SQLiteStore):
     faults = 0
 
     async def claim_due(
-        self, *, subscriber: str, limit: int, lease_seconds: float, owner: str
-    ) -> Sequence[ClaimedDelivery]:
+        self, *, subscriber: str, limit: int, max_in_flight: int, lease_seconds: float, owner: str
+    ) -> Claim:
         if self.faults > 0:
             self.faults -= 1
             raise RuntimeError("injected fault")
         return await super().claim_due(
-            subscriber=subscriber, limit=limit, lease_seconds=lease_seconds, owner=owner
+            subscriber=subscriber,
+            limit=limit,
+            max_in_flight=max_in_flight,
+            lease_seconds=lease_seconds,
+            owner=owner,
         )
 
 
@@ -116,20 +120,23 @@ def test_the_dispatch_loop_restarts_after_unexpected_errors_and_readyz_says_so(
 
 
 class LostAnswerStore(SQLiteStore):
-    """The SQLite store, whose next claims commit and then raise StoreUnavailable, as when
-    the writer process is killed (or a database connection cut) after the commit, before its
-    answer arrived. A fault at that exact moment cannot be timed from outside a real process,
-    hence the subclass."""
+    """The SQLite store, whose next claims commit and then raise StoreUnavailable, as when a
+    database connection is cut after the commit, before its answer arrived. A fault at that
+    exact moment cannot be timed from outside a real process, hence the subclass."""
 
     lost_answers = 0
 
     async def claim_due(
-        self, *, subscriber: str, limit: int, lease_seconds: float, owner: str
-    ) -> Sequence[ClaimedDelivery]:
+        self, *, subscriber: str, limit: int, max_in_flight: int, lease_seconds: float, owner: str
+    ) -> Claim:
         claimed = await super().claim_due(
-            subscriber=subscriber, limit=limit, lease_seconds=lease_seconds, owner=owner
+            subscriber=subscriber,
+            limit=limit,
+            max_in_flight=max_in_flight,
+            lease_seconds=lease_seconds,
+            owner=owner,
         )
-        if claimed and self.lost_answers > 0:
+        if claimed.deliveries and self.lost_answers > 0:
             self.lost_answers -= 1
             raise StoreUnavailable("the store's writer process closed the connection")
         return claimed

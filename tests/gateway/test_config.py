@@ -18,7 +18,6 @@ from gateway.config import (
     RouteConfig,
     load_config,
     worker_count,
-    writer_process,
 )
 from gateway.store.sqlite import sqlite_path_from_url
 
@@ -165,10 +164,7 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert config.server.workers is None  # "auto": one per CPU
     assert worker_count(config.server) == min(os.cpu_count() or 1, 8)
     assert config.server.role == "all"
-    assert config.server.deliver_nice == 10
     assert config.store.url.reveal() == "sqlite:///./data/gateway.db"
-    assert config.store.writer == "process"
-    assert writer_process(config)
     source = config.sources["finchpay"]
     assert source.token_param == "token"
     assert source.tolerance_seconds == 300
@@ -176,9 +172,19 @@ def test_defaults_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
     assert config.routes == (RouteConfig(sources=None, types=None, subscribers=("audit",)),)
 
 
-def test_the_deliver_process_priority_is_settable_down_to_the_workers_own(tmp_path: Path) -> None:
-    assert load(tmp_path, "[server]\ndeliver_nice = 0\n" + MINIMAL).server.deliver_nice == 0
-    assert load(tmp_path, "[server]\ndeliver_nice = 19\n" + MINIMAL).server.deliver_nice == 19
+def test_keys_of_the_removed_writer_process_say_what_to_do_instead(tmp_path: Path) -> None:
+    """A config written for the writer-process layout gets a message naming what replaced
+    each key, not a bare "unknown key" (every problem at once, with its place)."""
+    text = (
+        '[server]\ndeliver_processes = 2\ndeliver_nice = 10\n[store]\nwriter = "process"\n'
+        + MINIMAL
+    )
+    assert problems(tmp_path, text) == [
+        "server.deliver_processes: removed: every worker process delivers now; set"
+        " server.workers instead",
+        "server.deliver_nice: removed: there are no deliver processes any more; delete the line",
+        "store.writer: removed: every worker process opens the store itself now; delete the line",
+    ]
 
 
 def test_routes_keep_file_order_and_their_filters(tmp_path: Path) -> None:
@@ -554,18 +560,6 @@ CASES: dict[str, tuple[str, str]] = {
     "workers a float": (
         "[server]\nworkers = 2.5\n" + MINIMAL,
         "server.workers: expected an integer, got a float",
-    ),
-    "deliver_nice negative": (
-        "[server]\ndeliver_nice = -5\n" + MINIMAL,
-        "server.deliver_nice: must be from 0 to 19, not -5",
-    ),
-    "deliver_nice past the bound": (
-        "[server]\ndeliver_nice = 20\n" + MINIMAL,
-        "server.deliver_nice: must be from 0 to 19, not 20",
-    ),
-    "writer unknown": (
-        '[store]\nwriter = "thread"\n' + MINIMAL,
-        'store.writer: unknown writer "thread" (supported: process, in_process)',
     ),
     "trusted_proxies not a list": (
         '[server]\ntrusted_proxies = "10.0.0.0/8"\n' + MINIMAL,

@@ -1,4 +1,5 @@
-"""The delivery policy's pure parts: retry timing (tenacity), the circuit breaker, signing."""
+"""The delivery policy's pure parts: retry timing (tenacity) and signing (the circuit breaker's
+are tests/gateway/test_circuit.py)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,6 @@ from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from adapters.source import Secret
-from gateway.delivery.circuit import (
-    CLOSED,
-    after_attempt,
-    give_back_probe,
-    may_send,
-    take_probe,
-)
 from gateway.delivery.http import parse_retry_after
 from gateway.delivery.retry import MAX_RETRY_AFTER, RetryPolicy
 from gateway.delivery.transport import SendResult
@@ -81,109 +75,6 @@ def test_retry_after_seconds(header: str | None, expected: float | None) -> None
 
 def test_retry_after_as_an_http_date() -> None:
     assert parse_retry_after("Thu, 01 Jan 1970 00:02:00 GMT", now=60.0) == 60.0
-
-
-# The circuit breaker.
-
-
-def test_circuit_opens_after_the_threshold_and_probes_after_the_pause() -> None:
-    circuit = CLOSED
-    for failure in range(3):
-        assert may_send(circuit, now=100.0) == "yes", failure
-        circuit = after_attempt(
-            circuit, RETRY, 100.0, started=100.0, failure_threshold=3, open_seconds=10
-        )
-    assert circuit.state == "open"
-    assert may_send(circuit, now=105.0) == "no"
-    assert may_send(circuit, now=110.0) == "probe"
-    recovered = after_attempt(
-        circuit, DELIVERED, 110.0, started=110.0, failure_threshold=3, open_seconds=10
-    )
-    assert recovered == CLOSED
-
-
-def test_a_failed_probe_pauses_twice_as_long() -> None:
-    circuit = CLOSED
-    for _ in range(2):
-        circuit = after_attempt(
-            circuit, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10
-        )
-    assert circuit.open_until == 10.0
-    circuit = after_attempt(
-        circuit, RETRY, 10.0, started=10.0, failure_threshold=2, open_seconds=10
-    )
-    assert circuit.state == "open"
-    assert circuit.open_until == 30.0
-
-
-def test_a_taken_probe_keeps_the_circuit_shut_for_everyone_else_until_its_lease_ends() -> None:
-    circuit = CLOSED
-    for _ in range(2):
-        circuit = after_attempt(
-            circuit, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10
-        )
-    assert take_probe(circuit, 9.0, hold_seconds=35) is None  # still paused: no probe yet
-    taken = take_probe(circuit, 10.0, hold_seconds=35)
-    assert taken is not None
-    # Another process reading the stored state finds nothing to send, not a second probe.
-    assert may_send(taken, 10.0) == may_send(taken, 44.0) == "no"
-    assert take_probe(taken, 20.0, hold_seconds=35) is None
-    # Its holder died without an answer: the next probe is due when the reservation ends.
-    assert may_send(taken, 45.0) == "probe"
-    # The probe's answer acts as before: its failure doubles the pause from then.
-    failed = after_attempt(taken, RETRY, 12.0, started=10.0, failure_threshold=2, open_seconds=10)
-    assert (failed.state, failed.open_until) == ("open", 32.0)
-    assert (
-        after_attempt(taken, DELIVERED, 12.0, started=10.0, failure_threshold=2, open_seconds=10)
-        == CLOSED
-    )
-    # Taken with nothing to send: given back, due again at once.
-    assert may_send(give_back_probe(taken, 11.0), 11.0) == "probe"
-
-
-def test_sends_already_in_flight_when_it_opened_do_not_lengthen_the_pause() -> None:
-    circuit = CLOSED
-    for _ in range(2):
-        circuit = after_attempt(
-            circuit, RETRY, 5.0, started=4.0, failure_threshold=2, open_seconds=10
-        )
-    assert (circuit.state, circuit.open_until) == ("open", 15.0)
-    # 60 more answers from sends that left before the circuit opened: no news.
-    for _ in range(60):
-        circuit = after_attempt(
-            circuit, RETRY, 6.0, started=4.5, failure_threshold=2, open_seconds=10
-        )
-    assert (circuit.state, circuit.open_until, circuit.open_seconds) == ("open", 15.0, 10)
-
-
-def test_a_success_resets_the_failure_count() -> None:
-    circuit = after_attempt(CLOSED, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10)
-    circuit = after_attempt(
-        circuit, DELIVERED, 0.0, started=0.0, failure_threshold=2, open_seconds=10
-    )
-    circuit = after_attempt(circuit, RETRY, 0.0, started=0.0, failure_threshold=2, open_seconds=10)
-    assert circuit.state == "closed"
-
-
-def test_threshold_zero_never_opens() -> None:
-    circuit = CLOSED
-    for _ in range(100):
-        circuit = after_attempt(
-            circuit, RETRY, 0.0, started=0.0, failure_threshold=0, open_seconds=10
-        )
-    assert may_send(circuit, now=0.0) == "yes"
-    assert circuit == CLOSED  # unchanged: nothing for the store to write per failure
-
-
-def test_gone_disables_until_an_operator_says_otherwise() -> None:
-    gone = SendResult(outcome="failed", status_code=410, error="HTTP 410")
-    circuit = after_attempt(CLOSED, gone, 0.0, started=0.0, failure_threshold=20, open_seconds=10)
-    assert circuit.state == "disabled"
-    assert may_send(circuit, now=10**9) == "no"
-    late_success = after_attempt(
-        circuit, DELIVERED, 1.0, started=1.0, failure_threshold=20, open_seconds=10
-    )
-    assert late_success.state == "disabled"
 
 
 # Signing.

@@ -178,7 +178,7 @@ def test_a_line_holds_what_structlogs_own_processors_would_have_written(
     assert line == json.loads(json.dumps(expected, default=str))
 
 
-# The periodic flush every process's event loop runs (the app's, the writer process's).
+# The periodic flush every serving process's event loop runs.
 
 
 def test_the_periodic_flush_writes_waiting_lines_without_being_asked(

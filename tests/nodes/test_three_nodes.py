@@ -42,8 +42,8 @@ from tests.postgres_server import PostgresServer
 from tests.service.harness import free_port
 
 NODES = 3
-# Per process (CONTRACT.md 7): a node never has more sends to `ledger` under way than this, so
-# it also bounds what one killed node can have had in flight.
+# The whole gateway's (CONTRACT.md 7): the nodes together never have more sends to `ledger`
+# under way than this, so it also bounds what one killed node can have had in flight.
 MAX_IN_FLIGHT = 8
 # What "within about a second" may take on a loaded 2-core machine.
 PROMPT_SECONDS = 2.5

@@ -3,16 +3,27 @@ reading the stream as a consumer would."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import redis
 
+from gateway.delivery.circuit import CLOSED
 from tests.delivery.subscriber import new_hmac_secret
+from tests.delivery.test_circuit_breaker import (
+    WORKERS,
+    assert_opened_once_then_probed_after_one_pause,
+    circuit_of,
+    wait_for_both_workers,
+)
+from tests.delivery.test_delivery import post_many
 from tests.queues.brokers import BrokerProcess, RedisServer
 from tests.queues.support import (
     CONTENT_TYPE,
+    SOON,
     attempt_errors,
     attempts_metric,
     delivery_states,
@@ -151,3 +162,60 @@ def test_redis_stopped_then_killed_loses_no_event_and_never_shows_its_password(
     assert password not in gateway.logs()
     assert password not in metrics
     assert not any(password in error for error in errors)
+
+
+def test_redis_down_for_seconds_costs_one_circuit_pause_however_many_processes_send(
+    own_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """Redis killed for 3 s while 100 events arrive at two worker processes: the circuit opens
+    once, the other process's sends under way when it opened change nothing (before the probe
+    was marked, one re-opened it for twice as long), and the probe after one pause finds Redis
+    back (tests/delivery/test_circuit_breaker.py does the same over HTTP)."""
+    down, pause = 3.0, 5.0
+    server = own_broker(RedisServer)
+    assert isinstance(server, RedisServer)
+    stream = "finrelay:events"
+    workdir = tmp_path / "gateway"
+    workdir.mkdir()
+    gateway = GatewayProcess(
+        workdir,
+        queue_config(
+            "ledger-stream",
+            "redis",
+            url=server.url,
+            stream=stream,
+            timeout_seconds=2,
+            retry_schedule=[0.5] * 10,
+            circuit_breaker_seconds=pause,
+        ),
+        serve_args=WORKERS,
+    )
+    try:
+        gateway.start()
+        wait_for_both_workers(gateway)
+        server.kill()
+        back_at = time.monotonic() + down
+        ids = post_many(gateway, 100)
+        time.sleep(max(0.0, back_at - time.monotonic()))
+        server.start()
+        wait_until(
+            lambda: len(redis_messages(server.url, stream)) >= len(ids),
+            timeout=pause + SOON,
+            what="every event in the stream once Redis is back",
+        )
+        assert {m.headers["webhook-id"] for m in redis_messages(server.url, stream)} == set(ids)
+        wait_until(
+            lambda: set(delivery_states(gateway, "ledger-stream").values()) == {"delivered"},
+            what="every delivery recorded as delivered",
+        )
+        attempts = [
+            attempt
+            for record in gateway.event_records(ids).values()
+            for delivery in record.deliveries
+            for attempt in delivery.attempts
+        ]
+        assert circuit_of(gateway, "ledger-stream") == CLOSED
+    finally:
+        gateway.stop()
+    probe = min(a.started_at for a in attempts if a.outcome == "delivered")
+    assert_opened_once_then_probed_after_one_pause(gateway, "ledger-stream", probe)

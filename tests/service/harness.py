@@ -88,14 +88,14 @@ def free_port() -> int:
         return port
 
 
-# How `gateway serve` lays out its processes on SQLite. Most service tests run the gateway in one
-# process (`one_process`: quick to start, one pid to kill); `default` is what `gateway serve`
-# does with nothing said (gateway/processes.py: a writer process, workers, a deliver process),
-# which tests/service/test_process_split.py and the modules parametrized by LAYOUTS run.
+# How many processes `gateway serve` runs. Most service tests run the gateway in one process
+# (`one_process`: quick to start, one pid to kill); `default` is what `gateway serve` does with
+# nothing said (gateway/processes.py: a supervisor and `server.workers` identical workers),
+# which tests/service/test_processes.py and the modules parametrized by LAYOUTS run.
 Layout = Literal["one_process", "default"]
 LAYOUTS: tuple[Layout, ...] = ("one_process", "default")
 LAYOUT_ARGS: dict[Layout, tuple[str, ...]] = {
-    "one_process": ("--workers", "1", "--writer", "in_process"),
+    "one_process": ("--workers", "1"),
     "default": (),
 }
 
@@ -129,8 +129,9 @@ class GatewayProcess:
     def database(self) -> Path:
         return self.workdir / "data" / "gateway.db"
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
-        self.port = free_port()
+    def start(self, timeout: float = 20.0, port: int | None = None) -> GatewayProcess:
+        """Start `gateway serve` on `port` (a free one when None) and wait for its /readyz."""
+        self.port = port or free_port()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [

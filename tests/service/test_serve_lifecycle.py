@@ -16,6 +16,7 @@ import msgspec
 import pytest
 
 from adapters.samples import sample_body
+from gateway.preflight import PORT_WAIT_SECONDS
 from tests.service.harness import BASE_CONFIG, REPO, GatewayProcess
 from tests.support import TOKEN
 
@@ -44,20 +45,28 @@ def log_lines(text: str) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_busy_port_is_one_json_error_line_naming_the_address_and_exit_4(
+def test_a_port_busy_for_good_is_waited_for_then_one_json_error_line_and_exit_4(
     tmp_path: Path, workers: int
 ) -> None:
+    """CONTRACT 7a: up to 10 s for the port (an earlier gateway may be going away), said once
+    in the log; then one error line naming the address, and exit 4."""
     (tmp_path / "first").mkdir()
     first = GatewayProcess(tmp_path / "first").start()
+    started = time.monotonic()
     try:
         result = serve(
             tmp_path / "second", BASE_CONFIG, "--port", str(first.port), "--workers", str(workers)
         )
     finally:
         first.stop()
+    assert time.monotonic() - started >= PORT_WAIT_SECONDS
     assert result.returncode == EXIT_CANNOT_LISTEN, result.stdout + result.stderr
     assert result.stderr == ""  # no plain-text [Errno 98]
-    (line,) = log_lines(result.stdout)  # one line, JSON: no `started`, no `stopped`
+    # JSON lines only: no `started`, no `stopped`.
+    waiting, line = log_lines(result.stdout)
+    assert waiting["level"] == "warning"
+    assert waiting["event"] == "waiting_for_port"
+    assert waiting["address"] == f"127.0.0.1:{first.port}"
     assert line["level"] == "error"
     assert line["event"] == "cannot_listen"
     assert line["address"] == f"127.0.0.1:{first.port}"

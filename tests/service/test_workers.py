@@ -55,7 +55,7 @@ def _workers(gateway: GatewayProcess) -> set[int]:
     return {
         pid
         for pid in _children(gateway.process.pid)
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
     }
 
 

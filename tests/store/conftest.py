@@ -1,5 +1,5 @@
 """The store contract suite's fixtures: every test that asks for `open_test_store` runs once per
-backend (`backend`: SQLite, SQLite behind its writer process, PostgreSQL), on one fresh database
+backend (`backend`: SQLite, PostgreSQL), on one fresh database
 of that backend.
 
 `open_test_store(clock)` opens a store on the test's database: through `open_store(url)`, as
@@ -11,13 +11,6 @@ store opened is closed on that loop when the test ends, whatever happened.
 
 PostgreSQL is asked for only by the `postgresql` parameter (the suite's SQLite half starts no
 cluster); its database is a new empty one per test (tests/conftest.py).
-
-`sqlite-writer` is SQLite as `gateway serve` uses it: one writer (gateway/store/writer_process.py)
-owns the file and every store the test opens is a `RemoteStore`, a client of it over a real Unix
-socket (two of them: two processes of one gateway). The writer runs on the test's own loop, so
-the clock the first store is opened with is the writer's store's clock, which every client
-shares. A test whose promise cannot hold over the wire by design says why with
-`@pytest.mark.in_process_only(reason)`, and that parameter is skipped.
 """
 
 from __future__ import annotations
@@ -27,9 +20,6 @@ import contextlib
 import fcntl
 import importlib
 import os
-import shutil
-import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -38,13 +28,10 @@ from typing import Any, Protocol, TypeVar
 import pytest
 
 from gateway.store import Store, open_store
-from gateway.store.remote import RemoteStore
 from gateway.store.sqlite import SQLiteStore
-from gateway.store.writer_process import WriterServer
 
 T = TypeVar("T")
-BACKENDS = ("sqlite", "sqlite-writer", "postgresql")
-OVER_THE_WIRE = "sqlite-writer"
+BACKENDS = ("sqlite", "postgresql")
 # Every close waits at most this long: a store that cannot close fails the test, never hangs it.
 CLOSE_SECONDS = 30.0
 
@@ -70,22 +57,8 @@ class TestDatabase:
         self.path = path
         self.runner = asyncio.Runner()
         self.stores: list[Store] = []
-        # sqlite-writer: the one writer of the database and its store, once a store is asked for.
-        self.writer: WriterServer | None = None
-        self.writer_store: SQLiteStore | None = None
-        self._socket_directory: str | None = None
-
-    @property
-    def socket_path(self) -> Path:
-        # A directory of its own under /tmp: tmp_path can be longer than a socket's path may
-        # be (108 bytes).
-        if self._socket_directory is None:
-            self._socket_directory = tempfile.mkdtemp(prefix="writer-", dir="/tmp")
-        return Path(self._socket_directory) / "writer.sock"
 
     def _new_store(self, clock: Callable[[], float] | None) -> Store:
-        if self.backend == OVER_THE_WIRE:
-            return RemoteStore(self.socket_path)
         if clock is None:
             return open_store(self.url)
         if self.backend == "sqlite":
@@ -96,23 +69,9 @@ class TestDatabase:
 
         return PostgresStore(self.url, clock=clock)
 
-    async def start_writer(self, clock: Callable[[], float] | None = None) -> WriterServer:
-        """The database's one writer (started once: a later clock is not the writer's)."""
-        if self.writer is None:
-            assert self.path is not None
-            # On the loop, as the writer process runs it (gateway/store/writer_process.py).
-            store = SQLiteStore(self.path, clock=clock or time.time, writer_on_loop=True)
-            await store.open()
-            self.writer_store = store
-            self.writer = WriterServer(store, self.socket_path)
-            await self.writer.start()
-        return self.writer
-
     async def open_store(
         self, clock: Callable[[], float] | None = None, *, opened: bool = True
     ) -> Store:
-        if self.backend == OVER_THE_WIRE:
-            await self.start_writer(clock)
         store = self._new_store(clock)
         self.stores.append(store)
         if opened:
@@ -153,33 +112,16 @@ class TestDatabase:
         async def close_all() -> None:
             for store in reversed(self.stores):
                 await asyncio.wait_for(store.close(), CLOSE_SECONDS)
-            if self.writer is not None:
-                await asyncio.wait_for(self.writer.stop(), CLOSE_SECONDS)
-            if self.writer_store is not None:
-                await asyncio.wait_for(self.writer_store.close(), CLOSE_SECONDS)
 
         try:
             self.runner.run(close_all())
         finally:
             self.runner.close()
-            if self._socket_directory is not None:
-                shutil.rmtree(self._socket_directory, ignore_errors=True)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "in_process_only(reason): a store promise that cannot hold over the writer's wire by"
-        " design (the sqlite-writer parameter is skipped, for that reason)",
-    )
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
-    marker = request.node.get_closest_marker("in_process_only")
-    if name == OVER_THE_WIRE and marker is not None:
-        pytest.skip(str(marker.args[0]))
     return name
 
 

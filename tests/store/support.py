@@ -55,12 +55,27 @@ def number(claimed: ClaimedDelivery) -> int:
     return int(claimed.event_id[4:])
 
 
+# A subscriber's `max_in_flight` where a test is not about it: no claim of theirs reaches it.
+UNBOUNDED = 1_000_000
+
+
 async def claim(
-    store: Store, owner: str = "w", *, subscriber: str = "a", lease: float = 30.0, limit: int = 100
+    store: Store,
+    owner: str = "w",
+    *,
+    subscriber: str = "a",
+    lease: float = 30.0,
+    limit: int = 100,
+    max_in_flight: int = UNBOUNDED,
 ) -> list[ClaimedDelivery]:
-    return list(
-        await store.claim_due(subscriber=subscriber, limit=limit, lease_seconds=lease, owner=owner)
+    claimed = await store.claim_due(
+        subscriber=subscriber,
+        limit=limit,
+        max_in_flight=max_in_flight,
+        lease_seconds=lease,
+        owner=owner,
     )
+    return list(claimed.deliveries)
 
 
 def attempt_of(decision: Decision, claimed: ClaimedDelivery, at: float = START) -> Attempt:

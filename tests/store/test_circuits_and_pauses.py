@@ -68,9 +68,7 @@ def test_two_stores_racing_circuit_updates_never_lose_disabled(
 
     def after(result: SendResult) -> Callable[[CircuitState], CircuitState]:
         def change(circuit: CircuitState) -> CircuitState:
-            return after_attempt(
-                circuit, result, START, started=START, failure_threshold=1000, open_seconds=60
-            )
+            return after_attempt(circuit, result, START, failure_threshold=1000, open_seconds=60)
 
         return change
 

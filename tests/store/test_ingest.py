@@ -17,18 +17,12 @@ from tests.store.support import attempt_of
 
 # Every wait on the store is bounded: a store that hangs fails the test.
 ANSWER_SECONDS = 10.0
-# Over the wire, the writer process counts its own commits (for every process's /metrics) and
-# a RemoteStore reports none: counting them in every client too would count each commit twice.
-IN_THE_WRITER = pytest.mark.in_process_only(
-    "a RemoteStore reports no commits: the writer process counts them (test_writer_wire.py)"
-)
 
 
 def event(n: int, subscribers: tuple[str, ...] = ("a", "b")) -> NewEvent:
     return support.event(n, subscribers, at=time.time())
 
 
-@IN_THE_WRITER
 def test_concurrent_writes_share_commits(open_test_store: OpenStore, run: Run) -> None:
     batches: list[int] = []  # writes per commit, as the store reports each commit
 
@@ -123,7 +117,6 @@ def test_an_event_with_no_subscriber_is_stored_with_no_delivery(
     run(scenario())
 
 
-@IN_THE_WRITER
 def test_a_failing_commit_watcher_fails_nothing_and_stops_nothing(
     open_test_store: OpenStore, run: Run
 ) -> None:
@@ -299,9 +292,11 @@ def test_a_full_ingest_queue_is_unavailable_at_once_and_attempt_records_still_ge
     async def scenario() -> None:
         store = await open_test_store()
         assert await store.accept(event(0)) == "accepted"
-        (sending,) = await store.claim_due(
-            subscriber="a", limit=1, lease_seconds=60, owner="dispatcher"
-        )
+        (sending,) = (
+            await store.claim_due(
+                subscriber="a", limit=1, max_in_flight=1, lease_seconds=60, owner="dispatcher"
+            )
+        ).deliveries
         async with test_database.holding_writes():
             first = asyncio.ensure_future(store.accept(event(1)))
             await asyncio.sleep(0.3)  # the writer took it and waits for the database

@@ -1,6 +1,7 @@
 """What only the PostgreSQL store has to show, on a real PostgreSQL (tests/postgres_server.py):
-migrations under the schema lock with several nodes opening at once, a schema newer than this
-gateway refused, LISTEN/NOTIFY wake-ups from one node to another, ordered deliveries racing on
+migrations under the schema lock with several nodes opening at once, a version 1 database
+migrated, a schema newer than this gateway refused, a claim's count of live leases over the
+leased rows only, LISTEN/NOTIFY wake-ups from one node to another, ordered deliveries racing on
 three nodes, PostgreSQL killed (StoreUnavailable within seconds, then back by itself), and the
 URL's password in no error, log line or repr. (Everything the interface promises of every
 backend is the contract suite's, in this folder.)"""
@@ -20,9 +21,9 @@ import pytest
 import structlog
 
 from gateway.delivery.decide import Dead, Delivered
-from gateway.store import open_store
+from gateway.store import open_store, postgres_schema
 from gateway.store.base import NewEvent, StoreSchemaError, StoreUnavailable
-from gateway.store.postgres import PostgresStore, glob_to_regex
+from gateway.store.postgres import _LIVE_LEASES, PostgresStore, glob_to_regex
 from gateway.store.postgres_schema import SCHEMA_VERSION
 from tests.postgres_server import PostgresServer
 from tests.service.harness import free_port
@@ -115,6 +116,80 @@ def test_a_schema_newer_than_this_gateway_is_refused(
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as db:
             cursor = await db.execute("SELECT version FROM finrelay_schema")
             assert await cursor.fetchone() == (SCHEMA_VERSION + 1,)
+
+    run(scenario())
+
+
+def test_a_version_1_database_is_migrated_to_the_live_lease_index(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        # The database as a node of version 1 left it, a delivery of it leased.
+        with monkeypatch.context() as older:
+            older.setattr(postgres_schema, "MIGRATIONS", postgres_schema.MIGRATIONS[:1])
+            older.setattr(postgres_schema, "SCHEMA_VERSION", 1)
+            async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as db:
+                assert await postgres_schema.migrate(db) == (0, 1)
+                await db.execute(
+                    "INSERT INTO events (id, source, type, received_at, body)"
+                    " VALUES ('evt_old', 's', 'payment.succeeded', %s, '{}')",
+                    (START,),
+                )
+                await db.execute(
+                    "INSERT INTO deliveries (event_id, subscriber, created_at, next_attempt_at,"
+                    " lease_until, lease_owner) VALUES ('evt_old', 'a', %s, %s, %s, 'old')",
+                    (START, START, START + 60),
+                )
+        assert await PostgresStore(postgres_url).migrate() == (1, SCHEMA_VERSION)
+        async with stores(postgres_url, 1, Clock(START + 1)) as (store,):
+            await store.accept(event(1))
+            # The old node's lease is live: it holds the one slot.
+            full = await store.claim_due(
+                subscriber="a", limit=10, max_in_flight=1, lease_seconds=30, owner="w"
+            )
+            assert (full.deliveries, full.full) == ((), True)
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as db:
+            cursor = await db.execute(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_leased'"
+            )
+            assert await cursor.fetchone() is not None
+
+    run(scenario())
+
+
+# Claims.
+
+
+def test_a_claim_counts_live_leases_over_the_leased_rows_only(postgres_url: str) -> None:
+    """With a long backlog pending, counting a subscriber's live leases (for `max_in_flight`)
+    reads `deliveries_leased`, which holds its leased rows only, not the pending ones."""
+
+    async def scenario() -> None:
+        async with stores(postgres_url, 1):
+            pass
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as db:
+            await db.execute(
+                "INSERT INTO events (id, source, type, received_at, body)"
+                " SELECT 'evt_' || n, 's', 'payment.succeeded', %s, '{}'"
+                " FROM generate_series(1, 100000) AS n",
+                (START,),
+            )
+            await db.execute(
+                "INSERT INTO deliveries (event_id, subscriber, created_at, next_attempt_at,"
+                " lease_until, lease_owner) SELECT 'evt_' || n, 'a', %s, %s,"
+                " CASE WHEN n <= 10 THEN %s END, CASE WHEN n <= 10 THEN 'w' END"
+                " FROM generate_series(1, 100000) AS n",
+                (START, START, START + 60),
+            )
+            await db.execute("ANALYZE deliveries")
+            # "Now" given (a test's clock) and the server's own.
+            for now in (START + 1, None):
+                cursor = await db.execute(
+                    "EXPLAIN " + _LIVE_LEASES, {"subscriber": "a", "now": now}
+                )
+                plan = "\n".join(str(row[0]) for row in await cursor.fetchall())
+                assert "Index Only Scan using deliveries_leased" in plan, plan
+                assert "deliveries_pending" not in plan, plan
 
     run(scenario())
 

@@ -31,9 +31,10 @@ def new_event(name: str, received_at: float, subscribers: tuple[str, ...]) -> Ne
 
 async def settle(store: Store, subscriber: str, decision: Decision) -> None:
     """Claim the subscriber's due deliveries and record one attempt each with `decision`."""
-    for claimed in await store.claim_due(
-        subscriber=subscriber, limit=100, lease_seconds=30, owner="test"
-    ):
+    claim = await store.claim_due(
+        subscriber=subscriber, limit=100, max_in_flight=100, lease_seconds=30, owner="test"
+    )
+    for claimed in claim.deliveries:
         attempt = attempt_of(decision, claimed, NEW)
         assert await store.record_attempt(attempt, decision, lease_token=claimed.lease_token)
 

@@ -143,6 +143,33 @@ def test_a_schema_3_database_gets_status_pauses_and_the_subject_index(tmp_path: 
         assert "events_subject" in str(plan)
 
 
+def test_a_schema_4_database_gets_the_live_lease_index(tmp_path: Path) -> None:
+    """Version 5 only adds `deliveries_leased` (claims count live leases by it): a version 4
+    database is this one without it."""
+    path = tmp_path / "gateway.db"
+
+    async def create() -> None:
+        async with opened(path) as store:
+            await store.accept(event(1))
+
+    asyncio.run(create())
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript("DROP INDEX deliveries_leased; PRAGMA user_version=4;")
+
+    async def scenario() -> None:
+        async with opened(path, Clock(START + 1)) as store:
+            claimed = await store.claim_due(
+                subscriber="a", limit=10, max_in_flight=1, lease_seconds=30, owner="w"
+            )
+            assert [number(d) for d in claimed.deliveries] == [1]
+
+    asyncio.run(scenario())
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        assert "deliveries_leased" in indexes
+
+
 def test_a_database_newer_than_this_gateway_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "gateway.db"
     with contextlib.closing(sqlite3.connect(path)) as db:
@@ -211,6 +238,27 @@ def test_the_claim_and_the_release_search_indexes_never_scan_deliveries(tmp_path
             scans = [step for step in plan if step.startswith("SCAN") and "VALUES" not in step]
             scans = [step for step in scans if "deliveries" in step or step in ("SCAN d", "SCAN p")]
             assert scans == [], (statement, plan)
+
+
+def test_a_claim_counts_live_leases_over_the_leased_rows_only(tmp_path: Path) -> None:
+    """However long the backlog, counting a subscriber's live leases (for `max_in_flight`) is
+    a range of `deliveries_leased`: its leased rows, whose lease runs out after now."""
+    clock = Clock(START + 1)
+    path = tmp_path / "gateway.db"
+
+    async def scenario() -> list[str]:
+        async with opened(path, clock) as store:
+            await asyncio.gather(*(store.accept(event(n)) for n in range(300)))
+            store.statements.clear()
+            assert len(await claim(store, limit=3, max_in_flight=5)) == 3
+            return [s for s in store.statements if s.lstrip().upper().startswith("SELECT COUNT")]
+
+    (count,) = asyncio.run(scenario())
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + count)]
+    assert plan == [
+        "SEARCH deliveries USING INDEX deliveries_leased (subscriber=? AND lease_until>?)"
+    ]
 
 
 def test_the_purge_uses_its_indexes(tmp_path: Path) -> None:

@@ -1,15 +1,13 @@
-"""`gateway serve`'s processes on SQLite (gateway/processes.py), seen from outside: the tree it
-runs, real `kill -9`s of each process under load, SIGTERM under load, and a writer that cannot
-start.
+"""`gateway serve`'s processes (gateway/processes.py), seen from outside: the processes it runs
+and their names in `ps`, real `kill -9`s of a worker and of the supervisor under load, a new
+gateway started at once after the supervisor's kill, SIGTERM under load, a port still taken,
+and a store that cannot be used.
 
-    parent ── writer (the only process with the database open)
-           ├─ worker x N (role `ingest`, serving the port)
-           └─ deliver (role `all` only)
+    finrelay serve: supervisor ── finrelay serve: worker 1 .. N (each receives and delivers)
 
-What must hold whichever process dies (issue 16): every event that got a 200 is stored and
-delivered, the dead process is started again, and while the writer is away ingress answers 503,
-at once, never 500 and never a hang. The processes are told apart by the pid each logs
-(`writer_started`, `started` with its role) and found as the parent's children in /proc.
+What must hold whichever process dies: every event that got a 200 is stored and delivered, a
+worker that dies is replaced, and a gateway started right after a `kill -9` of the supervisor
+takes webhooks again within seconds. The processes are told apart by their command lines.
 """
 
 from __future__ import annotations
@@ -34,7 +32,8 @@ import httpx
 import pytest
 
 from adapters.samples import sample_body
-from gateway.config import deliver_process_count, load_config, worker_count
+from gateway.config import load_config, worker_count
+from gateway.preflight import PORT_WAIT_SECONDS
 from tests.delivery.subscriber import Subscriber, always, new_hmac_secret
 from tests.service.harness import REPO, GatewayProcess, free_port
 from tests.support import TOKEN
@@ -55,15 +54,14 @@ EXIT_PROBLEMS = 1
 EXIT_CANNOT_START = 3
 
 
-def split_config(subscriber_url: str, secret: str, *, delivers: int = 2) -> str:
-    """The default layout (no `[server] workers`, no `[store] writer`) with `delivers` deliver
-    processes (so as not to depend on the machine's CPUs): one source, one verifying HTTP
-    subscriber that gets every event."""
+def gateway_config(subscriber_url: str, secret: str, *, workers: int = 2) -> str:
+    """`workers` processes (so as not to depend on the machine's CPUs): one source, one
+    verifying HTTP subscriber that gets every event."""
     return f"""
 [server]
 host = "127.0.0.1"
 port = 0
-deliver_processes = {delivers}
+workers = {workers}
 
 [store]
 url = "sqlite:///./data/gateway.db"
@@ -157,75 +155,65 @@ def log_records(gateway: GatewayProcess) -> list[dict[str, object]]:
     return [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
 
 
+def title(pid: int) -> str:
+    """The command line as `ps` shows it (setproctitle rewrites it in place)."""
+    return _cmdline(pid).replace(b"\0", b" ").decode(errors="replace").strip()
+
+
 @dataclass(frozen=True)
 class Tree:
-    """The parent's running children, by what each logged it is."""
+    """The supervisor's running children, by what their command lines say they are."""
 
     parent: int
-    writers: frozenset[int]
-    workers: frozenset[int]  # serving the port (role `ingest`, or `all` without a writer)
-    delivers: frozenset[int]
-    unknown: frozenset[int]  # started, not logged yet
+    workers: dict[int, int]  # worker number -> pid
     trackers: frozenset[int]  # multiprocessing's resource tracker
+    unknown: frozenset[int]  # started, not named yet
 
     @property
     def all(self) -> frozenset[int]:
-        return self.writers | self.workers | self.delivers | self.unknown | self.trackers
+        return frozenset(self.workers.values()) | self.trackers | self.unknown
 
 
 def tree(gateway: GatewayProcess) -> Tree:
     assert gateway.process is not None
     parent = gateway.process.pid
-    pids = children(parent)
-    writers, workers, delivers = set(), set(), set()
-    for record in log_records(gateway):
-        pid = record.get("pid")
-        if record["event"] == "writer_started":
-            writers.add(pid)
-        elif record["event"] == "started" and record.get("role") == "deliver":
-            delivers.add(pid)
-        elif record["event"] == "started":
-            workers.add(pid)
-    trackers = {pid for pid in pids if b"resource_tracker" in _cmdline(pid)}
-    return Tree(
-        parent=parent,
-        writers=frozenset(pids & writers),
-        workers=frozenset(pids & workers),
-        delivers=frozenset(pids & delivers),
-        unknown=frozenset(pids - writers - workers - delivers - trackers),
-        trackers=frozenset(trackers),
-    )
+    workers: dict[int, int] = {}
+    trackers, unknown = set(), set()
+    for pid in children(parent):
+        name = title(pid)
+        if name.startswith("finrelay serve: worker "):
+            workers[int(name.split()[3])] = pid
+        elif "resource_tracker" in name:
+            trackers.add(pid)
+        else:
+            unknown.add(pid)
+    return Tree(parent, workers, frozenset(trackers), frozenset(unknown))
 
 
-def settled_tree(
-    gateway: GatewayProcess, *, writers: int, workers: int, delivers: int, timeout: float = SOON
-) -> Tree:
-    """The tree once it has that many processes of each kind, each of which logged its start."""
+def settled_tree(gateway: GatewayProcess, *, workers: int, timeout: float = SOON) -> Tree:
+    """The tree once workers 1..`workers` run and have each logged their start."""
     deadline = time.monotonic() + timeout
     while True:
         now = tree(gateway)
-        shape = (len(now.writers), len(now.workers), len(now.delivers), len(now.unknown))
-        if shape == (writers, workers, delivers, 0):
+        started = {
+            record.get("pid") for record in log_records(gateway) if record["event"] == "started"
+        }
+        if (
+            sorted(now.workers) == list(range(1, workers + 1))
+            and not now.unknown
+            and set(now.workers.values()) <= started
+        ):
             return now
         if time.monotonic() > deadline:
-            wanted = (writers, workers, delivers, 0)
             raise AssertionError(
-                f"process tree not (writers, workers, delivers, unlogged) = {wanted}"
-                f" in {timeout} s: {now}\n{gateway.logs()[-4000:]}"
+                f"not workers 1..{workers}, each started, in {timeout} s: {now}"
+                f"\n{gateway.logs()[-4000:]}"
             )
         time.sleep(0.1)
 
 
-def nice(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-
-
 def expected_workers(gateway: GatewayProcess) -> int:
     return worker_count(load_config(gateway.config_path).server)
-
-
-def expected_delivers(gateway: GatewayProcess) -> int:
-    return deliver_process_count(load_config(gateway.config_path).server)
 
 
 def wait_gone(pids: set[int], timeout: float) -> set[int]:
@@ -377,9 +365,9 @@ class SlowRequest:
         return int(head.split(b" ", 2)[1]), body
 
 
-# The shared gateway: the default layout, a verifying HTTP subscriber. The tests that end it
-# (kill -9 or SIGTERM of the parent) leave it stopped; the next test that needs it starts it
-# again on the same data directory (starting one is most of this module's time).
+# The shared gateway: two workers, a verifying HTTP subscriber. The tests that end it (kill -9 or
+# SIGTERM of the supervisor) leave it stopped; the next test that needs it starts it again on
+# the same data directory (starting one is most of this module's time).
 
 
 @dataclass
@@ -393,17 +381,8 @@ class Split:
             self.gateway.start(timeout=60)
         return self.gateway
 
-    @property
-    def workers(self) -> int:
-        return expected_workers(self.gateway)
-
     def settled(self) -> Tree:
-        return settled_tree(
-            self.running(),
-            writers=1,
-            workers=self.workers,
-            delivers=expected_delivers(self.gateway),
-        )
+        return settled_tree(self.running(), workers=expected_workers(self.gateway))
 
     def assert_stored_and_delivered(self, ids: set[str]) -> None:
         stored = {row.id for row in self.gateway.events()}
@@ -425,24 +404,14 @@ class Split:
 def split(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Split]:
     secret = new_hmac_secret()
     with Subscriber([secret]) as subscriber:
-        workdir = tmp_path_factory.mktemp("split")
-        gateway = GatewayProcess(workdir, split_config(subscriber.url, secret), layout="default")
+        workdir = tmp_path_factory.mktemp("processes")
+        gateway = GatewayProcess(workdir, gateway_config(subscriber.url, secret), layout="default")
         shared = Split(gateway, subscriber)
         try:
             yield shared
         finally:
             shared.gateway.stop()
             print("--- gateway log ---\n" + shared.gateway.logs()[-6000:])
-
-
-def restarts(gateway: GatewayProcess, process: str) -> list[dict[str, object]]:
-    """The restarts of the process named `process` ("deliver": of any deliver process)."""
-    return [
-        record
-        for record in log_records(gateway)
-        if record["event"] == "process_restarted"
-        and str(record.get("process")).partition("-")[0] == process
-    ]
 
 
 def kill_9(pid: int) -> float:
@@ -453,36 +422,28 @@ def kill_9(pid: int) -> float:
     return sent
 
 
-def kill_9_under_load(split: Split, pid: int) -> tuple[Provider, float]:
-    """The provider's load, `pid` SIGKILLed once a quarter of it was acknowledged, and the
-    rest of the load to its end; the provider, and when the kill was sent."""
-    provider = Provider(split.gateway).start()
-    try:
-        provider.wait_for_acknowledged(EVENTS // 4)
-        killed_at = kill_9(pid)
-        provider.join()
-    finally:
-        provider.stop.set()
-    return provider, killed_at
+# 1. The processes.
 
 
-# 1. The tree.
-
-
-def test_the_default_layout_is_one_writer_n_workers_and_the_deliver_processes(
-    split: Split,
-) -> None:
+def test_each_process_names_its_role_and_every_worker_opens_the_store(split: Split) -> None:
     now = split.settled()
-    assert len(now.delivers) == 2
-    # The webhooks' answers first when the CPU is short (`server.deliver_nice`, 10 by default).
-    assert {nice(pid) for pid in now.workers | now.writers} == {nice(now.parent)}
-    assert {nice(pid) for pid in now.delivers} == {nice(now.parent) + 10}
+    assert title(now.parent) == "finrelay serve: supervisor"
+    assert sorted(title(pid) for pid in now.workers.values()) == [
+        "finrelay serve: worker 1",
+        "finrelay serve: worker 2",
+    ]
     assert len(now.trackers) <= 1
-    assert now.all == children(now.parent)  # nothing else runs under the parent
-    (writer,) = now.writers
-    assert database_files_open(writer, split.gateway.database), "the writer has no database open"
-    for pid in {now.parent} | now.workers | now.delivers | now.trackers:
-        assert database_files_open(pid, split.gateway.database) == [], f"{pid} opened the database"
+    assert now.all == children(now.parent)  # nothing else runs under the supervisor
+    for pid in now.workers.values():
+        assert database_files_open(pid, split.gateway.database), f"{pid} has no store open"
+    # Every worker receives and delivers: each logs its start with role `all` and the same
+    # subscribers, and nothing of a writer or deliver process is left.
+    starts = [r for r in log_records(split.gateway) if r["event"] == "started"]
+    by_pid = {r["pid"]: r for r in starts}
+    for pid in now.workers.values():
+        assert by_pid[pid]["role"] == "all"
+        assert by_pid[pid]["subscribers"] == ["ledger"]
+    assert sorted(by_pid[pid]["worker"] for pid in now.workers.values()) == [1, 2]
     # uvicorn's records are JSON lines too, but a serving process's start is told once, by the
     # gateway's own `started` line: not again by uvicorn's "Application startup complete".
     uvicorn_lines = [r for r in log_records(split.gateway) if r["event"] == "uvicorn"]
@@ -490,105 +451,66 @@ def test_the_default_layout_is_one_writer_n_workers_and_the_deliver_processes(
     assert not [r for r in uvicorn_lines if "startup" in str(r["message"]).lower()]
 
 
-def test_role_ingest_runs_no_deliver_process(tmp_path: Path) -> None:
+def test_one_worker_is_one_process_named_for_it(tmp_path: Path) -> None:
     gateway = GatewayProcess(
         tmp_path,
-        split_config("http://127.0.0.1:9/none", new_hmac_secret()),
-        serve_args=["--role", "ingest", "--workers", "1"],
+        gateway_config("http://127.0.0.1:9/none", new_hmac_secret(), workers=1),
         layout="default",
     ).start(timeout=60)
     try:
-        now = settled_tree(gateway, writers=1, workers=1, delivers=0)
-        assert now.all == children(now.parent)
-        assert '"role":"deliver"' not in gateway.logs()
-        (worker,) = now.workers
-        assert database_files_open(worker, gateway.database) == []
+        assert gateway.process is not None
+        assert title(gateway.process.pid) == "finrelay serve: worker 1 of 1"
+        assert children(gateway.process.pid) == set()
     finally:
-        gateway.stop()
+        assert gateway.stop() == 0
 
 
-def test_deliver_processes_share_a_subscriber_s_max_in_flight(tmp_path: Path) -> None:
-    """Three deliver processes, a subscriber that allows 4 requests at once and answers slowly:
-    it never sees more than 4 at once from the host (each process holds its share: 2, 1, 1),
-    and it does see 4 (every share is used), until every event is delivered."""
-    secret = new_hmac_secret()
-    with Subscriber([secret], script=always(200, delay=0.3)) as subscriber:
-        config = split_config(subscriber.url, secret, delivers=3).replace(
-            "retry_schedule", "max_in_flight = 4\nretry_schedule"
-        )
-        gateway = GatewayProcess(tmp_path, config, layout="default").start(timeout=60)
-        try:
-            settled_tree(gateway, writers=1, workers=expected_workers(gateway), delivers=3)
-            start = datetime.now(UTC) - timedelta(minutes=1)
-            for _ in range(24):
-                answer = gateway.post(
-                    "finchpay", sample_body("finchpay", "COMPLETE", start), params={"token": TOKEN}
-                )
-                assert answer.status_code == 200, answer.text
-            subscriber.wait_for_count(24, SOON)
-            assert subscriber.max_in_flight == 4
-        finally:
-            gateway.stop()
-
-
-def test_an_in_process_writer_runs_no_writer_process(tmp_path: Path) -> None:
-    config = split_config("http://127.0.0.1:9/none", new_hmac_secret()).replace(
-        "[store]\n", '[store]\nwriter = "in_process"\n'
-    )
-    gateway = GatewayProcess(tmp_path, config, serve_args=["--workers", "2"], layout="default")
-    gateway.start(timeout=60)
+def test_role_ingest_runs_no_dispatcher_and_says_so_in_ps(tmp_path: Path) -> None:
+    gateway = GatewayProcess(
+        tmp_path,
+        gateway_config("http://127.0.0.1:9/none", new_hmac_secret()),
+        serve_args=["--role", "ingest"],
+        layout="default",
+    ).start(timeout=60)
     try:
-        now = settled_tree(gateway, writers=0, workers=2, delivers=0)
-        assert now.all == children(now.parent)
-        assert '"writer_started"' not in gateway.logs()
-        # Each worker opens the file itself: what the writer process is there to replace.
-        for worker in now.workers:
-            assert database_files_open(worker, gateway.database)
+        assert gateway.process is not None
+        deadline = time.monotonic() + SOON
+        while sorted(
+            title(pid)
+            for pid in children(gateway.process.pid)
+            if "resource_tracker" not in title(pid)
+        ) != ["finrelay serve: worker 1 (ingest)", "finrelay serve: worker 2 (ingest)"]:
+            assert time.monotonic() < deadline, [title(p) for p in children(gateway.process.pid)]
+            time.sleep(0.1)
+        assert title(gateway.process.pid) == "finrelay serve: supervisor (ingest)"
+        gateway.logs_once_they_say('"worker":2')
+        gateway.logs_once_they_say('"worker":1')
+        starts = [r for r in log_records(gateway) if r["event"] == "started"]
+        assert len(starts) == 2
+        assert all(r["role"] == "ingest" and r["subscribers"] == [] for r in starts)
     finally:
         gateway.stop()
 
 
-# 2. kill -9 of each child under load.
+# 2. kill -9 of a worker under load.
 
 
-def test_kill_9_of_the_writer_under_load_answers_503_until_it_is_back(split: Split) -> None:
+def test_kill_9_of_a_worker_under_load_loses_nothing_and_it_comes_back_as_itself(
+    split: Split,
+) -> None:
     before = split.settled()
-    (writer,) = before.writers
-    restarted_before = len(restarts(split.gateway, "writer"))
-    provider, killed_at = kill_9_under_load(split, writer)
+    number, victim = min(before.workers.items())
+    provider = Provider(split.gateway).start()
+    try:
+        provider.wait_for_acknowledged(EVENTS // 4)
+        killed_at = kill_9(victim)
+        provider.join()
+    finally:
+        provider.stop.set()
 
     assert provider.given_up == []
     assert len(provider.ids) == EVENTS
-    # Before the kill, nothing but 200s; after it, 503s until the writer was back, each one
-    # an answer (a hang would be a ReadTimeout), none a 500.
-    assert set(provider.statuses(until=killed_at)) == {"200"}
-    after = provider.statuses(since=killed_at)
-    assert after["503"] > 0, after
-    assert set(after) <= {"200", "503"}, after
-    assert all(
-        json.loads(answer.body) == {"error": "unavailable"}
-        for answer in provider.answers
-        if answer.status == 503
-    )
-    split.assert_stored_and_delivered(provider.ids)
-    now = split.settled()
-    (new_writer,) = now.writers
-    assert new_writer != writer
-    assert len(restarts(split.gateway, "writer")) == restarted_before + 1
-    assert restarts(split.gateway, "writer")[-1]["pid"] == new_writer
-    assert now.workers == before.workers
-    assert now.delivers == before.delivers
-    ready(split.gateway)
-
-
-def test_kill_9_of_an_ingest_worker_under_load_loses_nothing(split: Split) -> None:
-    before = split.settled()
-    victim = min(before.workers)
-    provider, killed_at = kill_9_under_load(split, victim)
-
-    assert provider.given_up == []
-    assert len(provider.ids) == EVENTS
-    # The killed worker's connections break (a provider retries); the others go on answering.
+    # The killed worker's connections break (a provider retries); the other goes on answering.
     assert set(provider.statuses(until=killed_at)) == {"200"}
     assert set(provider.statuses(since=killed_at)) <= {
         "200",
@@ -597,15 +519,15 @@ def test_kill_9_of_an_ingest_worker_under_load_loses_nothing(split: Split) -> No
         "WriteError",
         "ConnectError",
     }
+    # What the killed worker had leased is sent again once its heartbeat went silent.
     split.assert_stored_and_delivered(provider.ids)
-    # uvicorn's supervisor replaced it: as many workers as before, one of them new. (It logs
-    # no process_restarted of ours: the new worker's `started` line shows it, and the
-    # supervisor's own word of the death, as a JSON line of the gateway's log.)
+    # uvicorn's supervisor replaced it, and the new worker took the number it let go of.
     now = split.settled()
-    assert victim not in now.workers
-    assert len(now.workers - before.workers) == 1
-    assert now.writers == before.writers
-    assert now.delivers == before.delivers
+    assert victim not in now.workers.values()
+    assert now.workers[number] != victim
+    assert {n: p for n, p in now.workers.items() if n != number} == {
+        n: p for n, p in before.workers.items() if n != number
+    }
     died = [
         record
         for record in log_records(split.gateway)
@@ -616,37 +538,10 @@ def test_kill_9_of_an_ingest_worker_under_load_loses_nothing(split: Split) -> No
     ready(split.gateway)
 
 
-def test_kill_9_of_the_deliver_process_under_load_delivers_everything(split: Split) -> None:
-    before = split.settled()
-    deliver = min(before.delivers)
-    restarted_before = len(restarts(split.gateway, "deliver"))
-    provider = Provider(split.gateway).start()
-    try:
-        # Some delivered, some claimed or in flight at the kill, some not yet claimed.
-        split.subscriber.wait_for(
-            lambda server: bool(provider.ids & {r.webhook_id for r in server.received}), SOON
-        )
-        kill_9(deliver)
-        provider.join()
-    finally:
-        provider.stop.set()
-
-    assert provider.given_up == []
-    assert set(provider.statuses()) == {"200"}  # ingest never noticed
-    split.assert_stored_and_delivered(provider.ids)
-    now = split.settled()
-    (new_deliver,) = now.delivers - before.delivers
-    assert now.delivers == before.delivers - {deliver} | {new_deliver}
-    assert len(restarts(split.gateway, "deliver")) == restarted_before + 1
-    assert restarts(split.gateway, "deliver")[-1]["pid"] == new_deliver
-    assert now.writers == before.writers
-    ready(split.gateway)
+# 3. kill -9 of the supervisor, and a new gateway at once.
 
 
-# 3. kill -9 of the parent.
-
-
-def test_kill_9_of_the_parent_takes_every_child_with_it_and_a_new_gateway_serves(
+def test_kill_9_of_the_supervisor_then_a_new_gateway_at_once_takes_webhooks_within_seconds(
     split: Split,
 ) -> None:
     gateway = split.running()
@@ -655,17 +550,19 @@ def test_kill_9_of_the_parent_takes_every_child_with_it_and_a_new_gateway_serves
     try:
         provider.wait_for_acknowledged(EVENTS // 6)
         gateway.kill()
-        left = wait_gone(set(old.all), 5.0)
+        # What a process manager does: start it again at once, on the same port, while the old
+        # workers are still going away (they hold the port until they have stopped).
+        restarted_at = time.monotonic()
+        gateway.start(timeout=SOON, port=gateway.port)
+        # Its own workers, not the old ones still going away, answer by now.
+        split.settled()
+        serving_after = time.monotonic() - restarted_at
     finally:
         provider.stop.set()
         provider.join()
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)  # not to leave them to the next test
-    assert not left, f"children of the killed gateway still running: {left}"
-    assert processes_in(gateway.workdir) == set()
-
-    split.running()  # a new `gateway serve` on the same data directory
-    ready(gateway)
+    assert wait_gone(set(old.all), 10.0) == set(), "workers of the killed gateway still run"
+    # Generous for a loaded test machine; the benchmark (bench/processes.py) measures it.
+    assert serving_after < SOON
     assert not provider.ids - {row.id for row in gateway.events()}
     one_more = Provider(gateway, count=1).start()
     one_more.join()
@@ -673,19 +570,15 @@ def test_kill_9_of_the_parent_takes_every_child_with_it_and_a_new_gateway_serves
     split.assert_stored_and_delivered(provider.ids | one_more.ids)
 
 
-# 4. SIGTERM of the parent under load.
+# 4. SIGTERM of the supervisor under load.
 
 
-def test_sigterm_under_load_stops_the_writer_last_and_loses_nothing(split: Split) -> None:
+def test_sigterm_under_load_answers_what_is_under_way_and_loses_nothing(split: Split) -> None:
     gateway = split.running()
-    # A writer the parent restarted, as well as one it started first, must stop last.
-    (writer,) = split.settled().writers
-    kill_9(writer)
     old = split.settled()
     assert gateway.process is not None
-    log_offset = len(gateway.logs())
-    # Slow answers: at the SIGTERM the deliver process has sends under way, which it lets
-    # finish before it stops, and whose attempts it then records through the writer.
+    # Slow answers: at the SIGTERM the workers have sends under way, which they let finish
+    # before they stop, and whose attempts they then record.
     split.subscriber.script = always(200, delay=SLOW_ANSWER)
     provider = Provider(gateway).start()
     try:
@@ -694,8 +587,7 @@ def test_sigterm_under_load_stops_the_writer_last_and_loses_nothing(split: Split
         slow = SlowRequest(gateway)
         time.sleep(0.5)  # its headers read: a request under way in a worker
         gateway.process.send_signal(signal.SIGTERM)
-        # The rest of its body comes after the deliver process has stopped (its sends take
-        # SLOW_ANSWER), within the workers' grace (10 s): the writer must still be there.
+        # The rest of its body comes within the workers' grace (10 s).
         slow_status, slow_body = slow.finish(pause=SLOW_ANSWER * 2)
         code = gateway.process.wait(timeout=SOON)
     finally:
@@ -705,27 +597,15 @@ def test_sigterm_under_load_stops_the_writer_last_and_loses_nothing(split: Split
     assert code == 0, gateway.logs()[-4000:]
     assert slow_status == 200, slow_body
     left = wait_gone(set(old.all), 5.0)
-    assert not left, f"children still running after a clean stop: {left}"
-    # The writer outlived every request the workers answered: none was refused for want of it.
+    assert not left, f"workers still running after a clean stop: {left}"
+    assert processes_in(gateway.workdir) == set()
     statuses = provider.statuses()
-    assert "503" not in statuses, statuses
     assert "500" not in statuses, statuses
-    records = [
-        json.loads(line)
-        for line in gateway.logs()[log_offset:].splitlines()
-        if line.startswith("{")
-    ]
-    stopped = [datetime.fromisoformat(r["timestamp"]) for r in records if r["event"] == "stopped"]
-    (writer_stopped,) = [
-        datetime.fromisoformat(r["timestamp"]) for r in records if r["event"] == "writer_stopped"
-    ]
-    assert len(stopped) == len(old.workers) + len(old.delivers)
-    assert max(stopped) < writer_stopped, "the writer stopped before a process that uses it"
     assert provider.ids
     rows = {row.id: row for row in gateway.events()}
     assert not provider.ids - set(rows)
     assert json.loads(slow_body)["id"] in rows
-    # Every send the subscriber acknowledged was recorded before the writer stopped: none is
+    # Every send the subscriber acknowledged was recorded before its worker stopped: none is
     # left pending, to be sent again by the next start.
     answered = {
         r.webhook_id
@@ -737,13 +617,15 @@ def test_sigterm_under_load_stops_the_writer_last_and_loses_nothing(split: Split
     assert not unrecorded, f"{len(unrecorded)} acknowledged sends were not recorded"
 
 
-# 5. A writer that cannot start.
+# 5. A port still taken, a store that cannot be used.
 
 
-def serve_until_exit(workdir: Path, config: str) -> tuple[int, str]:
+def serve_until_exit(workdir: Path, config: str, *args: str) -> tuple[int, str, float]:
+    """`gateway serve` run to its end: its exit code, its output and how long it ran."""
     (workdir / "gateway.toml").write_text(config)
+    started = time.monotonic()
     completed = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--config", "gateway.toml", "--port", "0"],
+        [*SERVE, "--config", "gateway.toml", "--port", "0", *args],
         cwd=workdir,
         capture_output=True,
         text=True,
@@ -751,29 +633,54 @@ def serve_until_exit(workdir: Path, config: str) -> tuple[int, str]:
         check=False,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    return completed.returncode, completed.stdout + completed.stderr
+    return completed.returncode, completed.stdout + completed.stderr, time.monotonic() - started
 
 
-def test_a_newer_schema_exits_3_and_leaves_no_child(tmp_path: Path) -> None:
+def test_a_port_taken_for_a_moment_is_waited_for(tmp_path: Path) -> None:
+    """Another listener holds the port for 1.5 s: the gateway says it waits, then serves."""
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    threading.Timer(1.5, holder.close).start()
+    gateway = GatewayProcess(
+        tmp_path, gateway_config("http://127.0.0.1:9/none", new_hmac_secret()), layout="default"
+    )
+    try:
+        gateway.start(timeout=SOON, port=port)
+        waiting = [r for r in log_records(gateway) if r["event"] == "waiting_for_port"]
+        assert len(waiting) == 1, gateway.logs()[-3000:]
+        assert waiting[0]["address"] == f"127.0.0.1:{port}"
+    finally:
+        holder.close()
+        gateway.stop()
+
+
+def test_a_newer_schema_exits_3_and_leaves_no_process(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     with sqlite3.connect(tmp_path / "data" / "gateway.db") as db:
         db.execute("PRAGMA user_version = 99")
-    code, output = serve_until_exit(
-        tmp_path, split_config("http://127.0.0.1:9/none", new_hmac_secret())
+    code, output, _ = serve_until_exit(
+        tmp_path, gateway_config("http://127.0.0.1:9/none", new_hmac_secret())
     )
     assert code == EXIT_CANNOT_START, output
     assert "cannot_start" in output
     assert wait_gone(processes_in(tmp_path), 5.0) == set()
 
 
-def test_an_unopenable_database_exits_1_and_leaves_no_child(tmp_path: Path) -> None:
+def test_an_unopenable_database_exits_1_after_the_wait_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
     (tmp_path / "data").write_text("a file where the database's directory should be")
-    code, output = serve_until_exit(
-        tmp_path, split_config("http://127.0.0.1:9/none", new_hmac_secret())
+    code, output, took = serve_until_exit(
+        tmp_path, gateway_config("http://127.0.0.1:9/none", new_hmac_secret())
     )
     assert code == EXIT_PROBLEMS, output
     assert "cannot_start" in output
+    assert '"waiting_for_store"' in output
+    assert took >= PORT_WAIT_SECONDS
     assert wait_gone(processes_in(tmp_path), 5.0) == set()
+
+
+# 6. Signals to the whole group.
 
 
 def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
@@ -781,12 +688,11 @@ def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
 ) -> None:
     # systemd's default KillMode and `timeout` signal every process of the group at once, and
     # another signal may come while the first is being handled (Ctrl-C twice, a stop and then
-    # a kill timer's TERM). The parent once hung for good there: a second signal landing inside
-    # its handler's Event.set() waited for the lock the first one held.
+    # a kill timer's TERM).
     secret = new_hmac_secret()
     subscriber = Subscriber([secret]).start()
     config = tmp_path / "gateway.toml"
-    config.write_text(split_config(subscriber.url, secret))
+    config.write_text(gateway_config(subscriber.url, secret))
     port = free_port()
     with (tmp_path / "gateway.log").open("ab") as log:
         parent = subprocess.Popen(
@@ -804,17 +710,13 @@ def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
             assert time.monotonic() < deadline, "the gateway did not become ready"
             time.sleep(0.1)
         family = children(parent.pid)
-        assert family, "no child processes"
+        assert family, "no worker processes"
         # A burst: one signal's handler is still running when the next ones arrive.
         for signum in [signal.SIGTERM, signal.SIGINT] * 25:
             os.killpg(parent.pid, signum)
         assert parent.wait(timeout=45) == 0
         assert wait_gone(family, 10.0) == set()
-        lines = (tmp_path / "gateway.log").read_text()
-        assert '"writer_stopped"' in lines
-        # No child was restarted meanwhile: the burst stopped the writer and the deliver process
-        # (or killed one still starting), which the parent must not take for deaths.
-        assert '"process_restarted"' not in lines, lines[-6000:]
+        assert processes_in(tmp_path) == set()
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
