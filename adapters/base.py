@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import msgspec
 
@@ -26,9 +27,13 @@ from schemas.taxonomy import UNMAPPED, EventKind, canonical_status, kind_of
 
 __all__ = [
     "Adapter",
+    "AdapterOrigin",
+    "BatchReader",
     "Facts",
+    "SampleMaker",
     "SignatureCheck",
     "Signer",
+    "SourceSigner",
     "account_event_account",
     "assemble_event",
     "map_type",
@@ -38,8 +43,20 @@ __all__ = [
 SignatureCheck = Callable[[InboundRequest, SourceSettings, datetime], None]
 # (body, secret, now) -> the headers the provider would send: for tests, samples and benchmarks.
 Signer = Callable[[bytes, str, datetime], dict[str, str]]
+# (body, secret, now, settings) -> the same, for schemes that also sign something of the source
+# (a described provider's `{url}`: the source's `public_url`).
+SourceSigner = Callable[[bytes, str, datetime, SourceSettings], dict[str, str]]
 # (body, headers, settings, received_at) -> what the provider says happened.
 FactsReader = Callable[[bytes, Mapping[str, str], SourceSettings, datetime], "Facts"]
+# The same for a body that carries several events: each one's facts and its own JSON, which
+# becomes that event's `data.provider_payload`.
+BatchReader = Callable[
+    [bytes, Mapping[str, str], SourceSettings, datetime], "list[tuple[Facts, bytes]]"
+]
+# (provider or canonical type, None for a typical one; now) -> a sample body of that type.
+SampleMaker = Callable[[str | None, datetime], bytes]
+# Where an adapter comes from: code of ours, a preset file of ours, or the user's config file.
+AdapterOrigin = Literal["builtin", "preset", "config"]
 
 _MAX_ATTRIBUTE = 1024
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
@@ -158,6 +175,13 @@ class Adapter:
     sources authenticate with a token and/or an address allow-list instead. `signature_headers`
     names every header the check reads a signature from (lower case), so that nothing keeps them
     once the request is authenticated (the quarantine).
+
+    `scheme` is what `gateway providers` prints (`hmac`, `standard_webhooks`, `public_key`,
+    `none`); left empty it is `hmac` for a signed adapter (every built-in one is) and `none`
+    otherwise. `read_batch` is set for providers whose body carries several events (a described
+    provider's `each`): `normalize_all` reads them all. `sample` makes a body for
+    `gateway sample` (built-ins have theirs in adapters/samples.py). `source_signer` signs for
+    a given source, where the scheme signs more than the body (`{url}`); `sign` cannot then.
     """
 
     name: str
@@ -165,10 +189,48 @@ class Adapter:
     check_signature: SignatureCheck | None = None
     sign: Signer | None = None
     signature_headers: tuple[str, ...] = ()
+    origin: AdapterOrigin = "builtin"
+    scheme: str = ""
+    read_batch: BatchReader | None = None
+    sample: SampleMaker | None = None
+    source_signer: SourceSigner | None = None
+    # The signature covers the source's `public_url` (`{url}`): a source must set it.
+    signs_url: bool = False
+    # What is wrong with a source's key material for this adapter (a described provider's
+    # secret not in its key form, a public key of another algorithm): (setting, message).
+    check_source: Callable[[SourceSettings], list[tuple[str, str]]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.scheme:
+            # Frozen: the one place the value is completed, before anyone can see it.
+            object.__setattr__(self, "scheme", "hmac" if self.signed else "none")
 
     @property
     def signed(self) -> bool:
         return self.check_signature is not None
+
+    @property
+    def batch(self) -> bool:
+        """Whether one body may carry several events (read them with `normalize_all`)."""
+        return self.read_batch is not None
+
+    def source_problems(self, settings: SourceSettings) -> list[tuple[str, str]]:
+        """(setting, message) for each thing wrong with `settings`' keys for this adapter, for
+        check-config: `("secrets[1]", "expected hex (the provider's key = 'hex')")`."""
+        return [] if self.check_source is None else self.check_source(settings)
+
+    def sign_for_source(
+        self, body: bytes, secret: str, now: datetime, settings: SourceSettings
+    ) -> dict[str, str]:
+        """The headers the provider would send `body` to `settings`' source with.
+
+        Raises ValueError for an adapter that does not sign.
+        """
+        if self.source_signer is not None:
+            return self.source_signer(body, secret, now, settings)
+        if self.sign is None:
+            raise ValueError(f"{self.name} does not sign its webhooks")
+        return self.sign(body, secret, now)
 
     def verify(
         self, request: InboundRequest, settings: SourceSettings, now: datetime
@@ -194,9 +256,34 @@ class Adapter:
         received_at: datetime,
         verification: Verification = "none",
     ) -> CanonicalEvent:
-        """The canonical event of a body, or InvalidPayload with the path and reason."""
+        """The canonical event of a body, or InvalidPayload with the path and reason.
+
+        A batch adapter's body must then carry exactly one event; callers that may see more
+        call `normalize_all`.
+        """
+        if self.read_batch is not None:
+            events = self.normalize_all(body, headers, settings, received_at, verification)
+            if len(events) != 1:
+                raise InvalidPayload("$", f"the body carries {len(events)} events, not one")
+            return events[0]
         facts = self.read_facts(body, headers, settings, received_at)
         return assemble_event(self.name, facts, body, settings, received_at, verification)
+
+    def normalize_all(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        settings: SourceSettings,
+        received_at: datetime,
+        verification: Verification = "none",
+    ) -> list[CanonicalEvent]:
+        """Every canonical event of a body: several for a batch adapter, else the one."""
+        if self.read_batch is None:
+            return [self.normalize(body, headers, settings, received_at, verification)]
+        return [
+            assemble_event(self.name, facts, payload, settings, received_at, verification)
+            for facts, payload in self.read_batch(body, headers, settings, received_at)
+        ]
 
 
 def _attribute(value: str, name: str, limit: int = _MAX_ATTRIBUTE) -> str:

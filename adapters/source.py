@@ -56,6 +56,11 @@ class SourceSettings(msgspec.Struct, frozen=True, kw_only=True):
     allow_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     allow_unauthenticated: bool = False
     uri: str | None = None
+    # The URL as the provider calls it (behind proxies it is not the one we see): schemes that
+    # sign the URL (a described provider's `{url}`, Square's) sign this text.
+    public_url: str | None = None
+    # A PEM public key, for providers that sign with a private key (`scheme = "public_key"`).
+    public_key: str | None = None
 
     @property
     def source_uri(self) -> str:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -26,9 +27,11 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 import structlog
 
+from adapters.base import Adapter
 from adapters.errors import AdapterError
+from adapters.presets import PRESETS
 from adapters.registry import ADAPTERS
-from adapters.samples import sample_body
+from adapters.samples import SampleError, sample_body
 from adapters.source import SourceSettings
 from gateway import __version__
 from gateway.config import (
@@ -40,6 +43,7 @@ from gateway.config import (
     GatewayConfig,
     Role,
     load_config,
+    shipped_adapters,
     worker_count,
 )
 from gateway.logs import configure_logging, flush_logs, log_uvicorn_records
@@ -57,7 +61,7 @@ from gateway.preflight import (
 from gateway.reprocess import reprocess_quarantine
 from gateway.signing import new_secret, public_key_of
 from gateway.store import Store, StoreSchemaError, StoreUnavailable, open_store
-from schemas.event import encode_event
+from schemas.event import CanonicalEvent, encode_event
 from schemas.money import MoneyError, normalize_currency_code
 from schemas.timestamps import TimestampError, parse_timestamp
 
@@ -100,9 +104,28 @@ def _error_line(code: str, detail: str) -> bytes:
     return msgspec.json.encode({"error": code, "detail": detail}) + b"\n"
 
 
+def _unknown_adapter(name: str, adapters: Mapping[str, Adapter]) -> str:
+    matches = difflib.get_close_matches(name, list(adapters), n=1)
+    hint = f' (did you mean "{matches[0]}"?)' if matches else ""
+    return f"no adapter named {name!r}{hint} (known: {', '.join(sorted(adapters))})"
+
+
 def run_normalize(args: argparse.Namespace) -> int:
-    """Print the canonical event a payload becomes; no config, no signature check."""
-    adapter = ADAPTERS[args.adapter]
+    """Print the canonical event a payload becomes (each one, for a batch provider); no
+    signature check, and no config unless --config names one for its `[providers.*]`."""
+    if args.config is None:
+        adapters: Mapping[str, Adapter] = shipped_adapters()
+    else:
+        config = _load_or_report(args.config)
+        if config is None:
+            return EXIT_PROBLEMS
+        adapters = config.adapters
+    adapter = adapters.get(args.adapter)
+    if adapter is None:
+        sys.stderr.buffer.write(
+            _error_line("unknown_adapter", _unknown_adapter(args.adapter, adapters))
+        )
+        return EXIT_USAGE
     try:
         body = sys.stdin.buffer.read() if args.file in (None, "-") else Path(args.file).read_bytes()
     except OSError as error:
@@ -113,14 +136,34 @@ def run_normalize(args: argparse.Namespace) -> int:
     )
     received_at = args.received_at or datetime.now(UTC)
     try:
-        event = adapter.normalize(body, dict(args.header), settings, received_at, "none")
+        events = adapter.normalize_all(body, dict(args.header), settings, received_at, "none")
     except AdapterError as error:
         sys.stderr.buffer.write(_error_line(error.code, error.detail))
         return EXIT_USAGE
-    encoded = encode_event(event)
-    # The exact bytes a subscriber would receive with --compact; indented for a person otherwise.
-    output = encoded if args.compact else msgspec.json.format(encoded, indent=2)
-    sys.stdout.buffer.write(output + b"\n")
+    for event in events:
+        encoded = encode_event(event)
+        # The exact bytes a subscriber would receive with --compact (one event a line);
+        # indented for a person otherwise.
+        output = encoded if args.compact else msgspec.json.format(encoded, indent=2)
+        sys.stdout.buffer.write(output + b"\n")
+    return EXIT_OK
+
+
+def run_providers(args: argparse.Namespace) -> int:
+    """List every adapter a source of the config may name: built-in, preset, or described in
+    the config's `[providers.*]`, with its signature scheme."""
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    for name in sorted(config.adapters):
+        adapter = config.adapters[name]
+        if args.json:
+            line = msgspec.json.encode(
+                {"name": name, "origin": adapter.origin, "scheme": adapter.scheme}
+            ).decode()
+        else:
+            line = f"{name}\t{adapter.origin}\t{adapter.scheme}"
+        print(line)
     return EXIT_OK
 
 
@@ -504,7 +547,10 @@ def run_sample(args: argparse.Namespace) -> int:
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_PROBLEMS
-    adapter = ADAPTERS[args.adapter]
+    adapter = config.adapters.get(args.adapter)
+    if adapter is None:
+        print(_unknown_adapter(args.adapter, config.adapters), file=sys.stderr)
+        return EXIT_USAGE
     source = next((s for s in config.sources.values() if s.adapter == adapter.name), None)
     url = args.to
     if url is None:
@@ -516,15 +562,44 @@ def run_sample(args: argparse.Namespace) -> int:
     credentials = source.secrets if adapter.signed and source else source.tokens if source else ()
     secret = args.secret or (credentials[0].reveal() if credentials else None)
     if secret is None:
-        print("no secret or token to sign with: give --secret", file=sys.stderr)
+        if adapter.scheme == "public_key":
+            # The source holds the provider's public key: only the provider can sign.
+            print(
+                f"{adapter.name} signs with the provider's private key: give one (PEM) with"
+                " --secret",
+                file=sys.stderr,
+            )
+        else:
+            print("no secret or token to sign with: give --secret", file=sys.stderr)
         return EXIT_USAGE
 
     now = datetime.now(UTC)
-    body = sample_body(adapter.name, args.type, now)
+    try:
+        body = (
+            adapter.sample(args.type, now)
+            if adapter.sample is not None
+            else sample_body(adapter.name, args.type, now)
+        )
+    except SampleError as error:
+        print(f"no sample of {adapter.name}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    _say_if_unmapped(adapter, body, source)
     headers = {"content-type": "application/json"}
     params: dict[str, str] = {}
-    if adapter.sign is not None:
-        headers.update(adapter.sign(body, secret, now))
+    if adapter.signed:
+        # A scheme that signs the URL signs the one the provider is told (the source's
+        # public_url), else the one posted to.
+        signing = source or SourceSettings(name=adapter.name, adapter=adapter.name)
+        if signing.public_url is None:
+            signing = msgspec.structs.replace(signing, public_url=url)
+        try:
+            headers.update(adapter.sign_for_source(body, secret, now, signing))
+        except ValueError as error:  # says what the key is not, never the key
+            print(f"cannot sign a sample of {adapter.name}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        if source is not None and source.tokens:
+            # A signed source may also want its token (CONTRACT.md 1a: both are checked).
+            params[source.token_param] = source.tokens[0].reveal()
     else:
         params[source.token_param if source else "token"] = secret
     import httpx
@@ -536,6 +611,25 @@ def run_sample(args: argparse.Namespace) -> int:
         return EXIT_PROBLEMS
     print(f"POST {url} -> {response.status_code} {response.text}")
     return EXIT_OK if response.is_success else EXIT_PROBLEMS
+
+
+def _say_if_unmapped(adapter: Adapter, body: bytes, source: SourceSettings | None) -> None:
+    """A hint on stderr when the sample's type is one the adapter has no canonical type for:
+    the gateway accepts it all the same, as `<adapter>.<provider type>` of kind unmapped."""
+    settings = source or SourceSettings(name=adapter.name, adapter=adapter.name)
+    try:
+        events: list[CanonicalEvent] = adapter.normalize_all(
+            body, {}, settings, datetime.now(UTC), "none"
+        )
+    except AdapterError:
+        return  # the gateway says what is wrong with it, in its answer
+    for event in events:
+        if event.data.kind == "unmapped":
+            print(
+                f"note: {adapter.name} has no canonical type for {event.providertype!r}: it is"
+                f" stored unmapped, as {event.type}",
+                file=sys.stderr,
+            )
 
 
 def _webhook_url(url: str, source: str) -> str:
@@ -574,6 +668,14 @@ def _add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _adapters_help() -> str:
+    # argparse formats `%` itself: none of these names has one.
+    return (
+        f"a built-in adapter ({', '.join(sorted(ADAPTERS))}), a preset"
+        f" ({', '.join(sorted(PRESETS))}), or a provider the config describes"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -591,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
             "the payload is invalid."
         ),
     )
-    normalize.add_argument("adapter", choices=sorted(ADAPTERS), metavar="ADAPTER")
+    normalize.add_argument("adapter", metavar="ADAPTER", help=_adapters_help())
     normalize.add_argument("file", nargs="?", metavar="FILE", help="the body; stdin when absent")
     normalize.add_argument(
         "--header",
@@ -609,9 +711,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--received-at", type=_time, help="the receive time (default: now), ISO 8601"
     )
     normalize.add_argument(
-        "--compact", action="store_true", help="print the exact bytes, not indented"
+        "--compact",
+        action="store_true",
+        help="print the exact bytes, not indented (one event a line)",
+    )
+    normalize.add_argument(
+        "--config",
+        type=_config_path,
+        metavar="FILE",
+        help="also know the providers this config file describes ([providers.*]); an"
+        " extension of the contract, whose normalize reads no config (and without this option"
+        " it reads none: not even $GATEWAY_CONFIG)",
     )
     normalize.set_defaults(handler=run_normalize)
+
+    providers = commands.add_parser(
+        "providers",
+        help="list the adapters a source may name, with their signature schemes",
+        description=(
+            "List every adapter a source may name: built-in, preset, or described in the "
+            "config's [providers.*] (which replaces a preset or built-in of its name); one a "
+            "line: name, origin (builtin, preset or config), signature scheme."
+        ),
+    )
+    providers.add_argument(
+        "--json", action="store_true", help="JSON lines (name, origin, scheme), not tab-separated"
+    )
+    _add_config_option(providers)
+    providers.set_defaults(handler=run_providers)
 
     check = commands.add_parser(
         "check-config",
@@ -697,16 +824,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="post a correctly signed sample provider webhook",
         description=(
             "Post a sample webhook of ADAPTER, signed (or tokened) as the provider would, to the "
-            "gateway. TYPE is the provider's type or a canonical type."
+            "gateway. TYPE is the provider's type or a canonical type; one the adapter does "
+            "not know is posted all the same, and stored unmapped."
         ),
     )
-    sample.add_argument("adapter", choices=sorted(ADAPTERS), metavar="ADAPTER")
-    sample.add_argument("type", nargs="?", metavar="TYPE")
+    sample.add_argument("adapter", metavar="ADAPTER", help=_adapters_help())
+    sample.add_argument(
+        "type",
+        nargs="?",
+        metavar="TYPE",
+        help="a provider or canonical type (default: a typical one)",
+    )
     sample.add_argument(
         "--to", metavar="URL", help="where to post (default: this config's source for ADAPTER)"
     )
     sample.add_argument(
-        "--secret", help="signing secret or token (default: the source's, from the config)"
+        "--secret",
+        help="signing secret or token (default: the source's, from the config); for a"
+        " public_key scheme, the provider's private key (PEM)",
     )
     _add_config_option(sample)
     sample.set_defaults(handler=run_sample)

@@ -24,6 +24,14 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 
 from adapters.base import Adapter
+from adapters.described import (
+    described_adapter,
+    parse_description,
+    public_key_problem,
+    secret_problem,
+)
+from adapters.described.schemes import HmacScheme, PublicKeyScheme, StandardWebhooksScheme
+from adapters.presets import PRESETS
 from adapters.registry import ADAPTERS
 from adapters.source import Secret, SourceSettings
 from gateway.broker_url import BrokerUrl
@@ -55,6 +63,7 @@ __all__ = [
     "SubscriberConfig",
     "SubscriberKind",
     "load_config",
+    "shipped_adapters",
     "worker_count",
 ]
 
@@ -90,6 +99,9 @@ ROLES: tuple[Role, ...] = ("all", "ingest", "deliver")
 
 # Source and subscriber names appear in URLs (`/webhooks/<source>`) and event ids.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A provider's name begins the type of its unmapped events (`<name>.<provider type>`) and is
+# the CloudEvents `provider`: no dot, so that the type's first part is the name.
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -100,7 +112,7 @@ _QUERY_PARAMETER = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 # RFC 3986 URI-reference: reserved and unreserved characters, and %-escapes.
 _URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+")
 
-_SECTIONS = ("server", "store", "sources", "subscribers", "routes", "admin")
+_SECTIONS = ("server", "store", "providers", "sources", "subscribers", "routes", "admin")
 _ADMIN_KEYS = ("token", "tokens")
 _SERVER_KEYS = (
     "host",
@@ -137,6 +149,8 @@ _SOURCE_KEYS = (
     "signature_header",
     "uri",
     "allow_unauthenticated",
+    "public_url",
+    "public_key",
 )
 # Keys every subscriber kind takes (the delivery keys), then each kind's own.
 _SUBSCRIBER_KEYS = (
@@ -275,6 +289,11 @@ class RouteConfig(msgspec.Struct, frozen=True, kw_only=True):
     subscribers: tuple[str, ...] = ()
 
 
+def shipped_adapters() -> dict[str, Adapter]:
+    """The adapters every config may name: the built-ins and the presets (CONTRACT.md 1b)."""
+    return {**ADAPTERS, **PRESETS}
+
+
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
@@ -282,6 +301,10 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True):
     subscribers: Mapping[str, SubscriberConfig] = msgspec.field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    # Every adapter a source may name, by name: the built-ins, the presets and the file's
+    # `[providers.*]` (one of those replaces a built-in or preset of its name). The ingress and
+    # every command look adapters up here, never in a registry of their own.
+    adapters: Mapping[str, Adapter] = msgspec.field(default_factory=shipped_adapters)
     # Sources with `allow_unauthenticated = true`: `gateway serve` warns about each at start.
     warnings: tuple[str, ...] = ()
 
@@ -619,11 +642,22 @@ def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | 
     _check_keys(checker, document, _SECTIONS, "", "section")
     server = _server(checker, document.get("server", {}))
     store = _store(checker, document.get("store", {}))
-    sources = _sources(checker, document.get("sources"))
+    described = _providers(checker, document.get("providers", {}))
+    adapters = {**shipped_adapters(), **described}
+    # Described but not usable (their problems are reported): a source naming one has no
+    # "unknown adapter" besides.
+    broken = set(_names_in(document.get("providers"))) - set(described)
+    sources = _sources(checker, document.get("sources"), adapters, broken)
     subscribers = _subscribers(checker, document.get("subscribers", {}))
     defined_sources = _names_in(document.get("sources"))
     defined_subscribers = _names_in(document.get("subscribers"))
-    routes = _routes(checker, document.get("routes", []), defined_sources, defined_subscribers)
+    routes = _routes(
+        checker,
+        document.get("routes", []),
+        defined_sources,
+        defined_subscribers,
+        [*adapters, *broken],
+    )
     if routes is not None:
         _warn_unrouted(checker, routes, defined_subscribers)
     admin = _admin(checker, document.get("admin", {}))
@@ -638,6 +672,7 @@ def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | 
         subscribers=subscribers,
         routes=routes,
         admin=admin,
+        adapters=adapters,
         warnings=tuple(checker.warnings),
     )
 
@@ -819,7 +854,56 @@ def _unknown_store_url(url: str) -> str:
     return "expected a store URL: sqlite:///<path> or postgresql://..."
 
 
-def _sources(checker: _Checker, value: object) -> dict[str, SourceSettings] | None:
+def _providers(checker: _Checker, value: object) -> dict[str, Adapter]:
+    """The file's `[providers.<name>]` (CONTRACT.md 1b) as adapters: those without a problem
+    (every problem of the others is reported, with its place)."""
+    table = _table(checker, value, "providers")
+    if table is None:
+        return {}
+    described: dict[str, Adapter] = {}
+    for name, item in table.items():
+        adapter = _provider(checker, name, item, _key("providers", name))
+        if adapter is not None:
+            described[name] = adapter
+    return described
+
+
+def _provider(checker: _Checker, name: str, value: object, place: str) -> Adapter | None:
+    table = _table(checker, value, place)
+    if table is None:
+        return None
+    before = len(checker.problems)
+    if not _PROVIDER_NAME.fullmatch(name):
+        checker.add(
+            place,
+            "not a valid provider name: 1 to 64 of a-z0-9_- starting with a letter (its"
+            " unmapped events are typed <name>.<provider type>)",
+        )
+    if _holds_unresolved(table):
+        return None  # its unset variables are reported; the rest cannot be judged without them
+    description, problems = parse_description(table, place)
+    for problem_place, message in problems:
+        checker.add(problem_place, message)
+    if description is None or len(checker.problems) > before:
+        return None
+    if name in ADAPTERS:
+        checker.warnings.append(
+            f"{place}: replaces the built-in {name} adapter for every source that names it"
+        )
+    return described_adapter(name, description, "config")
+
+
+def _holds_unresolved(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_unresolved(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_unresolved(item) for item in value)
+    return value is _UNRESOLVED
+
+
+def _sources(
+    checker: _Checker, value: object, adapters: Mapping[str, Adapter], broken: set[str]
+) -> dict[str, SourceSettings] | None:
     if value is None:
         checker.add("sources", "no [sources.*]: nothing can be received")
         return None
@@ -829,7 +913,11 @@ def _sources(checker: _Checker, value: object) -> dict[str, SourceSettings] | No
     if not table:
         checker.add("sources", "no [sources.*]: nothing can be received")
         return None
-    return _each_named(checker, table, "sources", _source)
+
+    def source(checker: _Checker, name: str, value: object, place: str) -> SourceSettings | None:
+        return _source(checker, name, value, place, adapters, broken)
+
+    return _each_named(checker, table, "sources", source)
 
 
 def _each_named(
@@ -851,7 +939,14 @@ def _each_named(
     return parsed if complete else None
 
 
-def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSettings | None:
+def _source(
+    checker: _Checker,
+    name: str,
+    value: object,
+    place: str,
+    adapters: Mapping[str, Adapter],
+    broken: set[str],
+) -> SourceSettings | None:
     table = _table(checker, value, place)
     if table is None:
         return None
@@ -859,7 +954,7 @@ def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSe
     _name(checker, name, place, "source")
     _check_keys(checker, table, _SOURCE_KEYS, place)
 
-    adapter = _adapter(checker, table, place)
+    adapter = _adapter(checker, table, place, adapters, broken)
     secrets = _one_or_many(checker, table, place, "secret", "secrets")
     tokens = _one_or_many(checker, table, place, "token", "tokens")
     settings: dict[str, Any] = {}
@@ -890,6 +985,14 @@ def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSe
                 "not a URI reference (RFC 3986): spaces and other characters need %-encoding",
             )
         settings["uri"] = uri
+    if "public_url" in table:
+        settings["public_url"] = _public_url(
+            checker, table["public_url"], _key(place, "public_url")
+        )
+    if "public_key" in table:
+        settings["public_key"] = _public_key(
+            checker, table["public_key"], _key(place, "public_key")
+        )
     allow_unauthenticated = False
     if "allow_unauthenticated" in table:
         allow_unauthenticated = bool(
@@ -898,6 +1001,7 @@ def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSe
 
     if adapter is not None:
         _check_authentication(checker, table, place, name, adapter, allow_unauthenticated)
+        _check_key_forms(checker, adapter, secrets, settings.get("public_key"), place)
     if len(checker.problems) > before or adapter is None:
         return None
     return SourceSettings(
@@ -910,21 +1014,31 @@ def _source(checker: _Checker, name: str, value: object, place: str) -> SourceSe
     )
 
 
-def _adapter(checker: _Checker, table: Mapping[str, object], place: str) -> Adapter | None:
-    known = ", ".join(sorted(ADAPTERS))
+def _adapter(
+    checker: _Checker,
+    table: Mapping[str, object],
+    place: str,
+    adapters: Mapping[str, Adapter],
+    broken: set[str],
+) -> Adapter | None:
+    """The adapter a source names: a built-in, a preset or one of the file's `[providers.*]`
+    (a `broken` one, whose problems are reported, is known but not usable)."""
+    names = sorted({*adapters, *broken})
+    known = ", ".join(names)
     adapter_place = _key(place, "adapter")
     if "adapter" not in table:
         checker.add(adapter_place, f"required: one of {known}")
         return None
     name = _string(checker, table["adapter"], adapter_place)
-    if name is None:
+    if name is None or name in broken:
         return None
-    adapter = ADAPTERS.get(name)
+    adapter = adapters.get(name)
     if adapter is None:
         checker.add(
             adapter_place,
             f"unknown adapter {checker.show(adapter_place, name)}"
-            f"{_did_you_mean(name, ADAPTERS)} (known: {known})",
+            f"{_did_you_mean(name, names)} (known: {known}; or describe it in"
+            " [providers.<name>])",
         )
     return adapter
 
@@ -937,7 +1051,9 @@ def _check_authentication(
     adapter: Adapter,
     allow_unauthenticated: bool,
 ) -> None:
-    """CONTRACT.md 1a: what each kind of source needs, and what it cannot use."""
+    """CONTRACT.md 1a: what each kind of source needs, and what it cannot use. A described
+    provider is held to the same rules: only `scheme = "none"` goes without a signature, and
+    then the source needs a token or an allow-list as any unsigned one does."""
     has_secret = "secret" in table or "secrets" in table
     has_token = "token" in table or "tokens" in table
     has_allowlist = "allow_ips" in table and table["allow_ips"] != []
@@ -945,6 +1061,15 @@ def _check_authentication(
         checker.add(
             _key(place, "signature_header"),
             f"only finexer sources read signature_header; {adapter.name} does not",
+        )
+    _check_public_url(checker, table, place, name, adapter)
+    if adapter.scheme == "public_key":
+        _check_public_key_source(checker, table, place, adapter, allow_unauthenticated)
+        return
+    if "public_key" in table:
+        checker.add(
+            _key(place, "public_key"),
+            f"{adapter.name} does not verify with a public key ({adapter.scheme}): remove it",
         )
     if adapter.signed:
         if not has_secret:
@@ -981,6 +1106,118 @@ def _check_authentication(
             f"{adapter.name} does not sign its webhooks: set token and/or allow_ips"
             " (or allow_unauthenticated = true to accept anyone)",
         )
+
+
+def _check_key_forms(
+    checker: _Checker,
+    adapter: Adapter,
+    secrets: list[tuple[str, str]],
+    public_key: str | None,
+    place: str,
+) -> None:
+    """A described provider's (or preset's) key must be of the form its scheme reads: base64
+    for `key = "base64"`, `whsec_...` for Standard Webhooks, an Ed25519 key for `ed25519`.
+    Otherwise every request would be refused, and only the 401s would say so."""
+    # A described adapter's check is a bound method of its scheme: the scheme says the form.
+    scheme = getattr(adapter.check_signature, "__self__", None)
+    if isinstance(scheme, HmacScheme | StandardWebhooksScheme):
+        form = scheme.key if isinstance(scheme, HmacScheme) else "whsec"
+        for secret_place, secret in secrets:
+            problem = secret_problem(secret, form)
+            if problem is not None:  # it names the form, never the secret
+                checker.add(secret_place, problem)
+    elif isinstance(scheme, PublicKeyScheme) and public_key is not None:
+        problem = public_key_problem(public_key, scheme.algorithm)
+        if problem is not None:
+            checker.add(_key(place, "public_key"), problem)
+
+
+def _check_public_url(
+    checker: _Checker, table: Mapping[str, object], place: str, name: str, adapter: Adapter
+) -> None:
+    """A provider that signs the URL it posts to (`{url}` in `signed`, Square's scheme) cannot
+    be verified without it: the gateway behind a proxy never sees that URL itself."""
+    if adapter.signs_url and "public_url" not in table:
+        checker.add(
+            _key(place, "public_url"),
+            f"required: {adapter.name} signs the URL it posts to; give it as the provider"
+            f" calls it (e.g. https://hooks.example.com/webhooks/{name})",
+        )
+    elif "public_url" in table and not adapter.signs_url:
+        checker.add(
+            _key(place, "public_url"),
+            f"{adapter.name} does not sign the URL it posts to: remove it",
+        )
+
+
+def _check_public_key_source(
+    checker: _Checker,
+    table: Mapping[str, object],
+    place: str,
+    adapter: Adapter,
+    allow_unauthenticated: bool,
+) -> None:
+    """A `public_key` scheme verifies with the provider's public key, never with a secret."""
+    if "public_key" not in table:
+        checker.add(
+            _key(place, "public_key"),
+            f"required: {adapter.name} signs with the provider's private key; give the"
+            " provider's public key (PEM)",
+        )
+    if "secret" in table or "secrets" in table:
+        checker.add(
+            _key(place, "secrets" if "secrets" in table else "secret"),
+            f"{adapter.name} verifies with a public key, not a secret: set public_key instead",
+        )
+    if allow_unauthenticated:
+        checker.add(
+            _key(place, "allow_unauthenticated"),
+            f"{adapter.name} signs its webhooks: every request is verified",
+        )
+
+
+def _public_url(checker: _Checker, value: object, place: str) -> str | None:
+    """An absolute http(s) URL. Never quoted in a message: it may carry a token."""
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    if any(character.isspace() or ord(character) < 32 for character in text):
+        checker.add(place, "not a URL: it contains whitespace or control characters")
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
+    except ValueError as error:
+        checker.add(place, f"not a URL: {_url_error(error)}")
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        checker.add(
+            place,
+            "expected an absolute http:// or https:// URL: the URL as the provider calls it",
+        )
+        return None
+    return text
+
+
+def _public_key(checker: _Checker, value: object, place: str) -> str | None:
+    """A PEM public key (SubjectPublicKeyInfo, `-----BEGIN PUBLIC KEY-----`) that loads."""
+    text = _string(checker, value, place)
+    if text is None:
+        return None
+    # Imported here: only a source with a public key needs it.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        load_pem_public_key(text.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        checker.add(
+            place,
+            "not a PEM public key: expected -----BEGIN PUBLIC KEY----- (base64)"
+            " -----END PUBLIC KEY-----",
+        )
+        return None
+    return text
 
 
 # Three letters is the shape of an ISO 4217 code, so a three-letter code outside the table is
@@ -1362,6 +1599,7 @@ def _routes(
     value: object,
     defined_sources: list[str],
     defined_subscribers: list[str],
+    adapter_names: list[str],
 ) -> tuple[RouteConfig, ...] | None:
     if isinstance(value, dict):
         checker.add("routes", "expected an array of tables: write [[routes]], not [routes]")
@@ -1373,7 +1611,12 @@ def _routes(
     complete = True
     for number, item in enumerate(items):
         route = _route(
-            checker, item, _index("routes", number), defined_sources, defined_subscribers
+            checker,
+            item,
+            _index("routes", number),
+            defined_sources,
+            defined_subscribers,
+            adapter_names,
         )
         if route is None:
             complete = False
@@ -1388,6 +1631,7 @@ def _route(
     place: str,
     defined_sources: list[str],
     defined_subscribers: list[str],
+    adapter_names: list[str],
 ) -> RouteConfig | None:
     table = _table(checker, value, place)
     if table is None:
@@ -1407,7 +1651,7 @@ def _route(
         )
     types = None
     if "types" in table:
-        types = _type_patterns(checker, table["types"], _key(place, "types"))
+        types = _type_patterns(checker, table["types"], _key(place, "types"), adapter_names)
     subscribers: list[tuple[str, str]] | None = None
     if "subscribers" not in table:
         checker.add(_key(place, "subscribers"), "required: the subscribers this route sends to")
@@ -1429,7 +1673,9 @@ def _route(
     )
 
 
-def _type_patterns(checker: _Checker, value: object, place: str) -> list[tuple[str, str]] | None:
+def _type_patterns(
+    checker: _Checker, value: object, place: str, adapter_names: list[str]
+) -> list[tuple[str, str]] | None:
     """Glob patterns on the canonical type (fnmatch: `payment.*`, `transfer.succeeded`, `*`)."""
     items = _array(checker, value, place)
     if items is None:
@@ -1446,7 +1692,7 @@ def _type_patterns(checker: _Checker, value: object, place: str) -> list[tuple[s
         if any(character.isspace() for character in pattern):
             checker.add(item_place, 'a type pattern has no whitespace (e.g. "payment.*")')
             continue
-        if not _may_match_a_type(pattern):
+        if not _may_match_a_type(pattern, adapter_names):
             checker.warnings.append(
                 f"{item_place}: {checker.show(item_place, pattern)} matches no event type"
                 f"{_closest_types(pattern)}"
@@ -1455,14 +1701,14 @@ def _type_patterns(checker: _Checker, value: object, place: str) -> list[tuple[s
     return patterns
 
 
-def _may_match_a_type(pattern: str) -> bool:
+def _may_match_a_type(pattern: str, adapter_names: list[str]) -> bool:
     """Whether some event could have a type the glob matches: a canonical type, any action of
     an open kind (`workflow.*`), or an unmapped `<adapter>.<provider type>`, whose provider
     types nobody can list in advance."""
     if any(fnmatchcase(name, pattern) for name in CANONICAL_TYPES):
         return True
     head = pattern.partition(".")[0]
-    return any(fnmatchcase(prefix, head) for prefix in (*ADAPTERS, *OPEN_KINDS))
+    return any(fnmatchcase(prefix, head) for prefix in (*adapter_names, *OPEN_KINDS))
 
 
 def _closest_types(pattern: str) -> str:

@@ -1,4 +1,5 @@
-"""`POST /webhooks/{source}`: a provider's request in, a durable canonical event out.
+"""`POST /webhooks/{source}`: a provider's request in, a durable canonical event out (a batch
+provider's several, in one commit, each with its own id and dedup: CONTRACT.md 1b `each`).
 
 The checks run in the contract's order and the first that fails answers (CONTRACT.md 1):
 unknown source 404 -> size 413 (without reading past the limit) -> address 403 ->
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from urllib.parse import parse_qsl
@@ -26,15 +27,15 @@ from prometheus_client import Counter, Histogram
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from adapters.base import Adapter
 from adapters.errors import AuthenticationError, InvalidPayload
-from adapters.registry import ADAPTERS
 from adapters.request import InboundRequest
 from adapters.source import SourceSettings
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.request_id import request_id_of
 from gateway.routing import Router
-from gateway.store.base import NewEvent, Store, StoreUnavailable
+from gateway.store.base import AcceptOutcome, NewEvent, Store, StoreUnavailable
 from schemas.event import CanonicalEvent, encode_event
 
 __all__ = ["WEBHOOK_PREFIX", "Ingress", "client_address", "quarantinable_headers"]
@@ -84,13 +85,16 @@ def _is_trusted(address: str, proxies: tuple[IPv4Network | IPv6Network, ...]) ->
     return any(parsed in network for network in proxies)
 
 
-def quarantinable_headers(headers: Mapping[str, str], settings: SourceSettings) -> dict[str, str]:
+def quarantinable_headers(
+    headers: Mapping[str, str], settings: SourceSettings, adapter: Adapter
+) -> dict[str, str]:
     """The headers kept with a quarantined body: what an adapter may read again, minus anything
     that proves identity (credentials and signatures, the source's own signature header
     included)."""
-    # The adapter's own signature headers, the source's configured one (Finexer's is a setting,
-    # whatever it is called), and any header whose name says "signature".
-    signatures = {*ADAPTERS[settings.adapter].signature_headers, settings.signature_header.lower()}
+    # The adapter's own signature headers (a described provider's `header`, whatever it is
+    # called), the source's configured one (Finexer's is a setting), and any header whose name
+    # says "signature".
+    signatures = {*adapter.signature_headers, settings.signature_header.lower()}
     return {
         name: value
         for name, value in headers.items()
@@ -103,7 +107,7 @@ class _Answer:
 
     __slots__ = ("content", "fields", "status")
 
-    def __init__(self, status: int, content: Mapping[str, str], **fields: str) -> None:
+    def __init__(self, status: int, content: Mapping[str, object], **fields: object) -> None:
         self.status = status
         self.content = content
         self.fields = fields
@@ -164,6 +168,10 @@ class Ingress:
         self._max_body = config.server.max_body_bytes
         self._proxies = config.server.trusted_proxies
         self._series = {name: _SourceSeries(metrics, name) for name in config.sources}
+        # Each source's adapter, looked up once (the config validated every name).
+        self._adapters = {
+            name: config.adapters[settings.adapter] for name, settings in config.sources.items()
+        }
         self._unknown = metrics.answered.labels(source="", outcome="unknown_source")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -209,7 +217,7 @@ class Ingress:
         answer = await self._receive(scope, receive, name, settings, series, client)
         await responder.json(answer.status, answer.content)
         elapsed = time.perf_counter() - started
-        series.answer(name, answer.fields["outcome"]).inc()
+        series.answer(name, str(answer.fields["outcome"])).inc()
         series.latency.observe(elapsed)
         # Refused credentials or addresses are worth an operator's eye: a misconfigured
         # provider, a rotated secret, or someone probing.
@@ -245,7 +253,7 @@ class Ingress:
         series: _SourceSeries,
         client: str | None,
     ) -> _Answer:
-        adapter = ADAPTERS[settings.adapter]
+        adapter = self._adapters[name]
         headers = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
@@ -282,31 +290,41 @@ class Ingress:
             return _Answer(status, content, outcome=error.code, detail=error.detail)
 
         try:
-            event = adapter.normalize(body, headers, settings, received_at, verification)
+            # A batch provider's body carries several events (CONTRACT.md 1b `each`).
+            normalized = (
+                adapter.normalize_all(body, headers, settings, received_at, verification)
+                if adapter.batch
+                else adapter.normalize(body, headers, settings, received_at, verification)
+            )
         except InvalidPayload as error:
             return await self._quarantine(
-                settings, body, headers, verification, error, received_at, series
+                settings, adapter, body, headers, verification, error, received_at, series
             )
-        return await self._store_event(name, event, received_at, series)
+        if isinstance(normalized, CanonicalEvent):
+            return await self._store_event(name, normalized, received_at, series)
+        return await self._store_events(name, normalized, received_at, series)
+
+    def _new_event(self, name: str, event: CanonicalEvent, received_at: datetime) -> NewEvent:
+        subscribers = self._router.subscribers_for(name, event.type)
+        return NewEvent(
+            id=event.id,
+            source=name,
+            type=event.type,
+            received_at=received_at.timestamp(),
+            body=encode_event(event),
+            subscribers=subscribers,
+            subject=event.subject or None,
+            ordered=self._config.ordered(subscribers),
+            status=event.data.status,
+        )
 
     async def _store_event(
         self, name: str, event: CanonicalEvent, received_at: datetime, series: _SourceSeries
     ) -> _Answer:
-        subscribers = self._router.subscribers_for(name, event.type)
+        new_event = self._new_event(name, event, received_at)
+        subscribers = new_event.subscribers
         try:
-            outcome = await self._store.accept(
-                NewEvent(
-                    id=event.id,
-                    source=name,
-                    type=event.type,
-                    received_at=received_at.timestamp(),
-                    body=encode_event(event),
-                    subscribers=subscribers,
-                    subject=event.subject or None,
-                    ordered=self._config.ordered(subscribers),
-                    status=event.data.status,
-                )
-            )
+            outcome = await self._store.accept(new_event)
         except StoreUnavailable as error:
             return _Answer(
                 503,
@@ -328,6 +346,56 @@ class Ingress:
             event_id=event.id,
             type=event.type,
         )
+
+    async def _store_events(
+        self,
+        name: str,
+        events: Sequence[CanonicalEvent],
+        received_at: datetime,
+        series: _SourceSeries,
+    ) -> _Answer:
+        """A batch provider's request (CONTRACT.md 1b `each`): its events in one commit, each
+        with its own id and dedup; `duplicate` only when every one was stored already."""
+        new_events = [self._new_event(name, event, received_at) for event in events]
+        ids = [event.id for event in new_events]
+        try:
+            outcomes = await self._store.accept_many(new_events)
+        except StoreUnavailable as error:
+            return _Answer(
+                503,
+                {"error": "unavailable"},
+                outcome="unavailable",
+                event_ids=ids,
+                detail=str(error),
+            )
+        self._count_accepted(new_events, outcomes, series)
+        outcome: AcceptOutcome = (
+            "duplicate" if outcomes and "accepted" not in outcomes else "accepted"
+        )
+        return _Answer(
+            200,
+            {"status": outcome, "ids": ids},
+            outcome=outcome,
+            event_ids=ids,
+            types=[event.type for event in new_events],
+        )
+
+    def _count_accepted(
+        self,
+        new_events: Sequence[NewEvent],
+        outcomes: Sequence[AcceptOutcome],
+        series: _SourceSeries,
+    ) -> None:
+        accepted = [
+            event
+            for event, outcome in zip(new_events, outcomes, strict=True)
+            if outcome == "accepted"
+        ]
+        series.stored.inc(len(accepted))
+        unrouted = sum(1 for event in accepted if not event.subscribers)
+        series.unrouted.inc(unrouted)
+        if unrouted < len(accepted):
+            self._on_stored()
 
     async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes | _Answer:
         """The whole body; or the answer when there is none to use: 413 as soon as it proves
@@ -358,6 +426,7 @@ class Ingress:
     async def _quarantine(
         self,
         settings: SourceSettings,
+        adapter: Adapter,
         body: bytes,
         headers: dict[str, str],
         verification: str,
@@ -370,7 +439,7 @@ class Ingress:
                 source=settings.name,
                 received_at=received_at.timestamp(),
                 body=body,
-                headers=quarantinable_headers(headers, settings),
+                headers=quarantinable_headers(headers, settings, adapter),
                 verification=verification,
                 error=error.detail,
             )
@@ -400,7 +469,7 @@ class _Responder:
         self.started = False
 
     async def json(
-        self, status: int, content: Mapping[str, str], *extra_headers: tuple[bytes, bytes]
+        self, status: int, content: Mapping[str, object], *extra_headers: tuple[bytes, bytes]
     ) -> None:
         body = _encoder.encode(content)
         headers = [

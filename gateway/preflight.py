@@ -77,8 +77,10 @@ def listen_when_free(
 
 
 async def store_problem(config: GatewayConfig, *, wait_seconds: float = 0.0) -> str | None:
-    """Why a SQLite store cannot be opened, or None once it opened (creating its files and
-    schema); StoreSchemaError when its schema is newer than this gateway's.
+    """Why a SQLite store cannot be opened (still, after trying again for up to
+    `wait_seconds`: an earlier gateway going away may hold it), or None once it opened
+    (creating its files and schema); StoreSchemaError when its schema is newer than this
+    gateway's, at once.
 
     Opened once here so that a file subscriber next to the database (./data) finds its
     directory, and an unopenable file stops the start instead of every worker's. A shared store

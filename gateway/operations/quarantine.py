@@ -85,6 +85,4 @@ async def reprocess(store: Store, config: GatewayConfig) -> ReprocessResult:
     """Every waiting payload through its adapter again (`gateway reprocess`): how many became
     events (duplicates of a stored event included), how many still do not read."""
     report = await reprocess_quarantine(config, store, lambda _line: None)
-    return ReprocessResult(
-        released=report.accepted + report.duplicate, still_invalid=report.still_invalid
-    )
+    return ReprocessResult(released=report.released, still_invalid=report.still_invalid)

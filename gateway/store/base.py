@@ -2,9 +2,10 @@
 
 It holds canonical events, one delivery per (event, subscriber), every delivery attempt, and
 quarantined payloads. Two rules make the gateway lose nothing:
-- `accept` writes an event and all its deliveries in one transaction, durably, before the
-  provider is told 200; the event id is unique, so a provider's retry can never store it twice,
-  even when both copies arrive at the same moment on different processes;
+- `accept` writes an event and all its deliveries in one transaction (`accept_many`: the events
+  of one request, all in one), durably, before the provider is told 200; the event id is
+  unique, so a provider's retry can never store it twice, even when both copies arrive at the
+  same moment on different processes;
 - deliveries are *claimed* with a lease (`claim_due`): a worker that crashes mid-send loses its
   lease, and the delivery becomes due again for any other worker. Each claim hands out a new
   lease token, and an attempt is recorded only under the token that still holds the lease
@@ -51,6 +52,7 @@ __all__ = [
     "StoreSchemaError",
     "StoreUnavailable",
     "ordering_key",
+    "released_as",
 ]
 
 # `held`: pending, but behind an earlier delivery of its ordering key (not claimable yet).
@@ -64,6 +66,13 @@ def ordering_key(source: str, subject: str | None) -> str | None:
     rule for names), so the first one separates the two, and the key reads plainly in a
     database's own client. Every backend stores this same key."""
     return None if subject is None else f"{source}/{subject}"
+
+
+def released_as(events: Sequence[NewEvent]) -> str:
+    """What a released quarantined payload's `released_as` column says: the id of the event it
+    became (the first, for a batch provider's several); "" for a batch of none, released all the
+    same (NULL is what says a payload still waits)."""
+    return events[0].id if events else ""
 
 
 class StoreUnavailable(Exception):
@@ -243,6 +252,13 @@ class Store(ABC):
         `duplicate` (and nothing written) when an event with that id exists."""
 
     @abstractmethod
+    async def accept_many(self, events: Sequence[NewEvent]) -> list[AcceptOutcome]:
+        """`accept` for the events of one request (a provider that posts a batch, CONTRACT.md
+        1b `each`): all of them and their deliveries in one transaction, durably, each with its
+        own id and dedup; an outcome per event, in order (a later copy of an id in `events` is
+        a duplicate of the first)."""
+
+    @abstractmethod
     async def quarantine(
         self,
         *,
@@ -260,9 +276,12 @@ class Store(ABC):
         """Payloads waiting in quarantine, oldest first."""
 
     @abstractmethod
-    async def release_quarantined(self, quarantine_id: int, event: NewEvent) -> AcceptOutcome:
-        """Accept `event` (normalized from a quarantined payload) and take the payload out of
-        quarantine, in one transaction."""
+    async def release_quarantined(
+        self, quarantine_id: int, events: Sequence[NewEvent]
+    ) -> list[AcceptOutcome]:
+        """Accept `events` (normalized from a quarantined payload: one, or a batch provider's
+        several) and take the payload out of quarantine, in one transaction; an outcome per
+        event, as `accept_many`."""
 
     @abstractmethod
     async def note_quarantine_error(self, quarantine_id: int, error: str) -> None:

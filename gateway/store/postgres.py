@@ -77,6 +77,7 @@ from gateway.store.base import (
     Store,
     StoreUnavailable,
     ordering_key,
+    released_as,
 )
 from gateway.store.group_commit import GroupCommit
 from gateway.store.postgres_schema import SCHEMA_VERSION, migrate
@@ -377,6 +378,17 @@ class PostgresStore(Store):
         outcome = await self._writer.submit(event, ingest=True)
         return "accepted" if outcome == "accepted" else "duplicate"
 
+    async def accept_many(self, events: Sequence[NewEvent]) -> list[AcceptOutcome]:
+        if not events:
+            return []
+        # A transaction of its own rather than the group commit's: the events of one request
+        # are committed together or not at all, whatever else is waiting.
+        async with self._transaction() as db:
+            outcomes, _ = await _write_batch(db, events, [], self._now())
+        # One commit carrying one write (the request), as the group commit counts its writes.
+        self._tell_commit_watchers(1)
+        return outcomes
+
     async def quarantine(
         self,
         *,
@@ -407,15 +419,19 @@ class PostgresStore(Store):
             rows = await cursor.fetchall()
         return [as_struct.quarantined_payload(row) for row in rows]
 
-    async def release_quarantined(self, quarantine_id: int, event: NewEvent) -> AcceptOutcome:
+    async def release_quarantined(
+        self, quarantine_id: int, events: Sequence[NewEvent]
+    ) -> list[AcceptOutcome]:
         async with self._transaction() as db:
-            (outcome,), _ = await _write_batch(db, [event], [], self._now())
+            outcomes: list[AcceptOutcome] = []
+            if events:
+                outcomes, _ = await _write_batch(db, events, [], self._now())
             await db.execute(
                 "UPDATE quarantine SET released_as = %s, released_at = finrelay_now(%s)"
                 " WHERE id = %s",
-                (event.id, self._now(), quarantine_id),
+                (released_as(events), self._now(), quarantine_id),
             )
-        return outcome
+        return outcomes
 
     async def note_quarantine_error(self, quarantine_id: int, error: str) -> None:
         async with self._connection() as db:

@@ -17,8 +17,9 @@ CONFIGS = Path(__file__).parent / "configs"
 
 # Each broken file and the start of a line check-config must print for it: place and problem.
 BROKEN: dict[str, str] = {
-    "unknown_adapter.toml": 'sources.payments.adapter: unknown adapter "stripe" (known:'
-    " account_lifecycle, finaegis, finchpay, finexer, finfusion)",
+    # Every adapter is known: the built-ins, the presets (stripe...) and the file's providers.
+    "unknown_adapter.toml": 'sources.payments.adapter: unknown adapter "strpe" (did you mean'
+    ' "stripe"?) (known: account_lifecycle, ',
     "route_to_missing_subscriber.toml": 'routes[1].subscribers[0]: no subscriber named "ledgr"'
     ' (did you mean "ledger"?)',
     "unset_env_var.toml": "sources.finfusion-main.secret: environment variable"
@@ -59,6 +60,22 @@ BROKEN: dict[str, str] = {
     " seconds, not -1",
     "unknown_section.toml": 'route: unknown section (did you mean "routes"?)',
     "many_problems.toml": "server.port: must be from 0 to 65535, not -1",
+    # Providers described in the file (CONTRACT.md 1b), and the sources that use them.
+    "described_unknown_algorithm.toml": 'providers.ledgerly.signature.algorithm: "sha265" is not'
+    ' one of sha1, sha256, sha512 (did you mean "sha256"?)',
+    "described_bad_jmespath.toml": "providers.ledgerly.event.amount: not a JMESPath expression:",
+    "described_type_outside_kinds.toml": 'providers.ledgerly.types."invoice.paid": "invoice.paid"'
+    ' is not a canonical type: no kind "invoice" (kinds: account, transfer, payment, card,'
+    " consent, transaction, workflow, system)",
+    "described_url_without_public_url.toml": "sources.ledgerly.public_url: required: ledgerly"
+    " signs the URL it posts to; give it as the provider calls it"
+    " (e.g. https://hooks.example.com/webhooks/ledgerly)",
+    "preset_url_without_public_url.toml": "sources.square-main.public_url: required: square signs"
+    " the URL it posts to; give it as the provider calls it",
+    "described_public_key_without_key.toml": "sources.ledgerly.public_key: required: ledgerly signs"
+    " with the provider's private key; give the provider's public key (PEM)",
+    "described_none_without_token.toml": "sources.ledgerly: ledgerly does not sign its webhooks:"
+    " set token and/or allow_ips (or allow_unauthenticated = true to accept anyone)",
 }
 
 
@@ -272,4 +289,286 @@ def test_an_unknown_role_exits_1_with_its_place(tmp_path: Path) -> None:
     assert result.stderr == (
         f'{config}: server.role: unknown role "ingester" (did you mean "ingest"?)'
         " (supported: all, ingest, deliver)\n"
+    )
+
+
+# Providers described in the file (CONTRACT.md 1b).
+
+LEDGERLY = """
+[providers.ledgerly.signature]
+scheme = "hmac"
+algorithm = "sha256"
+header = "X-Ledgerly-Signature"
+format = "t={timestamp},v1={signature}"
+signed = "{timestamp}.{body}"
+
+[providers.ledgerly.event]
+id = "id"
+type = "type"
+amount = "data.object.amount"
+
+[providers.ledgerly.types]
+"payment.completed" = "payment.succeeded"
+"""
+
+ROUTED = """
+[subscribers.audit]
+kind = "file"
+path = "audit.jsonl"
+
+[[routes]]
+subscribers = ["audit"]
+"""
+
+# A real Ed25519 public key, and an RSA one (2048 bits): the wrong kind for `ed25519`.
+ED25519_PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
+-----END PUBLIC KEY-----"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def rsa_public_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+def test_a_described_provider_and_its_source_pass(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        LEDGERLY + '[sources.ledgerly]\nadapter = "ledgerly"\nsecrets = ["a", "b"]\n' + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert result.stdout == f"{config}: ok (1 sources, 1 subscribers, 1 routes)\n"
+
+
+def test_every_problem_of_a_description_is_printed_with_its_place(tmp_path: Path) -> None:
+    """Each table's problems, all of them; and no "unknown adapter" for the source that names
+    the broken provider (it is known, only not usable)."""
+    broken = """
+[providers.ledgerly.signature]
+scheme = "hmac"
+algorithm = "sha384"
+header = "X-Ledgerly Signature"
+signed = "{timestamp}.{body}"
+encodng = "hex"
+
+[providers.ledgerly.event]
+type = "type"
+amount = "data.object.amount[?"
+amount_unit = "cents"
+
+[providers.ledgerly.types]
+"payment.completed" = "payment.suceeded"
+"payout.*" = "invoice.*"
+"""
+    config = write(
+        tmp_path,
+        broken
+        + '[sources.ledgerly]\nadapter = "ledgerly"\nsecret = "s"\ntolerance_seconds = 0\n'
+        + '[sources.typo]\nadapter = "ledgerlyy"\nsecret = "s"\n'
+        + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    lines = [line.removeprefix(f"{config}: ") for line in result.stderr.splitlines()]
+    assert lines[:-1] == [
+        'providers.ledgerly.signature.encodng: unknown key (did you mean "encoding"?)',
+        'providers.ledgerly.signature.algorithm: "sha384" is not one of sha1, sha256, sha512',
+        'providers.ledgerly.signature.header: "X-Ledgerly Signature" is not an HTTP header name'
+        " (RFC 9110 token characters only)",
+        "providers.ledgerly.signature.signed: has {timestamp}, but format has no {timestamp} and"
+        " no timestamp_header is set",
+        'providers.ledgerly.event.amount_unit: "cents" is not one of minor, major',
+        "providers.ledgerly.event.amount: not a JMESPath expression: incomplete expression",
+        'providers.ledgerly.types."payment.completed": "payment.suceeded" is not a canonical'
+        ' type (did you mean "payment.succeeded"?)',
+        'providers.ledgerly.types."payout.*": "invoice.*" is not a canonical type: no kind'
+        ' "invoice" (kinds: account, transfer, payment, card, consent, transaction, workflow,'
+        " system)",
+        "sources.ledgerly.tolerance_seconds: must be at least 1, not 0",
+    ]
+    typo = lines[-1]
+    assert typo.startswith(
+        'sources.typo.adapter: unknown adapter "ledgerlyy" (did you mean "ledgerly"?) (known:'
+        " account_lifecycle, "
+    )
+    assert " ledgerly, " in typo
+    assert typo.endswith("; or describe it in [providers.<name>])")
+
+
+def test_a_source_of_a_public_key_provider_needs_the_key_not_a_secret() -> None:
+    config = relative(CONFIGS / "described_public_key_without_key.toml")
+    result = check_config("--config", config)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{config}: sources.ledgerly.public_key: required: ledgerly signs with the provider's"
+        " private key; give the provider's public key (PEM)\n"
+        f"{config}: sources.ledgerly.secret: ledgerly verifies with a public key, not a secret:"
+        " set public_key instead\n"
+    )
+
+
+def test_public_url_and_public_key_are_checked_where_they_are_read(tmp_path: Path) -> None:
+    signs_url = LEDGERLY.replace('"{timestamp}.{body}"', '"{timestamp}.{url}{body}"')
+    verifies_with_key = (
+        LEDGERLY.replace("ledgerly", "keyly")
+        .replace('scheme = "hmac"', 'scheme = "public_key"')
+        .replace('"sha256"', '"ed25519"')
+        .replace('format = "t={timestamp},v1={signature}"\n', 'encoding = "base64"\n')
+        .replace('signed = "{timestamp}.{body}"\n', "")
+    )
+    config = write(
+        tmp_path,
+        signs_url
+        + verifies_with_key
+        + f"""
+[sources.relative-url]
+adapter = "ledgerly"
+secret = "s"
+public_url = "/webhooks/relative-url"
+
+[sources.rsa-for-ed25519]
+adapter = "keyly"
+public_key = '''{rsa_public_key()}'''
+
+[sources.not-pem]
+adapter = "keyly"
+public_key = "MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE="
+
+[sources.good-key]
+adapter = "keyly"
+public_key = '''{ED25519_PUBLIC_KEY}'''
+
+[sources.url-not-signed]
+adapter = "stripe"
+secret = "whsec_x"
+public_url = "https://hooks.example.com/webhooks/url-not-signed"
+
+[sources.key-not-read]
+adapter = "stripe"
+secret = "whsec_x"
+public_key = '''{ED25519_PUBLIC_KEY}'''
+
+[sources.lithic]
+adapter = "lithic"
+secret = "not-whsec"
+"""
+        + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    lines = [line.removeprefix(f"{config}: ") for line in result.stderr.splitlines()]
+    assert lines == [
+        "sources.relative-url.public_url: expected an absolute http:// or https:// URL: the URL"
+        " as the provider calls it",
+        "sources.rsa-for-ed25519.public_key: not an Ed25519 public key (the provider's algorithm"
+        " is ed25519)",
+        "sources.not-pem.public_key: not a PEM public key: expected -----BEGIN PUBLIC KEY-----"
+        " (base64) -----END PUBLIC KEY-----",
+        "sources.url-not-signed.public_url: stripe does not sign the URL it posts to: remove it",
+        "sources.key-not-read.public_key: stripe does not verify with a public key (hmac):"
+        " remove it",
+        "sources.lithic.secret: expected whsec_ followed by base64 (the provider's key = 'whsec')",
+    ]
+
+
+def test_a_described_provider_cannot_open_a_source_without_a_token(tmp_path: Path) -> None:
+    """`scheme = "none"` is the only way to go without a signature, and its sources are held to
+    CONTRACT.md 1a as FinchPay's are: a token, an allow-list, or a warned-about opening."""
+    unsigned = (
+        '[providers.pingly.signature]\nscheme = "none"\n[providers.pingly.event]\ntype = "t"\n'
+    )
+    config = write(
+        tmp_path,
+        unsigned
+        + '[sources.signed]\nadapter = "pingly"\nsecret = "s"\n'
+        + '[sources.open]\nadapter = "pingly"\nallow_unauthenticated = true\n'
+        + '[sources.walled]\nadapter = "pingly"\nallow_ips = ["203.0.113.0/24"]\n'
+        + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{config}: sources.signed.secret: pingly does not sign its webhooks; use token or"
+        " allow_ips\n"
+        f"{config}: sources.signed: pingly does not sign its webhooks: set token and/or"
+        " allow_ips (or allow_unauthenticated = true to accept anyone)\n"
+    )
+    fixed = write(tmp_path, config.read_text().replace('secret = "s"', 'token = "t0ken"'))
+    result = check_config("--config", str(fixed))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"{fixed}: warning: source open accepts unauthenticated requests"
+        " (allow_unauthenticated = true): anyone who can reach POST /webhooks/open can inject"
+        " events\n"
+    )
+
+
+def test_a_signed_described_provider_needs_a_secret_and_cannot_be_opened(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        LEDGERLY
+        + '[sources.ledgerly]\nadapter = "ledgerly"\ntoken = "t0ken"\n'
+        + "allow_unauthenticated = true\n"
+        + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{config}: sources.ledgerly.secret: required: ledgerly signs its webhooks (or secrets ="
+        " [...] during a rotation)\n"
+        f"{config}: sources.ledgerly.allow_unauthenticated: ledgerly signs its webhooks: every"
+        " request is verified\n"
+    )
+
+
+def test_a_described_provider_with_a_builtins_name_is_a_warning(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        LEDGERLY.replace("ledgerly", "finfusion")
+        + '[sources.ff]\nadapter = "finfusion"\nsecret = "s"\n'
+        + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"{config}: warning: providers.finfusion: replaces the built-in finfusion adapter for"
+        " every source that names it\n"
+    )
+
+
+def test_a_provider_name_must_fit_an_event_type(tmp_path: Path) -> None:
+    config = write(tmp_path, LEDGERLY.replace("ledgerly", '"Ledger.ly"') + ROUTED)
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f'{config}: providers."Ledger.ly": not a valid provider name: 1 to 64 of a-z0-9_-'
+        " starting with a letter (its unmapped events are typed <name>.<provider type>)\n"
+    )
+
+
+def test_an_unset_variable_in_a_description_is_its_only_problem(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        LEDGERLY.replace('"X-Ledgerly-Signature"', '"${FINRELAY_TEST_UNSET_HEADER}"')
+        + '[sources.ledgerly]\nadapter = "ledgerly"\nsecret = "s"\n'
+        + ROUTED,
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{config}: providers.ledgerly.signature.header: environment variable"
+        " FINRELAY_TEST_UNSET_HEADER is not set\n"
     )

@@ -17,6 +17,7 @@ from gateway.config import (
     GatewayConfig,
     RouteConfig,
     load_config,
+    shipped_adapters,
     worker_count,
 )
 from gateway.store.sqlite import sqlite_path_from_url
@@ -29,6 +30,8 @@ SUBSCRIBER_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SHORT_BUT_ENOUGH = "whsec_AAECAwQFBgcICQoLDA0ODw=="
 PROVIDER_SECRET = "whsec_provider_secret_do_not_print_1"
 TOKEN = "token-do-not-print-93f1"
+# Every adapter a source may name without a [providers.*] of its own: built-ins and presets.
+KNOWN = ", ".join(sorted(shipped_adapters()))
 
 # The smallest valid file: one source, one subscriber, one route. Cases append to it.
 MINIMAL = f"""
@@ -449,8 +452,8 @@ def test_an_interpolated_value_is_named_by_its_variable_not_quoted(tmp_path: Pat
     environ = {"CIDR": "10.9.8.7/8-very-private", "ADAPTER": "adapter-value-very-private"}
     assert problems(tmp_path, text, environ) == [
         "sources.finchpay.allow_ips[0]: not an IP address or CIDR: (the value of ${CIDR})",
-        "sources.other.adapter: unknown adapter (the value of ${ADAPTER}) (known: "
-        "account_lifecycle, finaegis, finchpay, finexer, finfusion)",
+        f"sources.other.adapter: unknown adapter (the value of ${{ADAPTER}}) (known: {KNOWN};"
+        " or describe it in [providers.<name>])",
     ]
 
 
@@ -652,18 +655,17 @@ CASES: dict[str, tuple[str, str]] = {
     ),
     "adapter missing": (
         '+[sources.x]\ntoken = "t"\n',
-        "sources.x.adapter: required: one of account_lifecycle, finaegis, finchpay, finexer,"
-        " finfusion",
+        f"sources.x.adapter: required: one of {KNOWN}",
     ),
     "adapter unknown": (
-        '+[sources.x]\nadapter = "stripe"\nsecret = "s"\n',
-        'sources.x.adapter: unknown adapter "stripe" (known: account_lifecycle, finaegis,'
-        " finchpay, finexer, finfusion)",
+        '+[sources.x]\nadapter = "paypal"\nsecret = "s"\n',
+        f'sources.x.adapter: unknown adapter "paypal" (known: {KNOWN}; or describe it in'
+        " [providers.<name>])",
     ),
     "adapter misspelled": (
         '+[sources.x]\nadapter = "finfuson"\nsecret = "s"\n',
         'sources.x.adapter: unknown adapter "finfuson" (did you mean "finfusion"?) (known:'
-        " account_lifecycle, finaegis, finchpay, finexer, finfusion)",
+        f" {KNOWN}; or describe it in [providers.<name>])",
     ),
     "adapter not a string": (
         "+[sources.x]\nadapter = 1\n",

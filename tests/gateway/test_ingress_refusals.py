@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import httpx
-import pytest
+import msgspec
 import structlog
 
 from adapters.base import Adapter, Facts
 from adapters.errors import AuthenticationError
 from adapters.request import InboundRequest
 from adapters.source import SourceSettings
-from gateway import ingress
 from gateway.app import build_app
 from gateway.config import load_config
 from gateway.store.sqlite import SQLiteStore
@@ -49,15 +48,14 @@ def never_read(
     raise AssertionError("a refused request is never read")
 
 
-def test_an_unmapped_refusal_code_is_401_not_500(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unmapped_refusal_code_is_401_not_500(tmp_path: Path) -> None:
     fake = Adapter(name="finfusion", read_facts=never_read, check_signature=refuse)
-    monkeypatch.setattr(ingress, "ADAPTERS", {"finfusion": fake})
     config_path = tmp_path / "gateway.toml"
     config_path.write_text(CONFIG)
+    config = load_config(config_path)
+    config = msgspec.structs.replace(config, adapters={**config.adapters, "finfusion": fake})
     store = SQLiteStore(tmp_path / "gateway.db")
-    app = build_app(load_config(config_path), store)
+    app = build_app(config, store)
 
     async def scenario() -> httpx.Response:
         await store.open()

@@ -193,7 +193,7 @@ def test_quarantine_keeps_the_raw_body_until_released(open_test_store: OpenStore
             "not JSON",
         )
         assert (await store.stats())["quarantined"] == 1
-        assert await store.release_quarantined(quarantine_id, event(3)) == "accepted"
+        assert await store.release_quarantined(quarantine_id, [event(3)]) == ["accepted"]
         assert await store.quarantined() == []
         assert (await store.stats())["quarantined"] == 0
         assert await store.event_subscribers(event(3).id) == ["a", "b"]
@@ -218,7 +218,7 @@ def test_quarantined_payloads_are_listed_oldest_first_and_each_kept_apart(
         assert await store.drop_quarantined(ids[0]) is False
         assert await store.drop_quarantined(10_000) is False
         # A released one is not waiting any more: it cannot be dropped.
-        assert await store.release_quarantined(ids[2], event(1)) == "accepted"
+        assert await store.release_quarantined(ids[2], [event(1)]) == ["accepted"]
         assert await store.drop_quarantined(ids[2]) is False
         assert [p.id for p in await store.quarantined()] == [ids[1]]
 
@@ -232,7 +232,7 @@ def test_releasing_a_payload_whose_event_is_stored_is_a_duplicate(
         store = await open_test_store()
         assert await store.accept(event(1)) == "accepted"
         quarantine_id = await quarantine(store, 1.0)
-        assert await store.release_quarantined(quarantine_id, event(1)) == "duplicate"
+        assert await store.release_quarantined(quarantine_id, [event(1)]) == ["duplicate"]
         assert await store.quarantined() == []
 
     run(scenario())

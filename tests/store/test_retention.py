@@ -66,7 +66,7 @@ async def old_and_new(store: Store) -> None:
         for received_at in (OLD, NEW, NEW + 1)
     }
     # Reprocessed: its event is stored now, the raw copy is of no more use.
-    await store.release_quarantined(quarantine[NEW + 1], new_event("released", NEW + 1, ()))
+    await store.release_quarantined(quarantine[NEW + 1], [new_event("released", NEW + 1, ())])
 
 
 def test_old_delivered_events_go_and_pending_and_dead_ones_stay(
