@@ -5,11 +5,16 @@ a value that reads back as the field: an id, the requested type, a time, an amou
 description's unit, a currency, a subject... With `each`, the event sits in a one-element list.
 A type asked for by its canonical name (`payment.succeeded`) is spelled as the provider spells
 it, from the type table. Each call makes a new event (fresh ids), as built-in samples do.
+
+A type computed by an expression (GoCardless joins `resource_type` and `action`) cannot be set
+from the type alone: `fields_of_types` (a preset's `[preset.samples]`) says, for each provider
+type it can make, which fields to set to what.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import msgspec
@@ -29,11 +34,18 @@ _FALLBACK_TYPE = "payment.succeeded"
 class DescribedSamples:
     """`(type or None, now) -> body`, the `Adapter.sample` of a described provider."""
 
-    __slots__ = ("_fields", "_types")
+    __slots__ = ("_fields", "_fixed", "_types")
 
-    def __init__(self, fields: EventFields, types: TypeTable) -> None:
+    def __init__(
+        self,
+        fields: EventFields,
+        types: TypeTable,
+        fields_of_types: Mapping[str, Mapping[str, object]] | None = None,
+    ) -> None:
         self._fields = fields
         self._types = types
+        # provider type -> {dotted field path: value}, for a type no single field carries.
+        self._fixed = dict(fields_of_types or {})
 
     def provider_type(self, requested: str | None) -> str:
         """The provider's spelling of a requested type (a provider or canonical type)."""
@@ -45,11 +57,24 @@ class DescribedSamples:
 
     def __call__(self, requested: str | None, now: datetime) -> bytes:
         fields = self._fields
+        event: dict[str, object] = {}
         if _settable(fields.type) is None:
-            raise SampleError(
-                f"the event type is read by {fields.type.text!r}: a sample body cannot carry it"
-            )
-        provider_type = self.provider_type(requested)
+            if requested is None and self._fixed:
+                provider_type = next(iter(self._fixed))
+            else:
+                provider_type = self.provider_type(requested)
+            fixed = self._fixed.get(provider_type)
+            if fixed is None:
+                known = ", ".join(self._fixed) or "none"
+                raise SampleError(
+                    f"the event type is read by {fields.type.text!r}: a sample body cannot"
+                    f" carry {provider_type!r} (samples of: {known})"
+                )
+            # Set first: the fields below keep what these set (`_set` keeps the first value).
+            for dotted, fixed_value in fixed.items():
+                _set(event, tuple(dotted.split(".")), fixed_value)
+        else:
+            provider_type = self.provider_type(requested)
         major = fields.amount_unit == "major"
         values: list[tuple[FieldExpression | None, object]] = [
             (fields.type, provider_type),
@@ -65,7 +90,6 @@ class DescribedSamples:
             (fields.account_iban, "GB29NWBK60161331926819"),
             (fields.balance, "2500.00" if major else 250000),
         ]
-        event: dict[str, object] = {}
         for expression, value in values:
             path = _settable(expression)
             if path is not None:

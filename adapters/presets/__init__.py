@@ -14,6 +14,7 @@ imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
@@ -24,13 +25,14 @@ from typing import Final
 
 from adapters.base import Adapter
 from adapters.described import described_adapter, parse_description
+from adapters.described.samples import DescribedSamples
 
 __all__ = ["PRESETS", "PRESET_SOURCES", "PresetError", "load_presets"]
 
 _SUFFIX: Final = ".toml"
 # A preset's name is what a source writes as `adapter = "<name>"`.
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]*")
-_PRESET_KEYS: Final = frozenset({"documentation", "notes"})
+_PRESET_KEYS: Final = frozenset({"documentation", "notes", "samples"})
 
 
 class PresetError(Exception):
@@ -61,13 +63,21 @@ def load_presets(
         except tomllib.TOMLDecodeError as error:
             problems.append(f"{place}: not valid TOML: {error}")
             continue
-        documentation, found = _read_preset_table(table.pop("preset", None), place)
+        preset = table.pop("preset", None)
+        documentation, found = _read_preset_table(preset, place)
+        problems.extend(found)
+        samples, found = _read_samples(preset, place)
         problems.extend(found)
         description, parse_problems = parse_description(table, place)
         problems.extend(f"{where}: {message}" for where, message in parse_problems)
         if description is None or documentation is None:
             continue
-        adapters[name] = described_adapter(name, description, origin="preset")
+        adapter = described_adapter(name, description, origin="preset")
+        if samples:
+            # Its type is computed: `gateway sample` sets the fields each type comes from.
+            sample = DescribedSamples(description.fields, description.types, samples)
+            adapter = dataclasses.replace(adapter, sample=sample)
+        adapters[name] = adapter
         sources[name] = documentation
     if problems:
         raise PresetError("invalid presets:\n" + "\n".join(problems))
@@ -87,6 +97,19 @@ def _read_preset_table(preset: object, place: str) -> tuple[str | None, list[str
     if not isinstance(preset.get("notes", ""), str):
         problems.append(f"{where}.notes: must be text")
     return documentation, problems
+
+
+def _read_samples(preset: object, place: str) -> tuple[dict[str, dict[str, object]], list[str]]:
+    """`[preset.samples."<provider type>"]`: the body fields (dotted paths) a sample of that
+    type sets, for a preset whose type an expression computes from several fields."""
+    where = f"{place}.preset.samples"
+    samples = preset.get("samples", {}) if isinstance(preset, dict) else {}
+    if not isinstance(samples, dict) or not all(
+        isinstance(fields, dict) and all(isinstance(path, str) for path in fields)
+        for fields in samples.values()
+    ):
+        return {}, [f"{where}: a table of provider types, each a table of field paths"]
+    return {str(kind): dict(fields) for kind, fields in samples.items()}, []
 
 
 PRESETS: Mapping[str, Adapter]

@@ -451,24 +451,30 @@ def test_every_preset_signs_requests_it_accepts(wise_key: rsa.RSAPrivateKey) -> 
         ), name
 
 
-# Presets whose provider type is a field of the body; the others compute it (GoCardless joins
-# `resource_type` and `action`; Square and Wise add the new status to `*.updated` types), and a
-# sample body cannot be made for an arbitrary expression.
-PLAIN_TYPED = sorted(
+# Every preset makes samples (`gateway sample`): those whose provider type is a field of the
+# body from their expressions; those that compute it (GoCardless joins `resource_type` and
+# `action`; Square and Wise add the new status to `*.updated` types) from `[preset.samples]`.
+COMPUTED_TYPES = sorted(
     name
     for name in PRESETS
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", preset_table(name)["event"]["type"])
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", preset_table(name)["event"]["type"])
 )
 
 
-@pytest.mark.parametrize("name", PLAIN_TYPED)
-def test_a_preset_with_a_plain_type_gives_samples_it_can_normalize(name: str) -> None:
+def test_the_presets_that_compute_their_type_say_how_to_sample_it() -> None:
+    assert COMPUTED_TYPES == ["gocardless", "square", "wise"]
+    for name in COMPUTED_TYPES:
+        assert preset_table(name)["preset"]["samples"], name
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_gives_samples_it_can_normalize(name: str) -> None:
     adapter = PRESETS[name]
     assert adapter.sample is not None
     now = datetime(2026, 1, 2, tzinfo=UTC)
-    typical = adapter.normalize(adapter.sample(None, now), {}, preset_settings(name), NOW)
+    (typical,) = adapter.normalize_all(adapter.sample(None, now), {}, preset_settings(name), NOW)
     assert typical.data.kind != "unmapped"
-    succeeded = adapter.sample("payment.succeeded", now)
     if "payment.succeeded" in preset_table(name)["types"].values():
-        event = adapter.normalize(succeeded, {}, preset_settings(name), NOW)
+        succeeded = adapter.sample("payment.succeeded", now)
+        (event,) = adapter.normalize_all(succeeded, {}, preset_settings(name), NOW)
         assert event.type == "payment.succeeded"

@@ -143,6 +143,10 @@ public_url = "https://proxy.example.com/in/urlly"
 adapter = "stripe"
 secret = "{STRIPE_SECRET}"
 
+[sources.gocardless-main]
+adapter = "gocardless"
+secret = "gocardless-webhook-secret"
+
 [sources.square-main]
 adapter = "square"
 secret = "{SQUARE_KEY}"
@@ -630,6 +634,8 @@ def test_sample_posts_a_preset_and_a_described_providers_webhook(
 ) -> None:
     for adapter, source in (
         ("stripe", "stripe-main"),
+        # Its type joins two fields: the preset's `[preset.samples]` says which.
+        ("gocardless", "gocardless-main"),
         ("ledgerly", "ledgerly-main"),
         # Signed over the source's public_url, though posted to the gateway's own URL.
         ("urlly", "urlly"),
