@@ -31,6 +31,8 @@ from adapters.described import (
     secret_problem,
 )
 from adapters.described.schemes import HmacScheme, PublicKeyScheme, StandardWebhooksScheme
+from adapters.places import did_you_mean, toml_kind
+from adapters.places import dotted as _key
 from adapters.presets import PRESETS
 from adapters.registry import ADAPTERS
 from adapters.source import Secret, SourceSettings
@@ -103,7 +105,6 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # the CloudEvents `provider`: no dot, so that the type's first part is the name.
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # RFC 9110 token: what a header field name is made of.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -434,36 +435,8 @@ def _interpolate(
 # --- Places -------------------------------------------------------------------------------------
 
 
-def _key(parent: str, key: str) -> str:
-    """The dotted place of `key` in `parent`, quoted as TOML would when it is not a bare key."""
-    part = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-    return f"{parent}.{part}" if parent else part
-
-
 def _index(parent: str, number: int) -> str:
     return f"{parent}[{number}]"
-
-
-def _kind(value: object) -> str:
-    """What TOML calls the type of `value`, for "expected X, got Y"."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date or time"
-
-
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    matches = difflib.get_close_matches(word, list(candidates), n=1)
-    return f' (did you mean "{matches[0]}"?)' if matches else ""
 
 
 def _check_keys(
@@ -480,7 +453,7 @@ def _check_keys(
         if removed is not None:
             checker.add(_key(place, key), removed)
         else:
-            checker.add(_key(place, key), f"unknown {what}{_did_you_mean(key, known)}")
+            checker.add(_key(place, key), f"unknown {what}{did_you_mean(key, known)}")
 
 
 # --- Values -------------------------------------------------------------------------------------
@@ -492,7 +465,7 @@ def _table(checker: _Checker, value: object, place: str) -> dict[str, object] | 
     if value is _UNRESOLVED:
         return None
     if not isinstance(value, dict):
-        checker.add(place, f"expected a table, got {_kind(value)}")
+        checker.add(place, f"expected a table, got {toml_kind(value)}")
         return None
     return value
 
@@ -501,7 +474,7 @@ def _array(checker: _Checker, value: object, place: str) -> list[object] | None:
     if value is _UNRESOLVED:
         return None
     if not isinstance(value, list):
-        checker.add(place, f"expected an array, got {_kind(value)}")
+        checker.add(place, f"expected an array, got {toml_kind(value)}")
         return None
     return value
 
@@ -511,7 +484,7 @@ def _string(checker: _Checker, value: object, place: str) -> str | None:
     if value is _UNRESOLVED:
         return None
     if not isinstance(value, str):
-        checker.add(place, f"expected a string, got {_kind(value)}")
+        checker.add(place, f"expected a string, got {toml_kind(value)}")
         return None
     if not value:
         checker.add(place, "must not be empty")
@@ -523,7 +496,7 @@ def _boolean(checker: _Checker, value: object, place: str) -> bool | None:
     if value is _UNRESOLVED:
         return None
     if not isinstance(value, bool):
-        checker.add(place, f"expected true or false, got {_kind(value)}")
+        checker.add(place, f"expected true or false, got {toml_kind(value)}")
         return None
     return value
 
@@ -535,7 +508,7 @@ def _integer(
         return None
     # TOML's true is no number, though Python's bool is an int.
     if isinstance(value, bool) or not isinstance(value, int):
-        checker.add(place, f"expected an integer, got {_kind(value)}")
+        checker.add(place, f"expected an integer, got {toml_kind(value)}")
         return None
     if value < lowest or (highest is not None and value > highest):
         bounds = f"from {lowest} to {highest}" if highest is not None else f"at least {lowest}"
@@ -551,7 +524,7 @@ def _seconds(
     if value is _UNRESOLVED:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        checker.add(place, f"expected a number of seconds, got {_kind(value)}")
+        checker.add(place, f"expected a number of seconds, got {toml_kind(value)}")
         return None
     # TOML has nan and inf; neither is a duration.
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok) or value > highest:
@@ -762,7 +735,7 @@ def _retention_days(checker: _Checker, value: object, place: str) -> float | Non
     if value is _UNRESOLVED:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        checker.add(place, f"expected a number of days, got {_kind(value)}")
+        checker.add(place, f"expected a number of days, got {toml_kind(value)}")
         return None
     # TOML has nan and inf; neither is a number of days.
     if not math.isfinite(value) or value <= 0 or value > _MAX_RETENTION_DAYS:
@@ -1037,7 +1010,7 @@ def _adapter(
         checker.add(
             adapter_place,
             f"unknown adapter {checker.show(adapter_place, name)}"
-            f"{_did_you_mean(name, names)} (known: {known}; or describe it in"
+            f"{did_you_mean(name, names)} (known: {known}; or describe it in"
             " [providers.<name>])",
         )
     return adapter
@@ -1351,7 +1324,7 @@ def _choice(
             return choice
     checker.add(
         place,
-        f"unknown {what} {checker.show(place, text)}{_did_you_mean(text, choices)}"
+        f"unknown {what} {checker.show(place, text)}{did_you_mean(text, choices)}"
         f" (supported: {', '.join(choices)})",
     )
     return None
@@ -1371,7 +1344,7 @@ def _check_subscriber_keys(
             listed = ", ".join(owners[:-1]) + " and " + owners[-1] if len(owners) > 1 else owners[0]
             checker.add(_key(place, key), f"only {listed} subscribers have a {key}")
         else:
-            checker.add(_key(place, key), f"unknown key{_did_you_mean(key, own)}")
+            checker.add(_key(place, key), f"unknown key{did_you_mean(key, own)}")
 
 
 def _http_settings(checker: _Checker, table: Mapping[str, object], place: str) -> dict[str, Any]:
@@ -1730,7 +1703,7 @@ def _references(
         if name not in defined:
             checker.add(
                 name_place,
-                f"no {what} named {checker.show(name_place, name)}{_did_you_mean(name, defined)}",
+                f"no {what} named {checker.show(name_place, name)}{did_you_mean(name, defined)}",
             )
     return names
 

@@ -12,13 +12,9 @@ type-table targets outside the taxonomy. Expressions and templates are compiled 
 
 from __future__ import annotations
 
-import difflib
-import json
-import re
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
 from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
@@ -45,6 +41,8 @@ from adapters.described.schemes import (
 )
 from adapters.described.templates import HeaderFormat, SignedTemplate, TemplateError
 from adapters.described.type_table import TypeTable
+from adapters.places import did_you_mean, toml_kind
+from adapters.places import dotted as _key
 from schemas.taxonomy import CANONICAL_TYPES, KINDS, is_canonical_type
 
 __all__ = [
@@ -62,8 +60,6 @@ __all__ = [
 
 # (place, message): `("providers.ledgerly.signature.algorithm", '"sha384" is not one of ...')`.
 Problem = tuple[str, str]
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 # --- The schema ---------------------------------------------------------------------------------
@@ -208,7 +204,7 @@ def parse_description(
     dotted place under `place` (`providers.ledgerly`); None when there is any problem."""
     problems: list[Problem] = []
     if not isinstance(table, Mapping):
-        return None, [(place, f"expected a table, got {_toml_kind(table)}")]
+        return None, [(place, f"expected a table, got {toml_kind(table)}")]
     _check_keys(table, ProviderTable, place, problems)
     signature = _signature(table.get("signature"), _key(place, "signature"), problems)
     fields = _event(table.get("event"), _key(place, "event"), problems)
@@ -275,12 +271,12 @@ def _check_value(value: object, annotation: Any, place: str, problems: list[Prob
     choices = _choices(annotation)
     if choices:
         if not isinstance(value, str):
-            problems.append((place, f"expected a string, got {_toml_kind(value)}"))
+            problems.append((place, f"expected a string, got {toml_kind(value)}"))
         elif value not in choices:
             problems.append((place, _not_one_of(value, choices)))
         return
     if _without_none(annotation) is str and not isinstance(value, str):
-        problems.append((place, f"expected a string, got {_toml_kind(value)}"))
+        problems.append((place, f"expected a string, got {toml_kind(value)}"))
 
 
 def _choices(annotation: Any) -> tuple[str, ...]:
@@ -344,7 +340,7 @@ def _signature(
         problems.append((place, f"required: a table with scheme = one of {', '.join(schemes)}"))
         return None
     if not isinstance(value, Mapping):
-        problems.append((place, f"expected a table, got {_toml_kind(value)}"))
+        problems.append((place, f"expected a table, got {toml_kind(value)}"))
         return None
     scheme_place = _key(place, "scheme")
     name = value.get("scheme")
@@ -352,7 +348,7 @@ def _signature(
         problems.append((scheme_place, f"required: one of {', '.join(schemes)}"))
         return None
     if not isinstance(name, str):
-        problems.append((scheme_place, f"expected a string, got {_toml_kind(name)}"))
+        problems.append((scheme_place, f"expected a string, got {toml_kind(name)}"))
         return None
     if name not in SCHEMES:
         problems.append((scheme_place, _not_one_of(name, schemes)))
@@ -511,7 +507,7 @@ def _event(
         problems.append((place, 'required: a table with at least type = "<expression>"'))
         return None
     if not isinstance(value, Mapping):
-        problems.append((place, f"expected a table, got {_toml_kind(value)}"))
+        problems.append((place, f"expected a table, got {toml_kind(value)}"))
         return None
     before = len(problems)
     _check_keys(value, EventTable, place, problems)
@@ -547,14 +543,14 @@ def _event(
 
 def _types(value: object, place: str, problems: list[Problem]) -> dict[str, str] | None:
     if not isinstance(value, Mapping):
-        problems.append((place, f"expected a table, got {_toml_kind(value)}"))
+        problems.append((place, f"expected a table, got {toml_kind(value)}"))
         return None
     before = len(problems)
     table: dict[str, str] = {}
     for key, target in value.items():
         entry = _key(place, key)
         if not isinstance(target, str):
-            problems.append((entry, f"expected a canonical type, got {_toml_kind(target)}"))
+            problems.append((entry, f"expected a canonical type, got {toml_kind(target)}"))
             continue
         problem = _type_entry_problem(key, target)
         if problem is not None:
@@ -601,30 +597,4 @@ def _not_one_of(value: str, choices: tuple[str, ...]) -> str:
 
 def _did_you_mean(word: str, candidates: Any) -> str:
     # Closer than difflib's default (0.6), which offers "sha1" for "sha384".
-    matches = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.7)
-    return f' (did you mean "{matches[0]}"?)' if matches else ""
-
-
-def _key(parent: str, key: str) -> str:
-    """The dotted place of `key`, quoted as TOML would when it is not a bare key."""
-    part = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
-    return f"{parent}.{part}" if parent else part
-
-
-def _toml_kind(value: object) -> str:
-    """What TOML calls the type of `value`, for "expected X, got Y"."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a float"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, datetime | date | time):
-        return "a date or time"
-    return "a value of no TOML type"
+    return did_you_mean(word, sorted(candidates), cutoff=0.7)
