@@ -15,7 +15,7 @@ import msgspec
 
 from adapters import account_lifecycle, finaegis, finchpay, finexer, finfusion
 
-__all__ = ["DEFAULT_TYPES", "SampleError", "sample_body"]
+__all__ = ["DEFAULT_TYPES", "SampleError", "known_types", "sample_body"]
 
 DEFAULT_TYPES: Mapping[str, str] = {
     "finaegis": "transfer.completed",
@@ -165,6 +165,11 @@ def provider_type_for(adapter: str, requested: str | None) -> str:
             return provider_type
     # Not in the table: still a valid sample, of an event the gateway passes through unmapped.
     return requested
+
+
+def known_types(adapter: str) -> tuple[str, ...]:
+    """The provider types a built-in adapter has a canonical type for (none for another name)."""
+    return tuple(_TABLES.get(adapter, ()))
 
 
 def sample_body(adapter: str, requested_type: str | None, now: datetime) -> bytes:

@@ -28,10 +28,11 @@ import msgspec
 import structlog
 
 from adapters.base import Adapter
+from adapters.described.samples import DescribedSamples
 from adapters.errors import AdapterError
 from adapters.presets import PRESETS
 from adapters.registry import ADAPTERS
-from adapters.samples import SampleError, sample_body
+from adapters.samples import SampleError, known_types, sample_body
 from adapters.source import SourceSettings
 from gateway import __version__
 from gateway.config import (
@@ -49,7 +50,7 @@ from gateway.config import (
 from gateway.logs import configure_logging, flush_logs, log_uvicorn_records
 from gateway.operations.dead_letters import DeadLetterItem, list_dead_letters, redrive
 from gateway.operations.paging import MAX_LIMIT
-from gateway.operations.quarantine import drop_quarantined, list_quarantine
+from gateway.operations.quarantine import drop_quarantined, list_quarantine, quarantined_payload
 from gateway.operations.replay import replay_event
 from gateway.operations.subscribers import enable
 from gateway.preflight import (
@@ -77,6 +78,15 @@ EXIT_USAGE = 2
 # `gateway serve` only: the app failed to start (uvicorn's code for it), the address is taken.
 EXIT_CANNOT_START = 3
 EXIT_CANNOT_LISTEN = 4
+
+# The names the one CLI is installed under (pyproject.toml's [project.scripts]): `finrelay` is
+# what a user types after `pip install finrelay`, as the generic `gateway` may be taken on PATH.
+PROGRAM_NAMES = ("gateway", "finrelay")
+QUARANTINE_ACTIONS = ("show", "drop")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _header(text: str) -> tuple[str, str]:
@@ -175,8 +185,9 @@ def run_check_config(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"{args.config}: warning: {warning}", file=sys.stderr)
     print(
-        f"{args.config}: ok ({len(config.sources)} sources, {len(config.subscribers)} subscribers,"
-        f" {len(config.routes)} routes)"
+        f"{args.config}: ok ({_plural(len(config.sources), 'source')},"
+        f" {_plural(len(config.subscribers), 'subscriber')},"
+        f" {_plural(len(config.routes), 'route')})"
     )
     return EXIT_OK
 
@@ -405,19 +416,26 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 
 def run_dead_letters(args: argparse.Namespace) -> int:
-    """List dead letters: event id, subscriber, attempts, last error (tab-separated, or JSON)."""
+    """List dead letters: event id, subscriber, attempts, when it died, last error (tab-separated
+    under a header line, or JSON lines)."""
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_PROBLEMS
     if not _known_subscriber(config, args.subscriber):
         return EXIT_PROBLEMS
     letters = _with_store(config, lambda store: _every_dead_letter(store, args.subscriber))
+    if not args.json:
+        # The --json field names, so a column reads the same in either form.
+        print("event_id\tsubscriber\tattempts\tdead_at\tlast_error")
     for letter in letters:
         if args.json:
             line = msgspec.json.encode(letter).decode()
         else:
             error = (letter.last_error or "").replace("\t", " ").replace("\n", " ")
-            line = f"{letter.event_id}\t{letter.subscriber}\t{letter.attempts}\t{error}"
+            line = (
+                f"{letter.event_id}\t{letter.subscriber}\t{letter.attempts}\t{letter.dead_at}"
+                f"\t{error}"
+            )
         print(line)
     return EXIT_OK
 
@@ -472,7 +490,7 @@ def run_replay(args: argparse.Namespace) -> int:
     if count is None:
         print(f"no stored event {args.event_id!r}", file=sys.stderr)
         return EXIT_PROBLEMS
-    print(f"replayed {args.event_id} to {count} subscribers")
+    print(f"replayed {args.event_id} to {_plural(count, 'subscriber')}")
     return EXIT_OK
 
 
@@ -510,14 +528,36 @@ def run_public_key(args: argparse.Namespace) -> int:
 
 
 def run_quarantine(args: argparse.Namespace) -> int:
-    """List the payloads waiting in quarantine, or drop one (`quarantine drop ID`)."""
-    if args.action == "drop" and args.quarantine_id is None:
-        print("quarantine drop: give the ID of the payload to drop", file=sys.stderr)
+    """List the payloads waiting in quarantine, print one's body (`quarantine show ID`), or drop
+    one (`quarantine drop ID`)."""
+    action: str | None = args.action
+    if action is not None and action not in QUARANTINE_ACTIONS:
+        # `quarantine 2` is the likely slip: say both things that can be done with an ID.
+        subject = action if action.isdigit() else "ID"
+        print(
+            f"quarantine: no action {action!r}: `quarantine show {subject}` prints a quarantined"
+            f" body, `quarantine drop {subject}` deletes it for good",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if action is not None and args.quarantine_id is None:
+        verb = "show" if action == "show" else "drop"
+        print(f"quarantine {action}: give the ID of the payload to {verb}", file=sys.stderr)
         return EXIT_USAGE
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_PROBLEMS
-    if args.action == "drop":
+    if action == "show":
+        shown_id: int = args.quarantine_id
+        payload = _with_store(config, lambda store: quarantined_payload(store, shown_id))
+        if payload is None:
+            print(f"no quarantined payload with id {shown_id}", file=sys.stderr)
+            return EXIT_PROBLEMS
+        # The body exactly as received: what `reprocess` will read again.
+        sys.stdout.buffer.write(payload.body)
+        sys.stdout.buffer.flush()
+        return EXIT_OK
+    if action == "drop":
         quarantine_id: int = args.quarantine_id
         if not _with_store(config, lambda store: drop_quarantined(store, quarantine_id)):
             print(f"no quarantined payload with id {quarantine_id}", file=sys.stderr)
@@ -625,11 +665,20 @@ def _say_if_unmapped(adapter: Adapter, body: bytes, source: SourceSettings | Non
         return  # the gateway says what is wrong with it, in its answer
     for event in events:
         if event.data.kind == "unmapped":
+            known = _known_types(adapter)
             print(
                 f"note: {adapter.name} has no canonical type for {event.providertype!r}: it is"
-                f" stored unmapped, as {event.type}",
+                f" stored unmapped, as {event.type}"
+                + (f" (types it knows: {', '.join(known)})" if known else ""),
                 file=sys.stderr,
             )
+
+
+def _known_types(adapter: Adapter) -> tuple[str, ...]:
+    """The provider types an adapter maps: a built-in's table, or a described provider's."""
+    if isinstance(adapter.sample, DescribedSamples):
+        return adapter.sample.known_types()
+    return known_types(adapter.name) if adapter.origin == "builtin" else ()
 
 
 def _webhook_url(url: str, source: str) -> str:
@@ -676,12 +725,19 @@ def _adapters_help() -> str:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def program_name(argv0: str) -> str:
+    """The name help and usage say: `finrelay` when called so, else `gateway` (`python -m
+    gateway` has `__main__.py` as argv[0])."""
+    called = Path(argv0).stem  # `finrelay.exe` on Windows
+    return called if called in PROGRAM_NAMES else "gateway"
+
+
+def build_parser(prog: str = "gateway") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gateway",
+        prog=prog,
         description="finrelay: provider webhooks in, one canonical CloudEvents envelope out.",
     )
-    parser.add_argument("--version", action="version", version=f"finrelay {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"finrelay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     normalize = commands.add_parser(
@@ -748,7 +804,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(check)
     check.set_defaults(handler=run_check_config)
 
-    serve = commands.add_parser("serve", help="run the gateway")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description=(
+            "Run the gateway until SIGINT or SIGTERM: ingress, delivery, health and metrics, on "
+            "the config's server.host and server.port (or the options below). Exit 0 after a "
+            "clean stop, 1 when the config or a start-up check fails, 3 when the app fails to "
+            "start, 4 when the address cannot be listened on."
+        ),
+    )
     _add_config_option(serve)
     serve.add_argument("--host", help="listen on this address instead of server.host")
     serve.add_argument("--port", type=int, help="listen on this port instead of server.port")
@@ -792,14 +857,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     quarantine = commands.add_parser(
         "quarantine",
-        help="list quarantined payloads, or drop one",
+        help="list quarantined payloads, show one's body, or drop one",
         description=(
-            "List the payloads waiting in quarantine (id, source, received, error), or with "
-            "`drop ID` delete one for good (exit 1 when there is no such payload waiting)."
+            "List the payloads waiting in quarantine (id, source, received, error); with "
+            "`show ID` print one's body as it was received; with `drop ID` delete one for good "
+            "(exit 1 when there is no such payload waiting)."
         ),
     )
-    quarantine.add_argument("action", nargs="?", choices=("drop",), help="drop one payload")
-    quarantine.add_argument("quarantine_id", nargs="?", type=int, metavar="ID")
+    # Not `choices`: argparse's answer to `quarantine 2` ("invalid choice") does not say that
+    # an ID comes after the action; run_quarantine does.
+    quarantine.add_argument(
+        "action",
+        nargs="?",
+        metavar="ACTION",
+        help="show (print the body) or drop (delete it); none: list them all",
+    )
+    quarantine.add_argument(
+        "quarantine_id", nargs="?", type=int, metavar="ID", help="a payload's id, as listed"
+    )
     quarantine.add_argument(
         "--json",
         action="store_true",
@@ -816,7 +891,13 @@ def build_parser() -> argparse.ArgumentParser:
             "with v1a (Ed25519; its whpk_ public key, for the subscriber, goes to stderr)."
         ),
     )
-    secret.add_argument("--kind", choices=("whsec", "whsk"), default="whsec")
+    secret.add_argument(
+        "--kind",
+        choices=("whsec", "whsk"),
+        default="whsec",
+        help="whsec (the default): an HMAC-SHA256 secret, for v1 signatures; whsk: an Ed25519"
+        " signing key, for v1a",
+    )
     secret.set_defaults(handler=run_new_secret)
 
     sample = commands.add_parser(
@@ -849,7 +930,10 @@ def build_parser() -> argparse.ArgumentParser:
     dead = commands.add_parser(
         "dead-letters",
         help="list dead letters",
-        description="One dead letter a line: event id, subscriber, attempts, last error.",
+        description=(
+            "One dead letter a line, newest last, under a header: event id, subscriber, "
+            "attempts, when it died (RFC 3339), last error."
+        ),
     )
     dead.add_argument("--json", action="store_true", help="JSON lines instead of tab-separated")
     dead.add_argument("--subscriber", metavar="NAME", help="only this subscriber's")
@@ -862,12 +946,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Make dead letters pending again, with a fresh retry schedule.",
     )
     redrive.add_argument("--subscriber", metavar="NAME", help="only this subscriber's")
-    redrive.add_argument("--since", type=_time, metavar="T", help="died at or after T")
-    redrive.add_argument("--until", type=_time, metavar="T", help="died at or before T")
+    redrive.add_argument(
+        "--since",
+        type=_time,
+        metavar="T",
+        help="died at or after T: RFC 3339 (2026-12-07T16:00:00Z; no offset means UTC) or Unix"
+        " seconds",
+    )
+    redrive.add_argument(
+        "--until", type=_time, metavar="T", help="died at or before T (as --since)"
+    )
     _add_config_option(redrive)
     redrive.set_defaults(handler=run_redrive)
 
-    replay = commands.add_parser("replay", help="send a stored event again")
+    replay = commands.add_parser(
+        "replay",
+        help="send a stored event again",
+        description=(
+            "Send a stored event again, due now with a fresh retry schedule: to every "
+            "subscriber it was delivered to that this config names, or with --subscriber to "
+            "that one. Exit 1 when there is no such event."
+        ),
+    )
     replay.add_argument("event_id", metavar="EVENT_ID")
     replay.add_argument(
         "--subscriber", metavar="NAME", help="only to this subscriber (any configured one)"
@@ -876,14 +976,24 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=run_replay)
 
     enable = commands.add_parser(
-        "enable", help="re-enable a subscriber that answered 410 Gone (or close its circuit)"
+        "enable",
+        help="re-enable a subscriber that answered 410 Gone (or close its circuit)",
+        description=(
+            "Re-enable a subscriber the gateway disabled after it answered 410 Gone, and close "
+            "its circuit if open: its waiting deliveries are sent again from now."
+        ),
     )
     enable.add_argument("subscriber", metavar="NAME")
     _add_config_option(enable)
     enable.set_defaults(handler=run_enable)
 
     public_key = commands.add_parser(
-        "public-key", help="print the whpk_ key a subscriber verifies v1a signatures with"
+        "public-key",
+        help="print the whpk_ key a subscriber verifies v1a signatures with",
+        description=(
+            "Print the whpk_ public key of each whsk_ secret of a subscriber, one a line: what "
+            "the subscriber verifies v1a (Ed25519) signatures with. Exit 1 when it has none."
+        ),
     )
     public_key.add_argument("subscriber", metavar="NAME")
     _add_config_option(public_key)
@@ -892,7 +1002,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(program_name(sys.argv[0])).parse_args(argv)
     handler = args.handler
     try:
         code: int = handler(args)

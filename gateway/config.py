@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -46,6 +46,7 @@ from schemas.taxonomy import CANONICAL_TYPES, KINDS, OPEN_KINDS
 __all__ = [
     "AUTO",
     "DEFAULT_CONFIG_PATH",
+    "MIN_ADMIN_TOKEN_LENGTH",
     "ROLES",
     "STANDARD_WEBHOOKS_SCHEDULE",
     "AdminConfig",
@@ -64,6 +65,7 @@ __all__ = [
     "StoreConfig",
     "SubscriberConfig",
     "SubscriberKind",
+    "file_subscriber_problems",
     "load_config",
     "shipped_adapters",
     "worker_count",
@@ -115,6 +117,11 @@ _URI_REFERENCE = re.compile(r"(?:[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=-]|%[0-9A-Fa-f
 
 _SECTIONS = ("server", "store", "providers", "sources", "subscribers", "routes", "admin")
 _ADMIN_KEYS = ("token", "tokens")
+# An admin token opens every operator action (replay, redrive, quarantine): shorter than this,
+# or made of a handful of distinct characters ("aaaaaaaaaaaaaaaa", "1234123412341234"), it is
+# within reach of guessing.
+MIN_ADMIN_TOKEN_LENGTH: Final = 16
+_MIN_ADMIN_TOKEN_DISTINCT: Final = 6
 _SERVER_KEYS = (
     "host",
     "port",
@@ -638,6 +645,7 @@ def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | 
         return None
     if admin is None:
         return None
+    _warn_unwritable_files(checker, subscribers, store)
     return GatewayConfig(
         server=server,
         store=store,
@@ -648,6 +656,52 @@ def _gateway(checker: _Checker, document: dict[str, object]) -> GatewayConfig | 
         adapters=adapters,
         warnings=tuple(checker.warnings),
     )
+
+
+def _warn_unwritable_files(
+    checker: _Checker, subscribers: Mapping[str, SubscriberConfig], store: StoreConfig
+) -> None:
+    """What `serve` will refuse to start over (gateway/preflight.py), said by check-config first.
+
+    A warning, not a problem: the file is judged on this machine, in this working directory,
+    and a config is often checked on another than it runs on. A directory the SQLite store makes
+    when it opens (./data for the default config) is not missing: serve opens the store first.
+    """
+    made_by_store: set[str] = set()
+    database = store.url.reveal()
+    if database.startswith(SQLITE_PREFIX):
+        path = Path(os.path.abspath(database[len(SQLITE_PREFIX) :]))
+        made_by_store = {str(directory) for directory in path.parents}
+    judged = {
+        name: subscriber
+        for name, subscriber in subscribers.items()
+        if not (
+            isinstance(subscriber, FileSubscriber)
+            and not subscriber.path.parent.exists()
+            and os.path.abspath(subscriber.path.parent) in made_by_store
+        )
+    }
+    for problem in file_subscriber_problems(judged):
+        checker.warnings.append(f"{problem}: serve will refuse to start")
+
+
+def file_subscriber_problems(subscribers: Mapping[str, SubscriberConfig]) -> list[str]:
+    """Each file subscriber whose directory is missing or not writable (relative paths from the
+    working directory, as serve reads them). Nothing is created: a typo in a path (or
+    `/nonexistent-dir` as root) must not become a directory tree."""
+    problems = []
+    for name, subscriber in subscribers.items():
+        if not isinstance(subscriber, FileSubscriber):
+            continue
+        directory = subscriber.path.parent
+        place = f"subscribers.{name}.path"
+        if not directory.is_dir():
+            problems.append(f"{place}: the directory {str(directory)!r} does not exist")
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            problems.append(f"{place}: the directory {str(directory)!r} is not writable")
+        elif subscriber.path.exists() and not os.access(subscriber.path, os.W_OK):
+            problems.append(f"{place}: {str(subscriber.path)!r} is not writable")
+    return problems
 
 
 def _names_in(section: object) -> list[str]:
@@ -707,9 +761,21 @@ def _admin(checker: _Checker, value: object) -> AdminConfig | None:
     for token_place, token in tokens:
         if not token.strip():
             checker.add(token_place, "an empty token would open the admin API to anyone")
+        elif _weak_token(token):
+            # A warning, not a problem: a short token still works, and a test set-up may use one.
+            # Never quoted: even a weak token is a secret.
+            checker.warnings.append(
+                f"{token_place}: too weak to keep the admin API closed (fewer than"
+                f" {MIN_ADMIN_TOKEN_LENGTH} characters, or the same few repeated); use a random"
+                " one, e.g. `openssl rand -hex 32`"
+            )
     if len(checker.problems) > before:
         return None
     return AdminConfig(tokens=tuple(Secret(token) for _, token in tokens))
+
+
+def _weak_token(token: str) -> bool:
+    return len(token) < MIN_ADMIN_TOKEN_LENGTH or len(set(token)) < _MIN_ADMIN_TOKEN_DISTINCT
 
 
 def _store(checker: _Checker, value: object) -> StoreConfig | None:
@@ -1559,7 +1625,7 @@ def _retry_schedule(checker: _Checker, value: object, place: str) -> tuple[float
         return None
     if len(items) > _MAX_RETRIES:
         checker.add(place, f"at most {_MAX_RETRIES} retries, not {len(items)}")
-        return None
+    # Every delay is checked even when there are too many: the fix may be to both.
     delays = [
         _seconds(checker, item, _index(place, number), zero_ok=True, highest=_MAX_RETRY_DELAY)
         for number, item in enumerate(items)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Final
 
 import structlog
 
-from gateway.config import FileSubscriber, GatewayConfig, SubscriberConfig
+# file_subscriber_problems lives with the config: check-config reports the same problems.
+from gateway.config import GatewayConfig, file_subscriber_problems
 from gateway.store import StoreUnavailable, open_store
 
 __all__ = [
@@ -105,21 +105,3 @@ async def store_problem(config: GatewayConfig, *, wait_seconds: float = 0.0) -> 
             continue
         await store.close()
         return None
-
-
-def file_subscriber_problems(subscribers: Mapping[str, SubscriberConfig]) -> list[str]:
-    """Each file subscriber whose directory is missing or not writable. Nothing is created: a
-    typo in a path (or `/nonexistent-dir` as root) must not become a directory tree."""
-    problems = []
-    for name, subscriber in subscribers.items():
-        if not isinstance(subscriber, FileSubscriber):
-            continue
-        directory = subscriber.path.parent
-        place = f"subscribers.{name}.path"
-        if not directory.is_dir():
-            problems.append(f"{place}: the directory {str(directory)!r} does not exist")
-        elif not os.access(directory, os.W_OK | os.X_OK):
-            problems.append(f"{place}: the directory {str(directory)!r} is not writable")
-        elif subscriber.path.exists() and not os.access(subscriber.path, os.W_OK):
-            problems.append(f"{place}: {str(subscriber.path)!r} is not writable")
-    return problems

@@ -47,6 +47,10 @@ class DescribedSamples:
         # provider type -> {dotted field path: value}, for a type no single field carries.
         self._fixed = dict(fields_of_types or {})
 
+    def known_types(self) -> tuple[str, ...]:
+        """The provider types this provider has a canonical type for (`gateway sample`'s hint)."""
+        return self._types.provider_types()
+
     def provider_type(self, requested: str | None) -> str:
         """The provider's spelling of a requested type (a provider or canonical type)."""
         if requested is None:

@@ -41,6 +41,10 @@ class TypeTable:
                 return mapped if is_canonical_type(mapped) else None
         return None
 
+    def provider_types(self) -> tuple[str, ...]:
+        """The table's keys as written: exact types, then prefixes (`payment.*`)."""
+        return (*self._exact, *(prefix + "*" for prefix, _ in self._prefixes))
+
     def provider_type(self, wanted: str) -> str | None:
         """A provider type that maps to the canonical type `wanted` (for samples), or None."""
         for key, value in self._exact.items():

@@ -21,6 +21,7 @@ __all__ = [
     "drop_quarantined",
     "list_quarantine",
     "quarantine_page",
+    "quarantined_payload",
     "reprocess",
 ]
 
@@ -48,6 +49,12 @@ def _item(payload: QuarantinedPayload) -> QuarantineItem:
 async def list_quarantine(store: Store) -> list[QuarantineItem]:
     """Every payload waiting in quarantine, oldest first."""
     return [_item(payload) for payload in await store.quarantined()]
+
+
+async def quarantined_payload(store: Store, quarantine_id: int) -> QuarantinedPayload | None:
+    """One waiting payload, body and headers included; None when there is no such payload.
+    Quarantine holds few payloads (each one is a provider's bug or ours): no query of its own."""
+    return next((p for p in await store.quarantined() if p.id == quarantine_id), None)
 
 
 async def drop_quarantined(store: Store, quarantine_id: int) -> bool:

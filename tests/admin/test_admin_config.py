@@ -44,3 +44,52 @@ def test_bad_admin_sections_are_named(tmp_path: Path, extra: str, expected: str)
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, extra)
     assert expected in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "place"),
+    [
+        ('[admin]\ntoken = "x"\n', "admin.token"),
+        ('[admin]\ntoken = "admin-token-15c"\n', "admin.token"),  # 15 characters
+        ('[admin]\ntoken = "aaaaaaaaaaaaaaaaaaaaaaaa"\n', "admin.token"),
+        ('[admin]\ntokens = ["4c1e0b7f9d2a6e8355b1c0d4", "1234123412341234"]\n', "admin.tokens[1]"),
+    ],
+)
+def test_a_weak_admin_token_is_warned_of_without_being_quoted(
+    tmp_path: Path, extra: str, place: str
+) -> None:
+    config = load(tmp_path, extra)
+    assert config.admin.enabled  # it still works: a warning, not a refusal
+    (warning,) = config.warnings
+    assert warning.startswith(f"{place}: too weak to keep the admin API closed")
+    token = extra.split('"')[-2]  # the weak one: the last quoted value
+    # One letter is in any sentence; a longer token must not be anywhere in it.
+    assert (token if len(token) > 1 else f'"{token}"') not in warning
+    assert "the same few repeated" in warning
+
+
+def test_a_random_admin_token_from_the_environment_gets_no_warning(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        '[admin]\ntoken = "${FINRELAY_ADMIN_TOKEN}"\n',
+        {"FINRELAY_ADMIN_TOKEN": "adm-4c1e0b7f9d2a6e8355b1c0d4"},
+    )
+    assert config.warnings == ()
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "config"
+
+
+@pytest.mark.parametrize(
+    "name", ["gateway.toml", "examples/production.toml", "examples/queues.toml"]
+)
+def test_each_shipped_config_shows_how_to_turn_the_admin_page_on(tmp_path: Path, name: str) -> None:
+    text = (SHIPPED / name).read_text()
+    assert "/admin/" in text
+    lines = text.splitlines()
+    start = lines.index("# [admin]")
+    table = "\n".join(line.removeprefix("# ") for line in lines[start : start + 2]) + "\n"
+    assert table == '[admin]\ntoken = "${FINRELAY_ADMIN_TOKEN}"\n'
+    # Uncommented, it turns the page on, with the token from the environment.
+    config = load(tmp_path, table, {"FINRELAY_ADMIN_TOKEN": "adm-4c1e0b7f9d2a6e8355b1c0d4"})
+    assert config.admin.enabled

@@ -236,9 +236,12 @@ def is_dead(gateway: GatewayProcess, event_id: str, subscriber: str) -> bool:
 
 
 def dead_letters(gateway: GatewayProcess, *args: str) -> list[list[str]]:
+    """The rows under the header line: event_id, subscriber, attempts, dead_at, last_error."""
     result = gateway.gateway_cli("dead-letters", *args)
     assert result.returncode == 0, result.stderr
-    return [line.split("\t") for line in result.stdout.splitlines() if line]
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t") == ["event_id", "subscriber", "attempts", "dead_at", "last_error"]
+    return [line.split("\t") for line in rows if line]
 
 
 def dead_letters_json(gateway: GatewayProcess, *args: str) -> list[dict[str, object]]:
@@ -460,7 +463,7 @@ def test_exhausted_retries_make_a_dead_letter(
 
     (line,) = dead_letters(gateway)
     assert line[:3] == [event_id, "ledger", "3"]
-    assert "503" in line[3]
+    assert "503" in line[4]
     (letter,) = dead_letters_json(gateway)
     assert letter["event_id"] == event_id
     assert letter["subscriber"] == "ledger"
@@ -468,6 +471,7 @@ def test_exhausted_retries_make_a_dead_letter(
     assert "503" in str(letter["last_error"])
     dead_at = datetime.fromisoformat(str(letter["dead_at"]))
     assert abs(dead_at - datetime.now(UTC)) < timedelta(minutes=2)
+    assert line[3] == letter["dead_at"]  # the text form's time is the RFC 3339 one
     assert dead_letters(gateway, "--subscriber", "ledger") == [line]
 
 
@@ -510,7 +514,7 @@ def test_client_errors_and_redirects_fail_at_once(
     assert set(listed) == set(ids)
     for event_id in ids:
         assert listed[event_id][1:3] == ["ledger", "1"]
-        assert str(assigned[event_id]) in listed[event_id][3]
+        assert str(assigned[event_id]) in listed[event_id][4]
 
 
 def test_a_400_is_a_dead_letter_and_redrive_delivers_it_once_fixed(
@@ -751,7 +755,7 @@ def test_replay_resends_a_delivered_event_and_can_target_any_subscriber(
     wait_until(lambda: delivery(gateway, event_id, "ledger")[0] == "delivered", what="delivered")
     body = stored_body(gateway, event_id)
 
-    assert cli_ok(gateway, "replay", event_id) == f"replayed {event_id} to 1 subscribers"
+    assert cli_ok(gateway, "replay", event_id) == f"replayed {event_id} to 1 subscriber"
     ledger.wait_for_count(2, SOON)
     first, again = ledger.received
     assert again.webhook_id == first.webhook_id == event_id
@@ -762,7 +766,7 @@ def test_replay_resends_a_delivered_event_and_can_target_any_subscriber(
     assert crm.count == 0, "replay without --subscriber went to a subscriber not routed"
 
     output = cli_ok(gateway, "replay", event_id, "--subscriber", "crm")
-    assert output == f"replayed {event_id} to 1 subscribers"
+    assert output == f"replayed {event_id} to 1 subscriber"
     crm.wait_for_count(1, SOON)
     (request,) = crm.received
     assert request.webhook_id == event_id

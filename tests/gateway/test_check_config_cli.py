@@ -137,7 +137,7 @@ def test_every_problem_of_a_file_is_printed_on_its_own_line() -> None:
 def test_the_default_config_is_valid() -> None:
     result = check_config("--config", "config/gateway.toml")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "config/gateway.toml: ok (5 sources, 1 subscribers, 1 routes)\n"
+    assert result.stdout == "config/gateway.toml: ok (5 sources, 1 subscriber, 1 route)\n"
     assert result.stderr == ""
 
 
@@ -350,7 +350,7 @@ def test_a_described_provider_and_its_source_pass(tmp_path: Path) -> None:
     result = check_config("--config", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout == f"{config}: ok (1 sources, 1 subscribers, 1 routes)\n"
+    assert result.stdout == f"{config}: ok (1 source, 1 subscriber, 1 route)\n"
 
 
 def test_every_problem_of_a_description_is_printed_with_its_place(tmp_path: Path) -> None:
@@ -572,3 +572,57 @@ def test_an_unset_variable_in_a_description_is_its_only_problem(tmp_path: Path) 
         f"{config}: providers.ledgerly.signature.header: environment variable"
         " FINRELAY_TEST_UNSET_HEADER is not set\n"
     )
+
+
+def file_subscriber_config(tmp_path: Path, path: str, store: str | None = None) -> Path:
+    store_table = f'[store]\nurl = "{store}"\n' if store else ""
+    return write(
+        tmp_path,
+        store_table + '[sources.finchpay]\nadapter = "finchpay"\ntoken = "t0ken"\n'
+        f'[subscribers.audit]\nkind = "file"\npath = "{path}"\n'
+        '[[routes]]\nsubscribers = ["audit"]\n',
+    )
+
+
+def test_a_file_subscriber_in_a_missing_directory_is_warned_of(tmp_path: Path) -> None:
+    # Relative to the working directory (the repository here), as serve reads it: the same
+    # directory next to the config file does not count.
+    (tmp_path / "no-such-dir").mkdir()
+    config = file_subscriber_config(tmp_path, "no-such-dir/audit.jsonl")
+    result = check_config("--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{config}: warning: subscribers.audit.path: the directory 'no-such-dir' does not exist:"
+        " serve will refuse to start"
+    ]
+
+
+def test_a_file_subscriber_in_a_read_only_directory_is_warned_of(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    (tmp_path / "read-only").mkdir(mode=0o500)
+    config = file_subscriber_config(tmp_path, f"{tmp_path}/read-only/audit.jsonl")
+    result = check_config("--config", str(config))
+    assert "subscribers.audit.path: the directory" in result.stderr
+    assert "is not writable: serve will refuse to start" in result.stderr
+
+
+def test_a_file_subscriber_beside_the_sqlite_store_needs_no_directory_yet(tmp_path: Path) -> None:
+    # serve opens the store first, which makes its directory (./data for the default config).
+    config = file_subscriber_config(
+        tmp_path, f"{tmp_path}/state/audit.jsonl", store=f"sqlite:///{tmp_path}/state/gateway.db"
+    )
+    result = check_config("--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert not (tmp_path / "state").exists()  # checking creates nothing
+
+
+def test_a_weak_admin_token_is_a_warning_that_does_not_quote_it(tmp_path: Path) -> None:
+    config = file_subscriber_config(tmp_path, f"{tmp_path}/audit.jsonl")
+    config.write_text(config.read_text() + '[admin]\ntoken = "hunter2"\n', encoding="utf-8")
+    result = check_config("--config", str(config))
+    assert result.returncode == 0, result.stderr
+    [warning] = result.stderr.splitlines()
+    assert warning.startswith(f"{config}: warning: admin.token: too weak")
+    assert "hunter2" not in result.stdout + result.stderr

@@ -131,7 +131,13 @@ def test_the_production_example_loads_with_its_environment() -> None:
     assert any(route.types and route.sources is None for route in config.routes)
     assert any(route.sources for route in config.routes)
     assert sqlite_path_from_url(config.store.url.reveal()) == Path("/var/lib/finrelay/gateway.db")
-    assert config.warnings == ()
+    # The audit log's directory is the production host's: where it is missing (here, most
+    # likely), check-config says so, since serve would refuse to start.
+    missing = (
+        "subscribers.audit-log.path: the directory '/var/log/finrelay' does not exist:"
+        " serve will refuse to start"
+    )
+    assert config.warnings == (() if Path("/var/log/finrelay").is_dir() else (missing,))
 
 
 def test_the_production_example_reports_each_unset_variable_at_its_place() -> None:
@@ -240,6 +246,16 @@ def test_subscriber_defaults_are_the_standard_webhooks_schedule(tmp_path: Path) 
     assert audit.retry_schedule == STANDARD_WEBHOOKS_SCHEDULE
     assert audit.secrets == ()
     assert audit.path == Path("audit.jsonl")
+
+
+def test_a_retry_schedule_too_long_still_has_each_delay_checked(tmp_path: Path) -> None:
+    # Both are to fix: check-config says both at once rather than one per run.
+    schedule = ", ".join(["5"] * 21 + ["-1"])
+    text = MINIMAL.replace('kind = "file"', f'kind = "file"\nretry_schedule = [{schedule}]')
+    assert problems(tmp_path, text) == [
+        "subscribers.audit.retry_schedule: at most 20 retries, not 22",
+        "subscribers.audit.retry_schedule[21]: must be from 0 up to 86400 seconds, not -1",
+    ]
 
 
 def test_an_empty_retry_schedule_means_a_single_attempt(tmp_path: Path) -> None:

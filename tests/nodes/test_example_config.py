@@ -36,7 +36,7 @@ def check_config(**environ: str) -> subprocess.CompletedProcess[str]:
 def test_the_two_node_example_is_valid_and_keeps_its_password_out_of_the_output() -> None:
     result = check_config(PGPASSWORD=PASSWORD)
     assert result.returncode == 0, result.stderr
-    assert f"{EXAMPLE}: ok (2 sources, 1 subscribers, 1 routes)" in result.stdout
+    assert f"{EXAMPLE}: ok (2 sources, 1 subscriber, 1 route)" in result.stdout
     for secret in (PASSWORD, "pw@example"):
         assert secret not in result.stdout + result.stderr
 

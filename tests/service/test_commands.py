@@ -137,6 +137,25 @@ def test_sample_takes_a_canonical_or_provider_type(gateway: GatewayProcess) -> N
     assert types == {"payment.refunded", "payment.processing"}
 
 
+def test_sample_of_a_type_the_adapter_does_not_know_says_so_and_which_it_knows(
+    gateway: GatewayProcess,
+) -> None:
+    url = f"{gateway.base_url}/webhooks/finfusion-main"
+    result = gateway.gateway_cli("sample", "finfusion", "nosuch.type", "--to", url)
+    # Posted and stored all the same (unmapped), with a note on stderr, not on stdout.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "note: finfusion has no canonical type for 'nosuch.type'" in result.stderr
+    assert "types it knows: " in result.stderr
+    assert "payment.succeeded" in result.stderr.partition("types it knows: ")[2]
+    assert "note:" not in result.stdout
+    (row,) = gateway.events()
+    assert row.type == "finfusion.nosuch.type"
+
+    known = gateway.gateway_cli("sample", "finfusion", "payment.succeeded", "--to", url)
+    assert known.returncode == 0
+    assert "note:" not in known.stderr
+
+
 def test_sample_with_a_wrong_secret_is_refused(gateway: GatewayProcess) -> None:
     result = gateway.gateway_cli(
         "sample",
