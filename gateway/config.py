@@ -1220,14 +1220,8 @@ def _public_url(checker: _Checker, value: object, place: str) -> str | None:
     text = _string(checker, value, place)
     if text is None:
         return None
-    if any(character.isspace() or ord(character) < 32 for character in text):
-        checker.add(place, "not a URL: it contains whitespace or control characters")
-        return None
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - parsing the port is what raises on a bad one
-    except ValueError as error:
-        checker.add(place, f"not a URL: {_url_error(error)}")
+    parts = _split_url(checker, text, place)
+    if parts is None:
         return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         checker.add(
@@ -1540,16 +1534,22 @@ def _parsed_url(
     url = _string(checker, table["url"], url_place)
     if url is None:
         return None
+    parts = _split_url(checker, url, url_place)
+    return None if parts is None else (url, parts)
+
+
+def _split_url(checker: _Checker, url: str, place: str) -> SplitResult | None:
+    """`url`'s parts, or None with the problem noted (never quoting the URL)."""
     if any(character.isspace() or ord(character) < 32 for character in url):
-        checker.add(url_place, "not a URL: it contains whitespace or control characters")
+        checker.add(place, "not a URL: it contains whitespace or control characters")
         return None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - parsing the port is what raises on a bad one
     except ValueError as error:
-        checker.add(url_place, f"not a URL: {_url_error(error)}")
+        checker.add(place, f"not a URL: {_url_error(error)}")
         return None
-    return url, parts
+    return parts
 
 
 def _http_url(checker: _Checker, table: Mapping[str, object], place: str) -> str | None:

@@ -49,6 +49,7 @@ from adapters.errors import InvalidSignature
 from adapters.presets import PRESETS
 from adapters.request import InboundRequest
 from adapters.source import Secret, SourceSettings
+from tests.strategies import stripe_shaped_bodies
 
 PROPERTY = settings(
     max_examples=250,
@@ -70,23 +71,8 @@ SQUARE_URLS = (
 
 Headers = dict[str, str]
 
-JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=10,
-)
-EVENT_BODIES = st.builds(
-    lambda event_id, event_type, extra, ensure_ascii: json.dumps(
-        {"id": event_id, "object": "event", "type": event_type, "data": {"object": extra}},
-        ensure_ascii=ensure_ascii,
-    ).encode(),
-    st.text(min_size=1, max_size=20),
-    st.sampled_from(["payment_intent.succeeded", "charge.refunded", "something.new"]),
-    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=3),
-    st.booleans(),
+EVENT_BODIES = stripe_shaped_bodies(
+    ["payment_intent.succeeded", "charge.refunded", "something.new"], size=3, leaves=10
 )
 # Any UTF-8 text: every library here reads the body as text.
 TEXT_BODIES = st.text(min_size=1, max_size=300).map(str.encode)

@@ -22,6 +22,7 @@ from adapters.errors import InvalidSignature
 from adapters.finfusion import SIGNATURE_HEADER, sign_finfusion
 from adapters.registry import ADAPTERS
 from adapters.request import InboundRequest
+from tests.strategies import stripe_shaped_bodies
 from tests.support import OTHER_SECRET, SECRET, settings_for
 
 PROPERTY = settings(
@@ -37,23 +38,8 @@ STRIPE_SECRETS = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=8, max_size=40
 ).map(lambda tail: "whsec_" + tail)
 
-JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-JSON_VALUES = st.recursive(
-    JSON_SCALARS,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
-EVENT_BODIES = st.builds(
-    lambda event_id, event_type, extra, ensure_ascii: json.dumps(
-        {"id": event_id, "object": "event", "type": event_type, "data": {"object": extra}},
-        ensure_ascii=ensure_ascii,
-    ).encode(),
-    st.text(min_size=1, max_size=20),
-    st.sampled_from(["payment.succeeded", "card.created", "something.new"]),
-    st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4),
-    st.booleans(),
+EVENT_BODIES = stripe_shaped_bodies(
+    ["payment.succeeded", "card.created", "something.new"], size=4, leaves=12
 )
 
 
