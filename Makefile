@@ -3,7 +3,16 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# One environment, two stamps: `make run` needs the gateway's own dependencies (about 80 MB);
+# `make test`, `lint` and the benchmarks add the test extra (ruff, mypy, playwright,
+# schemathesis, the providers' libraries: about 400 MB). Each stamp is touched by its own
+# install, so either command after the other installs only what is missing, and neither undoes
+# the other.
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
+# uv installs into $(VENV), wherever it is (`make VENV=/tmp/env ...`), not into its default
+# ./.venv.
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 # uv itself, pinned by hash in .ci/uv-requirements.txt, in a little environment of its own.
 UV_HOME := .uv
 UV := $(UV_HOME)/bin/uv
@@ -21,18 +30,25 @@ $(UV): .ci/uv-requirements.txt
 	touch $(UV)
 
 # --frozen: install exactly what uv.lock says, never re-resolve from pyproject's ranges.
-$(STAMP): pyproject.toml uv.lock $(UV)
-	$(UV) sync --frozen --extra test --python $(PYTHON)
-	touch $(STAMP)
+# --inexact: leave the test extra alone when `make test` installed it first (a plain sync
+# would remove it, and the next `make test` would install it again).
+$(RUN_STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --inexact --python $(PYTHON)
+	touch $@
 
-run: $(STAMP)
+# Exact: the environment holds the lock's packages and the test extra, nothing else.
+$(TEST_STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --extra test --python $(PYTHON)
+	touch $@
+
+run: $(RUN_STAMP)
 	$(BIN)/gateway serve --config config/gateway.toml
 
 # Fails when pyproject.toml and uv.lock disagree (someone changed one and not the other).
 lock-check: $(UV)
 	$(UV) lock --check --python $(PYTHON)
 
-lint: $(STAMP) lock-check
+lint: $(TEST_STAMP) lock-check
 	$(BIN)/ruff check gateway adapters schemas tests bench
 	$(BIN)/ruff format --check gateway adapters schemas
 	$(BIN)/mypy
@@ -47,18 +63,18 @@ UPGRADE_FLAGS = $(if $(filter all,$(UPGRADE)),--upgrade,$(if $(UPGRADE),--upgrad
 lock: $(UV)
 	$(UV) lock --python $(PYTHON) $(UPGRADE_FLAGS)
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/adapters.py
 
 # The service benchmarks (several minutes; see bench/README.md). The full outage run is
 # `bench/outage.py` without --events: 1,000,000 events, about 23 minutes here.
-bench-service: $(STAMP)
+bench-service: $(TEST_STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/http_client.py
 	$(BIN)/python bench/outage.py --events 200000
 
-bench-quick: $(STAMP)
+bench-quick: $(TEST_STAMP)
 	$(BIN)/python bench/adapters.py --rounds 3 --number 2000
 	$(BIN)/python bench/ingest.py --quick
 	$(BIN)/python bench/pipeline.py --quick

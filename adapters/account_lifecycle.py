@@ -1,10 +1,10 @@
 """The account-lifecycle provider (Prune Payments): `message` / `identifier` / `code` payloads.
 
-Seed 004. Nine event types, each named twice: by `identifier` and by the integer `code`. Either
-one alone is enough to map an event (CONTRACT.md 3). The payload has no time and no currency:
-the time is the receive time, the currency the source's `currency` setting. Amounts are JSON
-numbers in major units. No signature exists; sources authenticate with a token and/or an
-address allow-list (adapters/access.py).
+Seed 004. Nine event types, each named twice: by `identifier` and by the integer `code`. Either one
+alone is enough to map an event (docs/reference/types.md). The payload has no time and no currency:
+the time is the receive time, the currency the source's `currency` setting. Amounts are JSON numbers
+in major units. No signature exists; sources authenticate with a token and/or an address allow-list
+(adapters/access.py).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class Facts(msgspec.Struct, frozen=True, kw_only=True):
     `canonical_type` is None when the provider type is not in the adapter's table: the event is
     then `<adapter>.<providertype>` of kind `unmapped`. There is no canonical status here: it
     follows from the type (`assemble_event`); `provider_status` is the provider's own word,
-    verbatim, from the field CONTRACT.md 2 names for that provider.
+    verbatim, from the field docs/reference/event.md names for that provider.
     """
 
     providertype: str
@@ -199,6 +199,9 @@ class Adapter:
     # What is wrong with a source's key material for this adapter (a described provider's
     # secret not in its key form, a public key of another algorithm): (setting, message).
     check_source: Callable[[SourceSettings], list[tuple[str, str]]] | None = None
+    # The source settings of its own it reads, which other adapters' sources may not set
+    # (Finexer's `signature_header`).
+    source_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.scheme:
@@ -219,6 +222,91 @@ class Adapter:
         check-config: `("secrets[1]", "expected hex (the provider's key = 'hex')")`."""
         return [] if self.check_source is None else self.check_source(settings)
 
+    def authentication_problems(
+        self, given: Mapping[str, object], source: str
+    ) -> list[tuple[str, str]]:
+        """(setting, message) for what a source must set, and must not, to be authenticated by this
+        adapter (docs/reference/ingress.md), from the settings its table `given` sets; "" is the
+        source itself. A described provider is held to the same rules: only `scheme = "none"` goes
+        without a signature, and then the source needs a token or an allow-list as any unsigned one
+        does."""
+        secret = "secrets" if "secrets" in given else "secret"
+        has_token = "token" in given or "tokens" in given or given.get("allow_ips", []) != []
+        problems: list[tuple[str, str]] = []
+        if self.signs_url and "public_url" not in given:
+            problems.append(
+                (
+                    "public_url",
+                    f"required: {self.name} signs the URL it posts to; give it as the provider"
+                    f" calls it (e.g. https://hooks.example.com/webhooks/{source})",
+                )
+            )
+        elif "public_url" in given and not self.signs_url:
+            problems.append(
+                ("public_url", f"{self.name} does not sign the URL it posts to: remove it")
+            )
+        if self.scheme == "public_key":
+            if "public_key" not in given:
+                problems.append(
+                    (
+                        "public_key",
+                        f"required: {self.name} signs with the provider's private key; give the"
+                        " provider's public key (PEM)",
+                    )
+                )
+            if secret in given:
+                problems.append(
+                    (
+                        secret,
+                        f"{self.name} verifies with a public key, not a secret: set public_key"
+                        " instead",
+                    )
+                )
+        else:
+            if "public_key" in given:
+                problems.append(
+                    (
+                        "public_key",
+                        f"{self.name} does not verify with a public key ({self.scheme}): remove it",
+                    )
+                )
+            if self.signed and secret not in given:
+                problems.append(
+                    (
+                        "secret",
+                        f"required: {self.name} signs its webhooks (or secrets = [...] during a"
+                        " rotation)",
+                    )
+                )
+            if not self.signed and secret in given:
+                problems.append(
+                    (secret, f"{self.name} does not sign its webhooks; use token or allow_ips")
+                )
+        unauthenticated = given.get("allow_unauthenticated") is True
+        if self.signed and unauthenticated:
+            problems.append(
+                (
+                    "allow_unauthenticated",
+                    f"{self.name} signs its webhooks: every request is verified",
+                )
+            )
+        elif unauthenticated and has_token:
+            problems.append(
+                (
+                    "allow_unauthenticated",
+                    "contradicts token/allow_ips: requests are authenticated; remove one of them",
+                )
+            )
+        elif not self.signed and not unauthenticated and not has_token:
+            problems.append(
+                (
+                    "",
+                    f"{self.name} does not sign its webhooks: set token and/or allow_ips (or"
+                    " allow_unauthenticated = true to accept anyone)",
+                )
+            )
+        return problems
+
     def sign_for_source(
         self, body: bytes, secret: str, now: datetime, settings: SourceSettings
     ) -> dict[str, str]:
@@ -237,8 +325,9 @@ class Adapter:
     ) -> Verification:
         """How the request is authenticated, or AuthenticationError saying what is wrong.
 
-        The address allow-list runs first for every source (CONTRACT.md 1: 403 before 401).
-        A signed source that also sets a token (Finexer suggests `?key=` in the URL) checks both.
+        The address allow-list runs first for every source (docs/reference/ingress.md: 403 before
+        401). A signed source that also sets a token (Finexer suggests `?key=` in the URL) checks
+        both.
         """
         check_address(request, settings)
         if self.check_signature is None:

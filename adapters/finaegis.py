@@ -178,8 +178,8 @@ def read_finaegis(
             number=account_number, name=fields.account_name or fields.name, iban=fields.iban
         )
     where = "$.data" if enveloped else "$"
-    # CONTRACT.md 2: `status` of a flat body, `data.status` of an envelope (the object's own), or
-    # an envelope's top-level `status` when its `data` has none.
+    # docs/reference/event.md: `status` of a flat body, `data.status` of an envelope (the object's
+    # own), or an envelope's top-level `status` when its `data` has none.
     provider_status = fields.status if fields.status is not None else payload.status
     return Facts(
         providertype=provider_type,

@@ -20,7 +20,7 @@ from adapters.source import SourceSettings
 __all__ = ["ADAPTER", "TYPE_TABLE"]
 
 # The status is the event. Older pages list CREATED..ERROR; newer ones add HOLD, EXPIRED and
-# REJECTED_BY_ANTI_FRAUD (CONTRACT.md section 3).
+# REJECTED_BY_ANTI_FRAUD (docs/reference/types.md).
 TYPE_TABLE: Mapping[str, str] = {
     "CREATED": "payment.created",
     "RECEIVED": "payment.processing",

@@ -31,7 +31,7 @@ __all__ = ["ADAPTER", "TYPE_TABLE", "check_finexer_signature", "sign_finexer"]
 
 FALLBACK_SIGNATURE_HEADER = "x-finexer-signature"
 
-# CONTRACT.md section 3, Finexer table: several spellings of one fact map to one type.
+# docs/reference/types.md, Finexer table: several spellings of one fact map to one type.
 TYPE_TABLE: Mapping[str, str] = {
     "consent.created": "consent.created",
     "consent.authorised": "consent.authorized",
@@ -143,4 +143,5 @@ ADAPTER = Adapter(
     sign=sign_finexer,
     # The source may name another (`signature_header`): ingress strips that one too.
     signature_headers=("fx-signature", FALLBACK_SIGNATURE_HEADER),
+    source_keys=("signature_header",),
 )

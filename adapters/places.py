@@ -1,6 +1,7 @@
 """Places in a TOML document, and the words check-config uses about them: shared by the config
-loader (gateway/config.py) and provider descriptions (adapters/described/), so that a problem
-reads the same wherever in the file it is."""
+loader (gateway/config/), provider descriptions (adapters/described/) and the converter both
+read their tables with (adapters/toml_tables.py), so that a problem reads the same wherever in
+the file it is."""
 
 from __future__ import annotations
 

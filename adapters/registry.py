@@ -10,8 +10,9 @@ from types import MappingProxyType
 
 from adapters import account_lifecycle, finaegis, finchpay, finexer, finfusion
 from adapters.base import Adapter
+from adapters.presets import PRESETS
 
-__all__ = ["ADAPTERS", "get_adapter"]
+__all__ = ["ADAPTERS", "get_adapter", "shipped_adapters"]
 
 ADAPTERS: Mapping[str, Adapter] = MappingProxyType(
     {
@@ -25,6 +26,12 @@ ADAPTERS: Mapping[str, Adapter] = MappingProxyType(
         )
     }
 )
+
+
+def shipped_adapters() -> dict[str, Adapter]:
+    """The adapters every config may name: the built-ins and the presets
+    (docs/reference/providers.md)."""
+    return {**ADAPTERS, **PRESETS}
 
 
 def get_adapter(name: str) -> Adapter:

@@ -255,7 +255,7 @@ class Nodes:
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
     """`--store postgresql` and `--nodes N`: besides the SQLite gateway, the same gateway on a
-    temporary PostgreSQL with 1, 2, ... N nodes on this machine (CONTRACT.md 7)."""
+    temporary PostgreSQL with 1, 2, ... N nodes on this machine (docs/reference/nodes.md)."""
     parser.add_argument(
         "--store",
         choices=("sqlite", "postgresql"),

@@ -21,18 +21,26 @@ token in the query), pre-signed at the start of each repetition (signatures are 
      (bench/_common.py: asyncio streams, several keep-alive connections, requests sent on schedule
      whatever the answers, latency from the scheduled send time: no coordinated omission).
 
-With `--store postgresql`, the same gateway on PostgreSQL joins them (CONTRACT.md 7): (c1) one
-node, (c2) two, ... up to (cN), N = --nodes (default 3): N `gateway serve` processes on one
-database, each on its own port, every node getting its share of the load (wrk: one wrk per node
-over its own slice of the requests; open loop: connection i to node i mod N). PostgreSQL is a
-temporary cluster the script starts (tests/postgres_server.py: initdb, fsync on, a fresh
-database per run) on this same machine, so the nodes, the database and the load share its CPUs.
+With `--store postgresql`, the same gateway on PostgreSQL joins them (docs/reference/nodes.md): (c1)
+one node, (c2) two, ... up to (cN), N = --nodes (default 3): N `gateway serve` processes on one
+database, each on its own port, every node getting its share of the load (wrk: one wrk per node over
+its own slice of the requests; open loop: connection i to node i mod N). PostgreSQL is a temporary
+cluster the script starts (tests/postgres_server.py: initdb, fsync on, a fresh database per run) on
+this same machine, so the nodes, the database and the load share its CPUs.
+
+With `--tracing`, the SQLite gateway runs in each of its ways of tracing (bench/_tracing.py):
+(b0) OTEL_SDK_DISABLED=true, (b) propagating only (no OTEL_* variable: the default, the (b) of
+the other runs), (bx) exporting every span (always_on) to a local OTLP/HTTP sink in its own
+process that answers 200 at once; interleaved with the others in every repetition. Reported as
+ratios to (b0) in the same run, with the spans the sink received per accepted event.
 
 Medians over --repetitions. Targets: (b)/(a) >= 40% of accepted events/s; p99 at 2,000/s <= 10 ms.
+With --tracing: (b)/(b0) >= 97% and (bx)/(b0) >= 85% of accepted events/s (issue 24).
 
     .venv/bin/python bench/ingest.py --quick     # a smoke run, seconds
     .venv/bin/python bench/ingest.py             # 3 repetitions of 10 s + 10 s, ~2 minutes
     .venv/bin/python bench/ingest.py --store postgresql --quick   # + PostgreSQL, 1-3 nodes
+    .venv/bin/python bench/ingest.py --tracing --quick   # + tracing off / exporting
 """
 
 from __future__ import annotations
@@ -73,12 +81,17 @@ from bench._common import (
     temporary_postgres,
     write_spread_wrk_inputs,
 )
+from bench._tracing import exported_spans, running_sink, tracing_environment
 
 if TYPE_CHECKING:
+    from bench._common import Service
     from tests.postgres_server import PostgresServer
 
 TARGET_RATIO = 0.40
 TARGET_P99_MS = 10.0
+# Issue 24: what tracing may cost, in accepted events/s, against OTEL_SDK_DISABLED=true.
+TARGET_PROPAGATING = 0.97
+TARGET_EXPORTING = 0.85
 
 
 @dataclass(frozen=True)
@@ -87,10 +100,18 @@ class Target:
     name: str
     store: str  # bare, sqlite, postgresql
     nodes: int = 1
+    tracing: str = "propagating"  # off, propagating, exporting (bench/_tracing.py)
 
 
 def targets(args: argparse.Namespace) -> list[Target]:
     chosen = [Target("a", "(a) bare", "bare"), Target("b", "(b) SQLite", "sqlite")]
+    if args.tracing:
+        chosen = [
+            chosen[0],
+            Target("b0", "(b0) untraced", "sqlite", tracing="off"),
+            chosen[1],
+            Target("bx", "(bx) OTLP", "sqlite", tracing="exporting"),
+        ]
     if args.store == "postgresql":
         chosen += [
             Target(f"c{n}", f"(c{n}) PG x{n}", "postgresql", n) for n in range(1, args.nodes + 1)
@@ -108,6 +129,7 @@ class Saturation:
     wraps: int
     batch: float  # gateways: store writes per commit (the group commit's batch)
     db_cpu: float  # PostgreSQL's CPU seconds per second (nan for the others)
+    spans: float = float("nan")  # exporting: spans the sink received per accepted event
 
 
 @dataclass
@@ -125,6 +147,7 @@ def start(
     workdir: Path,
     workers: int | str,
     postgres: PostgresServer | None,
+    sink: Service | None = None,
 ) -> Nodes:
     if target.store == "bare":
         return Nodes([bare_service(workdir).start()])
@@ -135,7 +158,8 @@ def start(
         config = gateway_config(FILE_SUBSCRIBER)
     nodes = Nodes.create(workdir, config, target.nodes, workers)
     try:
-        return nodes.start()
+        with tracing_environment(target.tracing, sink):
+            return nodes.start()
     except BaseException:
         nodes.stop()
         raise
@@ -154,8 +178,9 @@ def saturate(
     wrk: str,
     args: argparse.Namespace,
     postgres: PostgresServer | None,
+    sink: Service | None,
 ) -> Saturation:
-    service = start(target, workdir, args.workers, postgres)
+    service = start(target, workdir, args.workers, postgres, sink)
     threads, connections = spread_threads(args.threads, args.connections, target.nodes)
     try:
         before = service.scrape() if target.store != "bare" else None
@@ -196,7 +221,7 @@ def saturate(
         else:
             count = figures["requests"] - figures["status"]
             others = errors
-        return Saturation(
+        result = Saturation(
             per_second=count / seconds,
             p50_ms=figures["p50_us"] / 1000,
             p99_ms=figures["p99_us"] / 1000,
@@ -208,6 +233,10 @@ def saturate(
         )
     finally:
         service.stop()
+    if target.tracing == "exporting" and sink is not None:
+        # Read once the gateway has stopped: its last spans are flushed at its stop.
+        result.spans = exported_spans(sink) / count if count else float("nan")
+    return result
 
 
 def pace(
@@ -216,8 +245,9 @@ def pace(
     requests: list[bytes],
     args: argparse.Namespace,
     postgres: PostgresServer | None,
+    sink: Service | None,
 ) -> Paced:
-    service = start(target, workdir, args.workers, postgres)
+    service = start(target, workdir, args.workers, postgres, sink)
     try:
         result = open_loop(
             service.ports,
@@ -229,6 +259,8 @@ def pace(
         )
     finally:
         service.stop()
+    if sink is not None:
+        exported_spans(sink)  # forgotten: the figures are saturation's
     latencies = result.latencies()
     lags = sorted(result.send_lag)
     return Paced(
@@ -239,6 +271,32 @@ def pace(
         max_ms=(latencies[-1] if latencies else float("nan")) * 1000,
         lag_p99_ms=percentile(lags, 99) * 1000,
     )
+
+
+def print_tracing_costs(
+    saturation: dict[str, list[Saturation]], medians: dict[str, dict[str, float]], rate: float
+) -> None:
+    """(b) and (bx) against (b0), repetition by repetition (the runs next to each other), and
+    the medians of those ratios."""
+    for key, name, target in (
+        ("b", "propagating (b)", TARGET_PROPAGATING),
+        ("bx", "exporting (bx)", TARGET_EXPORTING),
+    ):
+        ratios = [
+            x.per_second / y.per_second
+            for x, y in zip(saturation[key], saturation["b0"], strict=True)
+            if y.per_second
+        ]
+        ratio = median(ratios)
+        spread = ", ".join(f"{r:.1%}" for r in ratios) if len(ratios) > 1 else ""
+        print(
+            f"tracing {name}: {ratio:.1%} of (b0)'s accepted events/s"
+            f"{f' (per repetition: {spread})' if spread else ''}; p99 at {rate:g}/s"
+            f" {medians[key]['pp99']:.1f} ms (b0: {medians['b0']['pp99']:.1f} ms)"
+            f"  target >= {target:.0%}: {'met' if ratio >= target else 'NOT met'}"
+        )
+    spans = median([s.spans for s in saturation["bx"]])
+    print(f"exporting (bx): {spans:.2f} spans received by the sink per accepted event")
 
 
 def main() -> None:
@@ -264,6 +322,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     add_workers_option(parser)
     add_store_options(parser)
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also (b0) tracing off and (bx) exporting every span to a local OTLP sink",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:
@@ -292,7 +355,16 @@ def main() -> None:
         " synchronous=FULL) in a fresh temp dir, one"
     )
     print("#     route to a file subscriber; only `accepted` answers counted (from /metrics)")
-    with temporary_postgres(args.store == "postgresql") as postgres:
+    if args.tracing:
+        print(
+            "# (b) traces as shipped: propagating only (no OTEL_* variable); (b0) the same with"
+            " OTEL_SDK_DISABLED=true; (bx) exporting every span (always_on) over OTLP/HTTP to a"
+            " local sink process answering 200 (bench/_otlp_sink.py)"
+        )
+    with (
+        temporary_postgres(args.store == "postgresql") as postgres,
+        running_sink(args.tracing) as sink,
+    ):
         if postgres is not None:
             print(
                 f"# (cN) the same gateway on PostgreSQL, N nodes (gateway serve --workers"
@@ -336,6 +408,7 @@ def main() -> None:
                         wrk,
                         args,
                         postgres,
+                        sink,
                     )
                     saturation[target.key].append(result)
                     if result.not_accepted:
@@ -352,7 +425,12 @@ def main() -> None:
                 for target in chosen:
                     paced[target.key].append(
                         pace(
-                            target, rep_dir / f"paced-{target.key}", paced_requests, args, postgres
+                            target,
+                            rep_dir / f"paced-{target.key}",
+                            paced_requests,
+                            args,
+                            postgres,
+                            sink,
                         )
                     )
                 if time.monotonic() - started > 280:
@@ -424,6 +502,8 @@ def main() -> None:
             f" gateway CPU {medians[target.key]['cpu']:.0%}, PostgreSQL CPU"
             f" {medians[target.key]['db_cpu']:.0%}"
         )
+    if args.tracing:
+        print_tracing_costs(saturation, medians, args.rate)
     if str(args.workers) == "1" and statistics.fmean(s.cpu for s in saturation["b"]) > 0.9:
         print("(b) used about one core at saturation: CPU-bound in one process (the GIL)")
     print(

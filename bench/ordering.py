@@ -1,5 +1,5 @@
-"""Ordered delivery per subject (CONTRACT.md 4b): its cost, as a ratio to unordered delivery of
-the same events to the same subscriber in the same run.
+"""Ordered delivery per subject (docs/reference/ordering.md): its cost, as a ratio to unordered
+delivery of the same events to the same subscriber in the same run.
 
 Each run starts from a fresh store filled through the gateway's own store API (as ingest leaves
 it: every event with one delivery to "sink", due now), then `gateway serve` drains it into the

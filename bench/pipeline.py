@@ -24,21 +24,30 @@ Stored -> delivered latency of every event = the subscriber's arrival time - the
 generator got the gateway's 200 for it (same host, same clock); p50/p90/p99. The gateway's own
 `finrelay_delivered_seconds` histogram (store -> acknowledged, coarse buckets) is shown too.
 
-With `--store postgresql`, steps 2 and 3 run again with the gateway on PostgreSQL (CONTRACT.md
-7), with 1, 2, ... N nodes (N = --nodes, default 3): N `gateway serve` processes on one fresh
-database, each on its own port, the generator's connections spread over them (connection i to
-node i mod N), all sending to the one subscriber. PostgreSQL is a temporary cluster the script
-starts on this machine (tests/postgres_server.py, fsync on), sharing its CPUs with the rest.
+With `--store postgresql`, steps 2 and 3 run again with the gateway on PostgreSQL
+(docs/reference/nodes.md), with 1, 2, ... N nodes (N = --nodes, default 3): N `gateway serve`
+processes on one fresh database, each on its own port, the generator's connections spread over them
+(connection i to node i mod N), all sending to the one subscriber. PostgreSQL is a temporary cluster
+the script starts on this machine (tests/postgres_server.py, fsync on), sharing its CPUs with the
+rest.
 
   Also per repetition: the same generator posting the provider webhooks to bare Starlette
   (bench/_servers.py `bare`, reads the body, answers 200): the stack's bound, as in ingest.py.
 
+With `--tracing`, the SQLite pipeline runs in each of the gateway's ways of tracing
+(bench/_tracing.py), interleaved in every repetition: `SQLite-off` (OTEL_SDK_DISABLED=true),
+`SQLite` (propagating only, no OTEL_* variable: the default), `SQLite-otlp` (every span, the
+webhook's and each attempt's, exported to a local OTLP/HTTP sink process answering 200); the
+end-to-end rates are reported as ratios to `SQLite-off` of the same repetition.
+
 Targets: >= 3,000 events/s sustained end to end, or as a ratio that travels between machines,
->= 13% of bare Starlette in the same run; delivered latency p50 < 20 ms.
+>= 13% of bare Starlette in the same run; delivered latency p50 < 20 ms. With --tracing
+(issue 24): propagating >= 97% and exporting >= 85% of the untraced end-to-end rate.
 
     .venv/bin/python bench/pipeline.py --quick   # a smoke run, seconds
     .venv/bin/python bench/pipeline.py           # 3 repetitions, about 2 minutes
     .venv/bin/python bench/pipeline.py --store postgresql --quick   # + PostgreSQL, 1-3 nodes
+    .venv/bin/python bench/pipeline.py --tracing --quick   # + tracing off / exporting
 """
 
 from __future__ import annotations
@@ -85,6 +94,7 @@ from bench._common import (
     subscriber_service,
     temporary_postgres,
 )
+from bench._tracing import exported_spans, running_sink, tracing_environment
 
 if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
@@ -95,6 +105,9 @@ TARGET_RATE = 3000.0
 TARGET_BARE_RATIO = 0.13
 TARGET_P50_MS = 20.0
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
+# Issue 24: what tracing may cost, end to end, against OTEL_SDK_DISABLED=true.
+TARGET_PROPAGATING = 0.97
+TARGET_EXPORTING = 0.85
 
 
 @dataclass(frozen=True)
@@ -104,10 +117,17 @@ class Setup:
     key: str
     store: str  # sqlite, postgresql
     nodes: int = 1
+    tracing: str = "propagating"  # off, propagating, exporting (bench/_tracing.py)
 
 
 def setups(args: argparse.Namespace) -> list[Setup]:
     chosen = [Setup("SQLite", "sqlite")]
+    if args.tracing:
+        chosen = [
+            Setup("SQLite-off", "sqlite", tracing="off"),
+            chosen[0],
+            Setup("SQLite-otlp", "sqlite", tracing="exporting"),
+        ]
     if args.store == "postgresql":
         chosen += [Setup(f"PG x{n}", "postgresql", n) for n in range(1, args.nodes + 1)]
     return chosen
@@ -150,6 +170,7 @@ class Pipeline:
     subscriber_cpu: float
     db_cpu: float  # PostgreSQL's (every backend), nan with SQLite
     exhausted: bool  # the generator ran out of pre-signed requests before --duration
+    spans: float = float("nan")  # exporting: spans the sink received per accepted event
 
 
 def run_baseline(workdir: Path, args: argparse.Namespace) -> Baseline:
@@ -212,6 +233,7 @@ def run_pipeline(
     *,
     setup: Setup,
     postgres: PostgresServer | None,
+    sink: Service | None = None,
 ) -> Pipeline:
     secret = new_subscriber_secret()
     subscriber = subscriber_service(workdir / "subscriber", secret)
@@ -229,7 +251,8 @@ def run_pipeline(
         requests = provider_requests(int(rate * args.paced_seconds))
     try:
         subscriber.start()
-        gateway.start()
+        with tracing_environment(setup.tracing, sink):
+            gateway.start()
         cpu_before = gateway.cpu_seconds(), cpu_seconds(subscriber.pid), database_cpu(database)
         result: LoadResult
         if mode == "sustained":
@@ -266,6 +289,8 @@ def run_pipeline(
     finally:
         gateway.stop()
         subscriber.stop()
+    # Read once the gateway has stopped: its last spans are flushed at its stop.
+    spans = exported_spans(sink) if sink is not None else 0
     assert isinstance(records, dict)
     arrivals = {event_id: float(records[event_id]) for event_id in acked if event_id in records}
     posted_from = result.started
@@ -296,17 +321,49 @@ def run_pipeline(
         subscriber_cpu=subscriber_cpu / span if span > 0 else float("nan"),
         db_cpu=db_cpu / span if span > 0 else float("nan"),
         exhausted=mode == "sustained" and result.sent == len(requests),
+        spans=spans / len(acked) if setup.tracing == "exporting" and acked else float("nan"),
     )
 
 
 def row(label: str, p: Pipeline) -> str:
     return (
-        f"{label:<22}{p.accepted:>8}{p.ingest_per_second:>9.0f}"
+        f"{label:<26}{p.accepted:>8}{p.ingest_per_second:>9.0f}"
         f"{p.window_delivered_per_second:>9.0f}{p.end_to_end:>9.0f}{p.tail:>7.1f}{p.p50_ms:>8.1f}"
         f"{p.p90_ms:>8.1f}{p.p99_ms:>9.1f}{fmt(p.gateway_p50_ms, '.1f'):>8}"
         f"{fmt(p.gateway_p99_ms, '.0f'):>7}{p.gateway_cpu:>7.0%}{p.subscriber_cpu:>6.0%}"
         f"{percent(p.db_cpu):>7}"
     )
+
+
+def print_tracing_costs(
+    sustained: dict[str, list[Pipeline]], paced: dict[str, list[Pipeline]]
+) -> None:
+    """Propagating and exporting against tracing off, repetition by repetition (the runs next
+    to each other), and the medians of those ratios."""
+    for key, name, target in (
+        ("SQLite", "propagating", TARGET_PROPAGATING),
+        ("SQLite-otlp", "exporting", TARGET_EXPORTING),
+    ):
+        ratios = [
+            x.end_to_end / y.end_to_end
+            for x, y in zip(sustained[key], sustained["SQLite-off"], strict=True)
+            if y.end_to_end
+        ]
+        ratio = median(ratios)
+        spread = ", ".join(f"{r:.1%}" for r in ratios) if len(ratios) > 1 else ""
+        latency = ""
+        if paced[key] and paced["SQLite-off"]:
+            latency = (
+                f"; paced p50 {median([p.p50_ms for p in paced[key]]):.1f} ms (off:"
+                f" {median([p.p50_ms for p in paced['SQLite-off']]):.1f} ms)"
+            )
+        print(
+            f"tracing {name}: end to end {ratio:.1%} of tracing off"
+            f"{f' (per repetition: {spread})' if spread else ''}{latency}"
+            f"  target >= {target:.0%}: {'met' if ratio >= target else 'NOT met'}"
+        )
+    spans = median([s.spans for s in sustained["SQLite-otlp"]])
+    print(f"exporting: {spans:.2f} spans received by the sink per accepted event")
 
 
 def main() -> None:
@@ -340,6 +397,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
     add_workers_option(parser)
     add_store_options(parser)
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="SQLite with tracing off, propagating (default) and exporting to a local OTLP sink",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
     if args.quick:
@@ -361,7 +423,10 @@ def main() -> None:
         f" paced: open loop, {args.paced_connections} connections, {args.paced_seconds:g} s"
     )
     print("# baseline: the same generator posting signed canonical events to the bare subscriber")
-    with temporary_postgres(args.store == "postgresql") as postgres:
+    with (
+        temporary_postgres(args.store == "postgresql") as postgres,
+        running_sink(args.tracing) as sink,
+    ):
         if postgres is not None:
             print(
                 f"# PG xN: the same gateway on PostgreSQL, N nodes on one fresh database (each"
@@ -370,7 +435,7 @@ def main() -> None:
             )
         print()
         header = (
-            f"{'run':<22}{'accepted':>8}{'ingest/s':>9}{'deliv/s':>9}{'e2e/s':>9}{'tail s':>7}"
+            f"{'run':<26}{'accepted':>8}{'ingest/s':>9}{'deliv/s':>9}{'e2e/s':>9}{'tail s':>7}"
             f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>9}{'gw p50':>8}{'gw p99':>7}{'gw cpu':>7}"
             f"{'sub':>6}{'db cpu':>7}"
         )
@@ -388,14 +453,14 @@ def main() -> None:
                 baseline = run_baseline(rep / "baseline", args)
                 baselines.append(baseline)
                 print(
-                    f"{f'{repetition} baseline':<22}{'':>8}{'':>9}"
+                    f"{f'{repetition} baseline':<26}{'':>8}{'':>9}"
                     f"{baseline.verified_per_second:>9.0f}{'':>9}{'':>7}{'':>8}{'':>8}{'':>9}"
                     f"{'':>8}{'':>7}{'':>7}{baseline.cpu:>6.0%}",
                     flush=True,
                 )
                 bare = run_bare(rep / "bare", args)
                 bares.append(bare)
-                print(f"{f'{repetition} bare Starlette':<22}{'':>8}{bare:>9.0f}", flush=True)
+                print(f"{f'{repetition} bare Starlette':<26}{'':>8}{bare:>9.0f}", flush=True)
                 if baseline.failed:
                     notes.append(
                         f"rep {repetition} baseline: {baseline.failed} failed verification"
@@ -403,7 +468,12 @@ def main() -> None:
                 for setup in chosen:
                     where = rep / setup.key.replace(" ", "")
                     result = run_pipeline(
-                        where / "sustained", args, "sustained", setup=setup, postgres=postgres
+                        where / "sustained",
+                        args,
+                        "sustained",
+                        setup=setup,
+                        postgres=postgres,
+                        sink=sink,
                     )
                     sustained[setup.key].append(result)
                     runs = [result]
@@ -411,7 +481,13 @@ def main() -> None:
                     rate = args.rate if args.rate > 0 else result.end_to_end / 2
                     if args.rate >= 0 and rate == rate and rate > 0:
                         result = run_pipeline(
-                            where / "paced", args, "paced", rate, setup=setup, postgres=postgres
+                            where / "paced",
+                            args,
+                            "paced",
+                            rate,
+                            setup=setup,
+                            postgres=postgres,
+                            sink=sink,
                         )
                         paced[setup.key].append(result)
                         runs.append(result)
@@ -468,6 +544,8 @@ def main() -> None:
                 f" events/s, median p50/p90/p99:  {p50:.1f} / {p90:.1f} / {p99:.1f} ms  target"
                 f" p50 < {TARGET_P50_MS:g} ms: {'met' if p50 < TARGET_P50_MS else 'NOT met'}"
             )
+    if args.tracing:
+        print_tracing_costs(sustained, paced)
     print(
         "# columns: accepted = events the gateway accepted; ingest/s = accepted per second of"
         " posting; deliv/s = delivered and verified within the posting window, per second;"

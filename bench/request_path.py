@@ -159,7 +159,8 @@ def serve_in_process(count: int) -> tuple[float, float]:
         return "accepted"
 
     directory = Path(tempfile.mkdtemp(prefix="finrelay-request-path-"))
-    config_text = gateway_config(FILE_SUBSCRIBER, f"sqlite:///{directory}/gateway.db")
+    subscriber = FILE_SUBSCRIBER.replace("./data/", f"{directory}/")
+    config_text = gateway_config(subscriber, f"sqlite:///{directory}/gateway.db")
     config_path = directory / "gateway.toml"
     config_path.write_text(config_text[: config_text.index("[[routes]]")])
     config = load_config(config_path)
@@ -171,7 +172,7 @@ def serve_in_process(count: int) -> tuple[float, float]:
     requests = provider_requests(warmup + count)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    # As `gateway serve` configures uvicorn (gateway/cli.py).
+    # As `gateway serve` configures uvicorn (gateway/cli/serve.py).
     server = uvicorn.Config(
         build_app(config, store),
         http="httptools",

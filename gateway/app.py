@@ -48,6 +48,7 @@ from gateway.retention import purge_periodically
 from gateway.routing import Router
 from gateway.store import Store, StoreUnavailable, open_store
 from gateway.store_opening import StoreOpening
+from gateway.tracing import Tracing
 
 __all__ = [
     "WORKER_CONFIG_ENV",
@@ -65,6 +66,9 @@ log = structlog.get_logger("gateway")
 # well within it, so such a gateway serves only once its store is open; a PostgreSQL node that
 # waits for the database (or for another node's migration) answers /healthz, and 503, meanwhile.
 OPEN_GRACE_SECONDS = 1.0
+# How long a stopping gateway waits for its last spans to reach the collector: one that is down
+# must not hold the stop (docs/reference/processes.md).
+TRACES_FLUSH_SECONDS = 2.0
 
 
 def worker_app() -> ASGIApp:
@@ -99,7 +103,7 @@ def worker_settings() -> tuple[GatewayConfig, int]:
 class GatewayApp:
     """`/webhooks/<source>` to `webhooks` (the ingress handler, or a 404 in a `deliver`
     process); everything else, lifespan included, to Starlette. The webhook path is the one
-    that must be fast (gateway/ingress.py).
+    that must be fast (gateway/ingress/).
 
     `refused` says why the start was refused (a store schema newer than this gateway), once
     the app stopped for it: `gateway serve` then exits with its code for a failed start."""
@@ -117,7 +121,7 @@ class GatewayApp:
 
 
 async def _not_received_here(scope: Scope, receive: Receive, send: Send) -> None:
-    # CONTRACT.md 7: a `deliver` process receives no webhooks, whatever the method.
+    # docs/reference/nodes.md: a `deliver` process receives no webhooks, whatever the method.
     await JSONResponse({"error": "not_found"}, status_code=404)(scope, receive, send)
 
 
@@ -138,15 +142,20 @@ async def _admin_off(scope: Scope, receive: Receive, send: Send) -> None:
     await not_found_answer()(scope, receive, send)
 
 
-def _admin_routes(config: GatewayConfig, store: Store, metrics: Metrics) -> list[BaseRoute]:
+def _admin_routes(
+    config: GatewayConfig, store: Store, metrics: Metrics, tracing: Tracing
+) -> list[BaseRoute]:
     """/admin/api (the JSON API) and /admin/ (the operator page) when `[admin]` has a token;
-    without one everything under /admin is 404, as if it did not exist (CONTRACT.md 8)."""
+    without one everything under /admin is 404, as if it did not exist (docs/reference/admin.md)."""
     if not config.admin.enabled:
         return [Mount("/admin", app=_admin_off)]
     return [
-        Mount("/admin/api", app=AdminApi(config, store)),
+        Mount("/admin/api", app=AdminApi(config, store, tracing=tracing)),
         # The operator page; a path it does not know answers as if the page were off.
-        Mount("/admin", app=operator_page(config, store, metrics, not_found=_admin_off)),
+        Mount(
+            "/admin",
+            app=operator_page(config, store, metrics, not_found=_admin_off, tracing=tracing),
+        ),
     ]
 
 
@@ -160,11 +169,16 @@ def build_app(
     *,
     parent: int | None = None,
     worker: int = 1,
+    tracing: Tracing | None = None,
 ) -> GatewayApp:
-    """The gateway's ASGI app for the config's `server.role` (CONTRACT.md 7): `all` receives
-    and delivers, `ingest` has no dispatcher at all, `deliver` no ingress. `parent` is the pid
-    of the supervisor that started this worker, `worker` its number (for the log)."""
+    """The gateway's ASGI app for the config's `server.role` (docs/reference/nodes.md): `all`
+    receives and delivers, `ingest` has no dispatcher at all, `deliver` no ingress. `parent` is the
+    pid of the supervisor that started this worker, `worker` its number (for the log); `tracing` is
+    built from the `OTEL_*` variables unless given."""
     role = config.server.role
+    # One per process, built here, in the worker: the SDK's export thread must run in the
+    # process whose spans it sends (`gateway serve` checked the variables before any worker).
+    tracing = tracing or Tracing.from_environment()
     url = config.store.url
     store = store or open_store(url.reveal())
     metrics = Metrics()
@@ -175,14 +189,14 @@ def build_app(
     if role in ("all", "deliver"):
         subscribers = dict(config.subscribers)
         transports = {name: build_transport(sub) for name, sub in subscribers.items()}
-        dispatcher = Dispatcher(store, subscribers, transports, metrics)
+        dispatcher = Dispatcher(store, subscribers, transports, metrics, tracing=tracing)
         # Deliveries another process committed (a PostgreSQL store hears of them): look now,
         # not at the next poll.
         store.watch_new_deliveries(dispatcher.notify)
     webhooks: ASGIApp = RequestIdMiddleware(_not_received_here)
     if role in ("all", "ingest"):
         wake = dispatcher.notify if dispatcher is not None else _nothing
-        webhooks = Ingress(config, store, Router(config.routes), metrics, wake)
+        webhooks = Ingress(config, store, Router(config.routes), metrics, wake, tracing=tracing)
     tasks: list[asyncio.Task[None]] = []
 
     def opened() -> None:
@@ -205,7 +219,7 @@ def build_app(
 
     def refused(reason: str) -> None:
         # Stopped as if told to (SIGTERM): uvicorn closes the port, the lifespan ends, and
-        # `gateway serve` exits with its code for a failed start (gateway/cli.py).
+        # `gateway serve` exits with its code for a failed start (gateway/cli/serve.py).
         log.error("cannot_start", detail=reason)
         gateway.refused = reason
         os.kill(os.getpid(), signal.SIGTERM)
@@ -218,7 +232,7 @@ def build_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        # CONTRACT.md 6: the store open and reachable and, where this process delivers, the
+        # docs/reference/cli.md: the store open and reachable and, where this process delivers, the
         # dispatch loop running (not waiting to restart after a crash).
         if not opening.is_open:
             return _unready(opening.waiting_for)
@@ -260,6 +274,8 @@ def build_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await store.close()
+            # Bounded, and off the event loop (the SDK's flush blocks).
+            await asyncio.to_thread(tracing.shutdown, TRACES_FLUSH_SECONDS)
             log.info("stopped")
             flush_logs()
             # A worker process may be ended right after its lifespan: its last lines must not
@@ -276,7 +292,7 @@ def build_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            *_admin_routes(config, store, metrics),
+            *_admin_routes(config, store, metrics, tracing),
         ],
         exception_handlers={404: _not_found},
         lifespan=lifespan,

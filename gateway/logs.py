@@ -21,6 +21,8 @@ from typing import Any, Final
 import msgspec
 import structlog
 
+from gateway.tracing import add_trace_ids
+
 __all__ = [
     "LOG_FLUSH_SECONDS",
     "DroppingBytesLogger",
@@ -229,6 +231,7 @@ def _render(logger: object, method_name: str, event_dict: structlog.typing.Event
     webhook logs a line, and the chain's calls and datetime's formatting were most of its
     cost."""
     event_dict = structlog.contextvars.merge_contextvars(logger, method_name, event_dict)
+    event_dict = add_trace_ids(logger, method_name, event_dict)
     event_dict["level"] = _LEVEL_OF_METHOD.get(method_name, method_name)
     event_dict["timestamp"] = _clock.now()
     if "exc_info" in event_dict:
@@ -244,11 +247,14 @@ def configure_logging(level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     log_uvicorn_records(logging.WARNING)
+    # The OpenTelemetry SDK's own warnings (a collector that refuses or times out, a full span
+    # queue): JSON lines of ours too. Its messages name the collector's URL, never its headers.
+    _log_records_of("opentelemetry", logging.WARNING, "opentelemetry")
     atexit.register(_flush_at_exit)
 
 
 # uvicorn logs through the standard library, to this logger (its access log is off: see
-# gateway/cli.py `_uvicorn_options`).
+# gateway/cli/serve.py `_uvicorn_options`).
 _UVICORN_LOGGER = "uvicorn.error"
 
 
@@ -263,32 +269,40 @@ def log_uvicorn_records(level: int) -> None:
     [1234] died`) and that it stops them. A level set at all also spares every connection
     uvicorn's trace line, which it formats whenever the logger's own level is at most TRACE
     (unset, it is 0)."""
-    logger = logging.getLogger(_UVICORN_LOGGER)
+    _log_records_of(_UVICORN_LOGGER, level, "uvicorn")
+
+
+def _log_records_of(name: str, level: int, event: str) -> None:
+    logger = logging.getLogger(name)
     logger.setLevel(level)
     # Not also to the root logger's handlers: one line a record.
     logger.propagate = False
-    if not any(isinstance(handler, _UvicornRecords) for handler in logger.handlers):
-        logger.addHandler(_UvicornRecords())
+    if not any(isinstance(handler, _LibraryRecords) for handler in logger.handlers):
+        logger.addHandler(_LibraryRecords(event))
 
 
-class _UvicornRecords(logging.Handler):
+class _LibraryRecords(logging.Handler):
     """One JSON line a record: `{"event": "uvicorn", "message": ..., "level": ...}`, with the
     traceback where the record has one (an exception in the app). uvicorn's messages hold pids,
     addresses and exception texts, never a request's headers or body: no signature, token or
     webhook secret."""
+
+    def __init__(self, event: str) -> None:
+        super().__init__()
+        self._event = event
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields: dict[str, Any] = {"message": record.getMessage()}
             if record.exc_info and record.exc_info[0] is not None:
                 fields["exc_info"] = record.exc_info
-            logger = structlog.get_logger("uvicorn")
+            logger = structlog.get_logger(self._event)
             if record.levelno >= logging.ERROR:
-                logger.error("uvicorn", **fields)
+                logger.error(self._event, **fields)
             elif record.levelno >= logging.WARNING:
-                logger.warning("uvicorn", **fields)
+                logger.warning(self._event, **fields)
             else:
-                logger.info("uvicorn", **fields)
+                logger.info(self._event, **fields)
             # Rare (a worker's death, a stop, an error) and news when they come: written now,
             # not at a periodic flush (the supervisor of `--workers N` has none).
             flush_logs()

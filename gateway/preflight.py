@@ -1,5 +1,6 @@
-"""What `gateway serve` makes sure of before it serves: the address is its own, a SQLite store
-opens, and every file subscriber can write where its path says.
+"""What `gateway serve` makes sure of before it serves: the `OTEL_*` variables ask for nothing
+it lacks, the address is its own, a SQLite store opens, and every file subscriber can write
+where its path says.
 
 Each failure here stops the start with one clear log line, before anything answers on the
 port: a gateway that started and then failed its first delivery (or served nothing, its port
@@ -17,9 +18,13 @@ from typing import Final
 
 import structlog
 
-# file_subscriber_problems lives with the config: check-config reports the same problems.
-from gateway.config import GatewayConfig, file_subscriber_problems
+from gateway.config import GatewayConfig
+
+# file_subscriber_problems lives with the file subscriber's settings: check-config reports the
+# same problems.
+from gateway.delivery.settings.file import file_subscriber_problems
 from gateway.store import StoreUnavailable, open_store
+from gateway.tracing import TracingConfigError, check_environment
 
 __all__ = [
     "PORT_WAIT_SECONDS",
@@ -27,12 +32,13 @@ __all__ = [
     "listen_socket",
     "listen_when_free",
     "store_problem",
+    "tracing_problem",
 ]
 
 log = structlog.get_logger("gateway")
 
-# CONTRACT.md 7a: a gateway started while an earlier one is still going away waits this long
-# for the port and the store before it gives up.
+# docs/reference/processes.md: a gateway started while an earlier one is still going away waits this
+# long for the port and the store before it gives up.
 PORT_WAIT_SECONDS: Final = 10.0
 _RETRY_SECONDS: Final = 0.05
 
@@ -105,3 +111,14 @@ async def store_problem(config: GatewayConfig, *, wait_seconds: float = 0.0) -> 
             continue
         await store.close()
         return None
+
+
+def tracing_problem() -> str | None:
+    """Why the `OTEL_*` variables cannot be followed (a gRPC exporter, an unknown sampler), or
+    None. Checked once, before any worker starts: each worker builds its own tracing
+    (gateway/app.py), and a worker that failed at it would be restarted for ever."""
+    try:
+        check_environment()
+    except TracingConfigError as error:
+        return str(error)
+    return None

@@ -1,5 +1,5 @@
-"""The processes of `gateway serve` (CONTRACT.md 7a): `server.workers` identical processes, each
-receiving and delivering, that share nothing but the store.
+"""The processes of `gateway serve` (docs/reference/processes.md): `server.workers` identical
+processes, each receiving and delivering, that share nothing but the store.
 
     finrelay serve: supervisor      holds the port, starts the workers, restarts one that dies
     ├── finrelay serve: worker 1    ingress, dispatcher, health, metrics, /admin

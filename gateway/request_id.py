@@ -1,4 +1,5 @@
-"""`x-request-id` on every response (CONTRACT.md 1): the caller's when it is sane, else a new one.
+"""`x-request-id` on every response (docs/reference/ingress.md): the caller's when it is sane, else
+a new one.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware, which costs a task per request.
 """
@@ -34,8 +35,9 @@ def request_id_of(scope: Scope) -> str:
 
 
 class RequestIdMiddleware:
-    """For everything but the webhooks, which answer with the id themselves (gateway/ingress.py):
-    a wrapper around `send` is two more coroutine calls per message on the hot path."""
+    """For everything but the webhooks, which answer with the id themselves
+    (gateway/ingress/answers.py): a wrapper around `send` is two more coroutine calls per
+    message on the hot path."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures on what we send (CONTRACT.md 4).
+"""Standard Webhooks signatures on what we send (docs/reference/delivery.md).
 
 Both schemes sign `"<webhook-id>.<webhook-timestamp>.<body>"`:
 - `v1`: HMAC-SHA256, keyed with the base64-decoded part of a `whsec_` secret after the prefix;

@@ -1,4 +1,4 @@
-"""Opening the store while the app already serves (CONTRACT.md 7).
+"""Opening the store while the app already serves (docs/reference/nodes.md).
 
 A node on a shared PostgreSQL may start while the database is down, or while another node
 migrates the schema (the store's `open()` then waits on the migration lock). Meanwhile it must

@@ -25,8 +25,9 @@ __all__ = [
     "encode_event",
 ]
 
-# How the request that carried the event was authenticated (CONTRACT.md 1a): the provider's own
-# signature, a shared token (with or without an address allow-list), the address alone, or nothing.
+# How the request that carried the event was authenticated (docs/reference/ingress.md): the
+# provider's own signature, a shared token (with or without an address allow-list), the address
+# alone, or nothing.
 Verification = Literal["signature", "token", "allowlist", "none"]
 
 EventId = Annotated[
@@ -45,6 +46,26 @@ EventType = Annotated[
     ),
 ]
 ExtensionName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9_]+$", max_length=64)]
+# The CloudEvents Distributed Tracing extension: the W3C Trace Context of the webhook request's
+# span, so that a delivery sent later (by another process or node) joins the same trace.
+W3CTraceParent = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+        description=(
+            "W3C traceparent of the span that received the webhook (CloudEvents Distributed "
+            "Tracing extension)."
+        ),
+    ),
+]
+W3CTraceState = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=512,
+        description="W3C tracestate that came with the traceparent, when there was one.",
+    ),
+]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 # Two statuses, because consumers need one word per fact and operators the provider's own:
 # `status` is derived from the type alone (schemas/taxonomy.py, `canonical_status`), so it is the
@@ -107,7 +128,9 @@ class CanonicalEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     Fields are declared in the order they are written (specversion first, data last), which is
     the order CloudEvents examples use and the one a person reading a log expects.
     `subject` and `providerid` are optional CloudEvents attributes: omitted when unknown, never
-    null, because the CloudEvents spec gives null no meaning for attributes.
+    null, because the CloudEvents spec gives null no meaning for attributes. So are
+    `traceparent` and `tracestate` (the Distributed Tracing extension): the ingress sets them
+    (adapters never see tracing), and they are absent when tracing is disabled.
     """
 
     specversion: Literal["1.0"] = "1.0"
@@ -121,6 +144,8 @@ class CanonicalEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     providertype: NonEmpty
     providerid: NonEmpty | msgspec.UnsetType = msgspec.UNSET
     verification: Verification
+    traceparent: W3CTraceParent | msgspec.UnsetType = msgspec.UNSET
+    tracestate: W3CTraceState | msgspec.UnsetType = msgspec.UNSET
     data: EventData
 
 

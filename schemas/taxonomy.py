@@ -100,9 +100,9 @@ def is_canonical_type(name: str) -> bool:
     return name in CANONICAL_TYPES or kind in OPEN_KINDS
 
 
-# Types that report something other than a new state of their subject (CONTRACT.md 2): a change
-# of its details, a new balance, money moving on it, a card payment, one step of a workflow, a
-# notice from the platform. Their action is no state, so their `data.status` is null.
+# Types that report something other than a new state of their subject (docs/reference/event.md): a
+# change of its details, a new balance, money moving on it, a card payment, one step of a workflow,
+# a notice from the platform. Their action is no state, so their `data.status` is null.
 STATELESS_TYPES: frozenset[str] = frozenset(
     {
         "account.updated",

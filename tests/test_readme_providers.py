@@ -1,6 +1,6 @@
-"""The README's "Providers in TOML, and presets": its worked example is a config the gateway
-loads and a provider that verifies and normalizes as the text says, and its presets table is the
-presets as shipped, so neither can drift from the code."""
+"""docs/reference/providers.md, "Providers described in TOML" and "Presets": its worked example
+is a config the gateway loads and a provider that verifies and normalizes as the text says, and
+its presets table is the presets as shipped, so neither can drift from the code."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from adapters.presets import PRESET_SOURCES, PRESETS
 from adapters.request import InboundRequest
 from gateway.config import load_config
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PROVIDERS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "providers.md"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def between(start: str, end: str) -> str:
-    return README.read_text().split(f"<!-- {start} -->")[1].split(f"<!-- {end} -->")[0]
+    return PROVIDERS_PAGE.read_text().split(f"<!-- {start} -->")[1].split(f"<!-- {end} -->")[0]
 
 
 def test_the_worked_example_loads_verifies_and_normalizes(tmp_path: Path) -> None:

@@ -1,7 +1,11 @@
-"""Providers described in configuration (CONTRACT.md 1b): a TOML table becomes an `Adapter`.
+"""Providers described in configuration (docs/reference/providers.md): a TOML table becomes an
+`Adapter`.
 
     description, problems = parse_description(table, "providers.ledgerly")
     adapter = described_adapter("ledgerly", description, "config")
+
+A config file's whole `[providers]` table is read by `described_adapters`, each problem noted
+with its place.
 
 `description.py` holds the description's schema and its checks (every problem with its place),
 `expressions.py` the compiled field expressions, `templates.py` the signature header's format
@@ -12,7 +16,7 @@ them together.
 
 from __future__ import annotations
 
-from adapters.described.adapter import described_adapter
+from adapters.described.adapter import described_adapter, described_adapters
 from adapters.described.description import Problem, ProviderDescription, parse_description
 from adapters.described.schemes import public_key_problem, secret_problem
 
@@ -20,6 +24,7 @@ __all__ = [
     "Problem",
     "ProviderDescription",
     "described_adapter",
+    "described_adapters",
     "parse_description",
     "public_key_problem",
     "secret_problem",

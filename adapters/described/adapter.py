@@ -6,10 +6,11 @@ built-in apart: verify, normalize (and normalize_all for `each`), sign and sampl
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from adapters.base import Adapter, AdapterOrigin, SourceSigner
-from adapters.described.description import ProviderDescription
+from adapters.described.description import ProviderDescription, parse_description
 from adapters.described.reading import EventReader
 from adapters.described.samples import DescribedSamples
 from adapters.described.schemes import (
@@ -20,9 +21,15 @@ from adapters.described.schemes import (
     public_key_problem,
     secret_problem,
 )
+from adapters.places import dotted, toml_kind
 from adapters.source import SourceSettings
+from adapters.toml_tables import UNRESOLVED, Checker, holds_unresolved
 
-__all__ = ["described_adapter"]
+__all__ = ["described_adapter", "described_adapters"]
+
+# A provider's name begins the type of its unmapped events (`<name>.<provider type>`) and is
+# the CloudEvents `provider`: no dot, so that the type's first part is the name.
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 
 
 def described_adapter(
@@ -55,6 +62,36 @@ def described_adapter(
         signs_url=description.signs_url,
         check_source=lambda settings: _source_problems(description, settings),
     )
+
+
+def described_adapters(checker: Checker, value: object, place: str) -> dict[str, Adapter]:
+    """A config file's `[providers.<name>]` as adapters: those without a problem (every problem
+    of the others is noted in `checker`, with its place)."""
+    if not isinstance(value, dict):
+        if value is not UNRESOLVED:
+            checker.add(place, f"expected a table, got {toml_kind(value)}")
+        return {}
+    described: dict[str, Adapter] = {}
+    for name, table in value.items():
+        where = dotted(place, name)
+        if not isinstance(table, dict):
+            if table is not UNRESOLVED:
+                checker.add(where, f"expected a table, got {toml_kind(table)}")
+            continue
+        before = len(checker.problems)
+        if not _PROVIDER_NAME.fullmatch(name):
+            checker.add(
+                where,
+                "not a valid provider name: 1 to 64 of a-z0-9_- starting with a letter (its"
+                " unmapped events are typed <name>.<provider type>)",
+            )
+        if holds_unresolved(table):
+            continue  # its unset variables are reported; the rest cannot be judged without them
+        description, problems = parse_description(table, where)
+        checker.problems += problems
+        if description is not None and len(checker.problems) == before:
+            described[name] = described_adapter(name, description, "config")
+    return described
 
 
 def _source_problems(

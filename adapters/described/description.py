@@ -1,21 +1,19 @@
-"""A provider described in TOML (`[providers.<name>]`, CONTRACT.md 1b): its types and its checks.
+"""A provider described in TOML (`[providers.<name>]`, docs/reference/providers.md): its types and
+its checks.
 
 The Structs below are the schema of a description: its keys, which are required, their defaults
-and the values a choice allows are declared there and nowhere else. msgspec stops at the first
-thing wrong, and check-config must report every problem with its place, so a description is
-first walked key by key with the Structs' own field information (unknown keys with a
-did-you-mean, a missing required key, a value of the wrong type, a choice outside its list);
-then each section that passed is decoded with `msgspec.convert` and checked for what types cannot
-say: JMESPath that does not compile, placeholders, header names, a `{timestamp}` with no source,
-type-table targets outside the taxonomy. Expressions and templates are compiled there, once.
+and the values a choice allows are declared there and nowhere else. Each section is read into its
+Struct by the converter the config file uses too (adapters/toml_tables.py: every problem with
+its place, unknown keys with a did-you-mean), then checked for what types cannot say: JMESPath
+that does not compile, placeholders, header names, a `{timestamp}` with no source, type-table
+targets outside the taxonomy. Expressions and templates are compiled there, once.
 """
 
 from __future__ import annotations
 
-import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 
 import msgspec
 
@@ -43,6 +41,7 @@ from adapters.described.templates import HeaderFormat, SignedTemplate, TemplateE
 from adapters.described.type_table import TypeTable
 from adapters.places import did_you_mean, toml_kind
 from adapters.places import dotted as _key
+from adapters.toml_tables import Checker, struct_fields, table_fields, unknown_keys
 from schemas.taxonomy import CANONICAL_TYPES, KINDS, is_canonical_type
 
 __all__ = [
@@ -202,12 +201,13 @@ def parse_description(
 ) -> tuple[ProviderDescription | None, list[Problem]]:
     """A `[providers.<name>]` table -> the checked description and every problem, each with its
     dotted place under `place` (`providers.ledgerly`); None when there is any problem."""
-    problems: list[Problem] = []
     if not isinstance(table, Mapping):
         return None, [(place, f"expected a table, got {toml_kind(table)}")]
-    _check_keys(table, ProviderTable, place, problems)
-    signature = _signature(table.get("signature"), _key(place, "signature"), problems)
-    fields = _event(table.get("event"), _key(place, "event"), problems)
+    checker = _DescriptionChecker()
+    problems = checker.problems
+    unknown_keys(checker, table, list(struct_fields(ProviderTable)), place, _source_setting)
+    signature = _signature(checker, table.get("signature"), _key(place, "signature"))
+    fields = _event(checker, table.get("event"), _key(place, "event"))
     types = _types(table.get("types", {}), _key(place, "types"), problems)
     if problems or signature is None or fields is None or types is None:
         return None, problems
@@ -217,124 +217,64 @@ def parse_description(
     return ProviderDescription(provider, scheme, compiled_fields, TypeTable(types)), problems
 
 
-# --- Walking a table with the Structs' field information ----------------------------------------
+# --- Reading a table into its Struct (adapters/toml_tables.py), in a description's words ---------
 
 
-def _check_keys(
+class _DescriptionChecker(Checker):
+    def not_a_choice(self, place: str, value: str, choices: tuple[str, ...]) -> str:
+        return _not_one_of(value, choices)
+
+
+def _fields(
+    checker: Checker,
     table: Mapping[str, object],
     struct: type[msgspec.Struct],
     place: str,
-    problems: list[Problem],
     elsewhere: Mapping[str, str] | None = None,
-) -> None:
-    """Unknown keys (with the closest known one), and `elsewhere`'s explanations for keys that
-    belong to another variant."""
-    known = [field.encode_name for field in msgspec.structs.fields(struct)]
-    for key in table:
-        if key in known:
-            continue
-        if elsewhere and key in elsewhere:
-            problems.append((_key(place, key), elsewhere[key]))
-        elif key in _SOURCE_SETTINGS:
-            problems.append(
-                (
-                    _key(place, key),
-                    "a source setting: set it in the [sources.<name>] that use this provider",
-                )
-            )
-        else:
-            problems.append((_key(place, key), f"unknown key{_did_you_mean(key, known)}"))
+) -> dict[str, Any]:
+    """`table` as `struct`'s fields; `elsewhere` explains keys that belong to another variant."""
+
+    def unknown(key: str) -> str | None:
+        return (elsewhere or {}).get(key) or _source_setting(key)
+
+    def required(key: str) -> str:
+        """`required for an hmac signature: the request header ...`."""
+        tag = struct.__struct_config__.tag
+        message = "required"
+        if isinstance(tag, str):
+            message += f" for {'an' if tag[0] in 'aehiou' else 'a'} {tag} signature"
+        annotation = struct_fields(struct)[key].type
+        if get_origin(annotation) is Literal:
+            return f"{message}: one of {', '.join(get_args(annotation))}"
+        what = _REQUIRED_WHAT.get(key)
+        return f"{message}: {what}" if what else message
+
+    return table_fields(checker, table, struct, place, skip=(), unknown=unknown, required=required)
+
+
+def _source_setting(key: str) -> str | None:
+    if key in _SOURCE_SETTINGS:
+        return "a source setting: set it in the [sources.<name>] that use this provider"
+    return None
 
 
 # What a source says about its provider account, which users may look for in the description.
 _SOURCE_SETTINGS = frozenset(
     {"secret", "secrets", "public_key", "public_url", "tolerance_seconds", "currency", "token"}
 )
-
-
-def _check_fields(
-    table: Mapping[str, object], struct: type[msgspec.Struct], place: str, problems: list[Problem]
-) -> bool:
-    """Every field of `struct` in `table`: present when required, of its type. True if all are."""
-    before = len(problems)
-    for field in msgspec.structs.fields(struct):
-        field_place = _key(place, field.encode_name)
-        if field.encode_name not in table:
-            if field.required:
-                problems.append((field_place, _required(struct, field)))
-            continue
-        _check_value(table[field.encode_name], field.type, field_place, problems)
-    return len(problems) == before
-
-
-def _check_value(value: object, annotation: Any, place: str, problems: list[Problem]) -> None:
-    choices = _choices(annotation)
-    if choices:
-        if not isinstance(value, str):
-            problems.append((place, f"expected a string, got {toml_kind(value)}"))
-        elif value not in choices:
-            problems.append((place, _not_one_of(value, choices)))
-        return
-    if _without_none(annotation) is str and not isinstance(value, str):
-        problems.append((place, f"expected a string, got {toml_kind(value)}"))
-
-
-def _choices(annotation: Any) -> tuple[str, ...]:
-    """The values a `Literal[...]` (or `Literal[...] | None`) allows; () for anything else."""
-    annotation = _without_none(annotation)
-    if get_origin(annotation) is Literal:
-        return tuple(str(choice) for choice in get_args(annotation))
-    return ()
-
-
-def _without_none(annotation: Any) -> Any:
-    if get_origin(annotation) in (Union, types.UnionType):
-        rest = [arg for arg in get_args(annotation) if arg is not type(None)]
-        if len(rest) == 1:
-            return rest[0]
-    return annotation
-
-
 _REQUIRED_WHAT: Mapping[str, str] = {
     "header": "the request header that carries the signature",
     "type": "the expression that finds the provider's event type",
 }
 
 
-def _required(struct: type[msgspec.Struct], field: msgspec.structs.FieldInfo) -> str:
-    """`required for an hmac signature: the request header ...`."""
-    tag = struct.__struct_config__.tag
-    message = "required"
-    if isinstance(tag, str):
-        message += f" for {'an' if tag[0] in 'aehiou' else 'a'} {tag} signature"
-    choices = _choices(field.type)
-    if choices:
-        return f"{message}: one of {', '.join(choices)}"
-    what = _REQUIRED_WHAT.get(field.encode_name)
-    return f"{message}: {what}" if what else message
-
-
-def _converted(value: object, annotation: Any, place: str, problems: list[Problem]) -> Any:
-    """`msgspec.convert` of a section that passed the walk; a remaining error (the walk and
-    the Structs disagreeing) still becomes a problem at msgspec's path."""
-    try:
-        return msgspec.convert(value, annotation)
-    except msgspec.ValidationError as error:
-        reason, at, path = str(error).rpartition(" - at `")
-        if not at:
-            problems.append((place, str(error)))
-        else:
-            inner = path.rstrip("`").removeprefix("$").replace("[...]", "")
-            problems.append((place + inner, reason))
-        return None
-
-
 # --- [signature] --------------------------------------------------------------------------------
 
 
 def _signature(
-    value: object, place: str, problems: list[Problem]
+    checker: Checker, value: object, place: str
 ) -> tuple[SignatureTable, Scheme | None] | None:
+    problems = checker.problems
     schemes = tuple(SCHEMES)
     if value is None:
         problems.append((place, f"required: a table with scheme = one of {', '.join(schemes)}"))
@@ -356,17 +296,14 @@ def _signature(
     struct = SCHEMES[name]
     rest = {key: item for key, item in value.items() if key != "scheme"}
     before = len(problems)
-    _check_keys(rest, struct, place, problems, _keys_of_other_schemes(name))
-    _check_fields(rest, struct, place, problems)
+    values = _fields(checker, rest, struct, place, _keys_of_other_schemes(name))
     # The texts are checked even when another key is wrong: every problem, not the first.
     parts = None
     if struct is HmacSignature or struct is PublicKeySignature:
         parts = _signed_header_parts(rest, struct, place, problems)
     if len(problems) > before:
         return None
-    decoded = _converted(value, SignatureTable, place, problems)
-    if decoded is None:
-        return None
+    decoded = struct(**values)
     if isinstance(decoded, HmacSignature | PublicKeySignature):
         assert parts is not None  # no problem was found
         header, timestamp_header, header_format, signed = parts
@@ -500,9 +437,8 @@ _EXPRESSION_FIELDS = tuple(
 )
 
 
-def _event(
-    value: object, place: str, problems: list[Problem]
-) -> tuple[EventTable, EventFields] | None:
+def _event(checker: Checker, value: object, place: str) -> tuple[EventTable, EventFields] | None:
+    problems = checker.problems
     if value is None:
         problems.append((place, 'required: a table with at least type = "<expression>"'))
         return None
@@ -510,8 +446,7 @@ def _event(
         problems.append((place, f"expected a table, got {toml_kind(value)}"))
         return None
     before = len(problems)
-    _check_keys(value, EventTable, place, problems)
-    _check_fields(value, EventTable, place, problems)
+    values = _fields(checker, value, EventTable, place)
     # Expressions are compiled even when another key is wrong: every problem, not the first.
     compiled: dict[str, FieldExpression] = {}
     for name in _EXPRESSION_FIELDS:
@@ -532,9 +467,7 @@ def _event(
         )
     if len(problems) > before:
         return None
-    event = _converted(value, EventTable, place, problems)
-    if event is None:
-        return None
+    event = EventTable(**values)
     return event, EventFields(amount_unit=event.amount_unit, **compiled)
 
 

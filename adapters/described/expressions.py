@@ -1,11 +1,11 @@
 """Where a described provider's event fields are: a JMESPath expression, or a request header.
 
-CONTRACT.md 1b: `"data.object.id"` is JMESPath over the decoded JSON body, `"header:NAME"` a
-request header. Expressions are compiled once, when the description is read. Most are plain
-field names joined by dots; those are read by walking dicts with a precompiled tuple of keys,
-because a described provider must cost about what a built-in does and jmespath's interpreter is
-several times slower than a dict lookup. The two give the same answer: JMESPath's field access
-on anything but an object is null, and so is a missing key.
+docs/reference/providers.md: `"data.object.id"` is JMESPath over the decoded JSON body,
+`"header:NAME"` a request header. Expressions are compiled once, when the description is read. Most
+are plain field names joined by dots; those are read by walking dicts with a precompiled tuple of
+keys, because a described provider must cost about what a built-in does and jmespath's interpreter
+is several times slower than a dict lookup. The two give the same answer: JMESPath's field access on
+anything but an object is null, and so is a missing key.
 
 An expression that finds nothing gives None, never an exception: the same holds for a JMESPath
 function applied to the wrong type (`length(amount)` on a number), which jmespath raises.

@@ -1,11 +1,11 @@
 """Reading a described provider's events: the compiled expressions applied to a decoded body.
 
-CONTRACT.md 1b. The body is decoded once into Python values, JSON fractions as Decimal so that
-money stays exact; each field is found by its expression and turned into a canonical value with
-the same helpers the built-ins use (schemas/money.py, schemas/timestamps.py). A field whose
-expression finds nothing is null; a value of the wrong shape (an object where an amount should
-be) is InvalidPayload with the field's JSON path, as a built-in's Struct would say; a body that is
-not JSON or has no type is InvalidPayload too (422, quarantined).
+docs/reference/providers.md. The body is decoded once into Python values, JSON fractions as Decimal
+so that money stays exact; each field is found by its expression and turned into a canonical value
+with the same helpers the built-ins use (schemas/money.py, schemas/timestamps.py). A field whose
+expression finds nothing is null; a value of the wrong shape (an object where an amount should be)
+is InvalidPayload with the field's JSON path, as a built-in's Struct would say; a body that is not
+JSON or has no type is InvalidPayload too (422, quarantined).
 
 With `each`, the body carries a list of events: every expression then applies to each element,
 and the element's own JSON is its `provider_payload` and, without an `id` expression (or when it

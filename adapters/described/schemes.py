@@ -1,11 +1,11 @@
 """The signature schemes a described provider may have: hmac, standard_webhooks, public_key.
 
-CONTRACT.md 1b and 1a. Everything runs over the raw request bytes; HMAC digests are compared in
-constant time, every candidate with every secret, so which secret matched is not observable;
-several secrets (rotation) and several signatures in one header (the provider's rotation) both
-verify when any pair matches. A signed timestamp must lie within the source's
-`tolerance_seconds` of now, in both directions. Errors say what is wrong with the request's form,
-never what it contains, and never quote a secret.
+docs/reference/providers.md and docs/reference/ingress.md. Everything runs over the raw request
+bytes; HMAC digests are compared in constant time, every candidate with every secret, so which
+secret matched is not observable; several secrets (rotation) and several signatures in one header
+(the provider's rotation) both verify when any pair matches. A signed timestamp must lie within the
+source's `tolerance_seconds` of now, in both directions. Errors say what is wrong with the request's
+form, never what it contains, and never quote a secret.
 
 Each scheme also signs (what the provider would send), for tests, samples and benchmarks. A
 `public_key` provider signs with its private key, so its signer takes a private key PEM where

@@ -1,11 +1,11 @@
 """The two texts of a signature description: how its header reads, and what bytes are signed.
 
-`format` (CONTRACT.md 1b) is the signature header's text with `{signature}` and optionally
-`{timestamp}`. When it is `key=value` pairs separated by `,` or `;` (Stripe's
-`t={timestamp},v1={signature}`, or a single `v1={signature}`), the header is read as such pairs
-in any order: a value runs from the first `=` to the separator (base64 may end in `=`), keys the
-format does not name are ignored (Stripe's `v0`), and the signature key may repeat (a provider
-rotating its secret sends two). Any other format is literal text around the placeholders.
+`format` (docs/reference/providers.md) is the signature header's text with `{signature}` and
+optionally `{timestamp}`. When it is `key=value` pairs separated by `,` or `;` (Stripe's
+`t={timestamp},v1={signature}`, or a single `v1={signature}`), the header is read as such pairs in
+any order: a value runs from the first `=` to the separator (base64 may end in `=`), keys the format
+does not name are ignored (Stripe's `v0`), and the signature key may repeat (a provider rotating its
+secret sends two). Any other format is literal text around the placeholders.
 
 `signed` is text in which `{body}` is the raw body, `{timestamp}` the timestamp exactly as sent,
 `{url}` the source's public URL and `{header:NAME}` a request header; the rest is literal.

@@ -1,7 +1,7 @@
 """A described provider's type table: provider type -> canonical type, with prefix globs.
 
-CONTRACT.md 1b: a key ending in `*` maps every provider type with that prefix, and a value
-ending in `*` receives the rest of the type (`"payout.*" = "transfer.*"` maps `payout.paid` to
+docs/reference/providers.md: a key ending in `*` maps every provider type with that prefix, and a
+value ending in `*` receives the rest of the type (`"payout.*" = "transfer.*"` maps `payout.paid` to
 `transfer.paid`); an exact key wins over a prefix, a longer prefix over a shorter one.
 
 A glob can produce a name outside the taxonomy (`payout.in_transit` -> `transfer.in_transit`):

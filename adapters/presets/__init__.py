@@ -1,10 +1,10 @@
 """Presets: real providers described as data, one `<name>.toml` beside this file.
 
-A preset holds exactly what a `[providers.<name>]` table of the config file holds
-(`[signature]`, `[event]`, `[types]`; CONTRACT.md 1b), plus a `[preset]` table saying where
-it comes from: `documentation`, the provider's page it was written from, and optional
-`notes` on what that page left open. Each becomes the same kind of `Adapter` a built-in is
-(`described_adapter(..., origin="preset")`), so the gateway cannot tell them apart.
+A preset holds exactly what a `[providers.<name>]` table of the config file holds (`[signature]`,
+`[event]`, `[types]`; docs/reference/providers.md), plus a `[preset]` table saying where it comes
+from: `documentation`, the provider's page it was written from, and optional `notes` on what that
+page left open. Each becomes the same kind of `Adapter` a built-in is (`described_adapter(...,
+origin="preset")`), so the gateway cannot tell them apart.
 
 The files are read with importlib.resources, so presets work from a wheel or a zip as well
 as from a checkout. A preset that does not parse is a bug in this package, not a user

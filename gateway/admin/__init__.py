@@ -1,1 +1,1 @@
-"""The admin API (api.py) and the operator page (page.py) under /admin (CONTRACT.md 8)."""
+"""The admin API (api.py) and the operator page (page.py) under /admin (docs/reference/admin.md)."""

@@ -1,4 +1,4 @@
-"""The admin API under /admin/api (CONTRACT.md 8): JSON over the operations layer.
+"""The admin API under /admin/api (docs/reference/admin.md): JSON over the operations layer.
 
 Each handler reads its parameters, calls one function of gateway/operations/ and encodes the
 Struct it returns as it is; openapi.json is generated from those same Structs, so the document
@@ -37,7 +37,7 @@ from gateway.operations.quarantine import (
     quarantine_page,
     reprocess,
 )
-from gateway.operations.replay import replay_event
+from gateway.operations.replay import NotReplayed, replay
 from gateway.operations.subscribers import (
     SubscriberState,
     SubscriberStatus,
@@ -47,6 +47,7 @@ from gateway.operations.subscribers import (
 )
 from gateway.operations.times import parse_time
 from gateway.store.base import Store, StoreUnavailable
+from gateway.tracing import Tracing
 
 __all__ = ["AdminApi", "openapi_document"]
 
@@ -70,8 +71,12 @@ class ReplayRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     subscribers: list[str] | None = None
 
 
-class ReplayAnswer(msgspec.Struct, frozen=True, kw_only=True):
+class ReplayAnswer(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     replayed: int
+    # The event's subscribers this gateway's config does not define, left alone; absent when
+    # there are none. (A gateway, or a `gateway replay --config`, whose config names them can
+    # replay to them.)
+    not_replayed: tuple[NotReplayed, ...] = ()
 
 
 class RedriveRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -158,9 +163,13 @@ Handler = Callable[[Request], Awaitable[Response]]
 class AdminApi:
     """The ASGI app mounted at /admin/api: authentication, then the routes."""
 
-    def __init__(self, config: GatewayConfig, store: Store) -> None:
+    def __init__(
+        self, config: GatewayConfig, store: Store, *, tracing: Tracing | None = None
+    ) -> None:
         self._config = config
         self._store = store
+        # A replay or redrive starts a new trace (docs/reference/traces.md); none without it.
+        self._tracing = tracing
         self._tokens = config.admin.tokens
         self._openapi = msgspec.json.encode(openapi_document())
         self._router = Router(
@@ -271,12 +280,17 @@ class AdminApi:
     async def _replay(self, request: Request) -> Response:
         async def handle() -> Response:
             body: ReplayRequest = await _body(request, ReplayRequest)
-            count = await replay_event(
-                self._store, self._config, request.path_params["event_id"], body.subscribers
+            done = await replay(
+                self._store,
+                self._config,
+                request.path_params["event_id"],
+                body.subscribers,
+                tracing=self._tracing,
             )
-            if count is None:
+            if done is None:
                 return not_found_answer()
-            return _json(ReplayAnswer(replayed=count), 202)
+            answer = ReplayAnswer(replayed=len(done.replayed), not_replayed=done.not_replayed)
+            return _json(answer, 202)
 
         return await self._answer(handle)
 
@@ -301,6 +315,7 @@ class AdminApi:
                 subscriber=body.subscriber,
                 since=_body_time("since", body.since),
                 until=_body_time("until", body.until),
+                tracing=self._tracing,
             )
             return _json(RedriveAnswer(redriven=count))
 
@@ -464,7 +479,12 @@ def openapi_document() -> dict[str, Any]:
             "/admin/api/events/{event_id}/replay": {
                 "post": operation(
                     "Send a stored event again",
-                    (202, "how many deliveries were queued", ReplayAnswer),
+                    (
+                        202,
+                        "how many deliveries were queued, and which of the event's subscribers"
+                        " were not (not in this gateway's config)",
+                        ReplayAnswer,
+                    ),
                     errors=(401, 404, 422),
                     parameters=[path("event_id")],
                     body=ReplayRequest,

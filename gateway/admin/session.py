@@ -1,4 +1,4 @@
-"""The operator page's session cookie and CSRF tokens (CONTRACT.md 8).
+"""The operator page's session cookie and CSRF tokens (docs/reference/admin.md).
 
 The cookie never holds the admin token: it holds a random session id and an expiry, signed with
 HMAC-SHA256 under a key derived from the configured tokens. Derived, not random per process,

@@ -1,5 +1,5 @@
 """The RabbitMQ (AMQP 0-9-1) subscriber: a confirmed, mandatory, persistent `basic.publish`
-(CONTRACT.md 4a).
+(docs/reference/queues.md).
 
 To `<exchange>` with `<routing_key>`; properties `content_type` application/cloudevents+json,
 `message_id` = the event id, `timestamp` = the attempt's webhook-timestamp, delivery mode 2
@@ -19,15 +19,22 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import ClassVar
 
 import aiormq
 import aiormq.abc
 from pamqp.commands import Basic
 
-from gateway.config import AmqpSubscriber
 from gateway.delivery.connecting import SharedConnect
+from gateway.delivery.settings.amqp import AmqpSubscriber
 from gateway.delivery.templates import render_template
-from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+from gateway.delivery.transport import (
+    AttemptSpan,
+    OutboundMessage,
+    SendResult,
+    SpanKindName,
+    Transport,
+)
 
 __all__ = ["AmqpTransport"]
 
@@ -40,6 +47,8 @@ logging.getLogger("aiormq").setLevel(logging.CRITICAL)
 
 
 class AmqpTransport(Transport):
+    span_kind: ClassVar[SpanKindName] = "producer"
+
     def __init__(self, config: AmqpSubscriber) -> None:
         self.exchange = config.exchange
         self.routing_key = config.routing_key
@@ -74,6 +83,11 @@ class AmqpTransport(Transport):
         }
         if message.webhook_signature is not None:
             headers["webhook-signature"] = message.webhook_signature
+        # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
+        if message.traceparent is not None:
+            headers["traceparent"] = message.traceparent
+            if message.tracestate:
+                headers["tracestate"] = message.tracestate
         properties = aiormq.spec.Basic.Properties(
             content_type=CONTENT_TYPE,
             delivery_mode=PERSISTENT,
@@ -116,6 +130,22 @@ class AmqpTransport(Transport):
         if not isinstance(confirmation, Basic.Ack):
             return SendResult(outcome="retry", error="RabbitMQ refused the message (basic.nack)")
         return SendResult(outcome="delivered")
+
+    def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
+        # OpenTelemetry's RabbitMQ conventions: the destination is the exchange ("" for the
+        # default one), the routing key an attribute of its own. The span is named after the
+        # routing key when the exchange is the default (it names the queue then).
+        routing_key = render_template(self.routing_key, event_type, source)
+        return AttemptSpan(
+            f"send {self.exchange or routing_key}",
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": self.exchange,
+                "messaging.rabbitmq.destination.routing_key": routing_key,
+            },
+        )
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

@@ -3,36 +3,19 @@
 As in Svix's worker (prepare -> call -> decide -> record), the decision is a pure function of
 the attempt's result, the attempts made so far and the subscriber's retry policy. The store
 records the decision it is handed and does not work it out again; the dispatcher's later steps
-(circuit, metrics, log) act on the same value.
+(circuit, metrics, log) act on the same value. The values themselves (`Delivered`, `RetryAt`,
+`Dead`) are the store's vocabulary, defined below both (gateway/store/decisions.py).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-import msgspec
-
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.transport import SendResult
+from gateway.store.decisions import Dead, Decision, Delivered, RetryAt
 
 __all__ = ["Dead", "Decision", "Delivered", "RetryAt", "attempt_outcome", "decide"]
-
-
-class Delivered(msgspec.Struct, frozen=True, tag=True):
-    """The subscriber acknowledged it: done."""
-
-
-class RetryAt(msgspec.Struct, frozen=True, tag=True):
-    """Worth another attempt, at unix time `at`."""
-
-    at: float
-
-
-class Dead(msgspec.Struct, frozen=True, tag=True):
-    """Failed for good (a permanent answer, or no attempt left): a dead letter."""
-
-
-Decision = Delivered | RetryAt | Dead
 
 
 def decide(result: SendResult, attempts_made: int, policy: RetryPolicy, now: float) -> Decision:

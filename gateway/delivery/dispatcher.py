@@ -7,8 +7,8 @@ policy says (gateway/delivery/retry.py), or dead letter. The schedule lives in t
 memory, so a subscriber that is down for a day costs disk, and a restart loses no pending retry.
 
 Work is bounded twice: a subscriber never has more than `max_in_flight` sends under way from the
-whole gateway (the store's claim counts every process's and node's leases, CONTRACT.md 7), and
-the dispatcher claims only for subscribers with a free slot, so a slow subscriber leaves its
+whole gateway (the store's claim counts every process's and node's leases, docs/reference/nodes.md),
+and the dispatcher claims only for subscribers with a free slot, so a slow subscriber leaves its
 backlog in the store rather than in memory. A subscriber whose circuit is open gets nothing but,
 when its pause is over, a single probe (gateway/delivery/circuit.py).
 
@@ -18,10 +18,10 @@ raises is a recorded attempt that is retried, and the dispatch loop restarts its
 crash (`running` is False meanwhile, and /readyz says so). An attempt is recorded under the
 lease token it was claimed with: a worker whose lease was taken over changes nothing.
 
-Ordered subscribers (`ordering = "subject"`, CONTRACT.md 4b) need nothing here: the store hands
-out only deliveries whose subject has nothing earlier pending, and the transaction that records
-one delivered or dead releases the next. The wake after every finished send makes the next claim
-pick that successor at once, not after a poll or a backoff.
+Ordered subscribers (`ordering = "subject"`, docs/reference/ordering.md) need nothing here: the
+store hands out only deliveries whose subject has nothing earlier pending, and the transaction that
+records one delivered or dead releases the next. The wake after every finished send makes the next
+claim pick that successor at once, not after a poll or a backoff.
 """
 
 from __future__ import annotations
@@ -37,23 +37,22 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from gateway.config import SubscriberConfig
+from gateway.delivery.attempt_trace import end_attempt_span, start_attempt_span
 from gateway.delivery.circuit import (
     CLOSED,
-    CircuitState,
-    after_attempt,
     decode_circuit,
     encode_circuit,
     give_back_probe,
-    may_send,
     take_probe,
 )
-from gateway.delivery.decide import Dead, Decision, Delivered, RetryAt, attempt_outcome, decide
-from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.decide import decide
+from gateway.delivery.recording import record
+from gateway.delivery.shared_circuit import read_circuit, update_circuit
+from gateway.delivery.subscriber_state import SubscriberState
 from gateway.delivery.transport import OutboundMessage, SendResult, Transport
 from gateway.metrics import Metrics
-from gateway.operations.times import rfc3339
-from gateway.signing import SigningKeys
-from gateway.store.base import Attempt, Claim, ClaimedDelivery, Store, StoreUnavailable
+from gateway.store.base import Claim, ClaimedDelivery, Store, StoreUnavailable
+from gateway.tracing import TraceContext, Tracing
 
 __all__ = ["Dispatcher", "read_circuit", "update_circuit"]
 
@@ -78,101 +77,6 @@ MAX_CRASH_BACKOFF_SECONDS = 30.0
 # and PID namespaces, where a pid proves nothing.
 HEARTBEAT_SECONDS = 1.0
 SILENT_SECONDS = 5.0
-# Compare-and-set rounds of one circuit update. Every lost round means another process's write
-# went in, and they stop writing once it is disabled, so a 410 gets its turn; the bound is only
-# against a broken store.
-CIRCUIT_CAS_ROUNDS = 100
-
-
-def lease_seconds(timeout_seconds: float) -> float:
-    """A lease outlives any attempt by construction: an attempt is cut off at timeout_seconds
-    (`Dispatcher._send`), so a worker still holding its lease may still be sending, and a lease
-    that ran out means the attempt is over. The margin covers recording it. Short enough that a
-    crashed worker's deliveries are soon taken up by another (CONTRACT.md 7)."""
-    return 3 * timeout_seconds + 5
-
-
-class _Subscriber:
-    """What the dispatcher holds per subscriber: transport, keys, policy, circuit (and the
-    version the store had it at), free slots."""
-
-    def __init__(self, config: SubscriberConfig, transport: Transport) -> None:
-        self.config = config
-        self.transport = transport
-        self.keys = SigningKeys(config.secrets)
-        self.policy = RetryPolicy(config.retry_schedule)
-        self.lease_seconds = lease_seconds(config.timeout_seconds)
-        self.circuit: CircuitState = CLOSED
-        self.circuit_version = 0
-        # One circuit update at a time per process: concurrent answers would only make each
-        # other's compare-and-set fail.
-        self.circuit_lock = asyncio.Lock()
-        self.in_flight = 0
-        # Sends to it this process has finished: each one freed a slot.
-        self.sends_ended = 0
-        # The store found all its slots taken, by this process and others (`Claim.full`), when
-        # `sends_ended` was `full_as_of`: nothing is claimed for it until one of this process's
-        # sends to it ends, or `full_until` (a poll later) for the case another process's did.
-        # Claiming again at once would only spin: `next_due_at` says "due now" all along. The
-        # process whose send freed a slot is woken by that send and takes the slot itself.
-        self.full_as_of = -1
-        self.full_until = float("-inf")
-        # An operator's pause (the store's, read with the circuits): nothing is claimed.
-        self.paused = False
-        # The mark of the circuit's one probe when this process holds it (`take_probe`): it may
-        # claim one delivery, which goes out as the probe, carrying the mark.
-        self.probe_held: str | None = None
-
-    def adopt_circuit(self, version: int, circuit: CircuitState) -> None:
-        """Take a circuit state the store had at `version`, unless a newer one is known."""
-        if version >= self.circuit_version:
-            self.circuit_version, self.circuit = version, circuit
-
-    def free_slots(self, now: float) -> int:
-        if self.paused:
-            return 0
-        if self.probe_held:
-            return 1 if self.in_flight == 0 else 0
-        if may_send(self.circuit, now) != "yes":
-            return 0  # open, or a probe this process has not taken (`Dispatcher._take_probes`)
-        if self.is_full(now):
-            return 0
-        return self.config.max_in_flight - self.in_flight
-
-    def is_full(self, now: float) -> bool:
-        return self.full_as_of == self.sends_ended and now < self.full_until
-
-
-async def read_circuit(store: Store, subscriber: str) -> tuple[int, CircuitState]:
-    """A subscriber's circuit as the store has it, and its version (0, closed: no row)."""
-    stored = (await store.subscriber_circuits()).get(subscriber)
-    if stored is None:
-        return 0, CLOSED
-    version, encoded = stored
-    return version, decode_circuit(encoded)
-
-
-async def update_circuit(
-    store: Store,
-    subscriber: str,
-    change: Callable[[CircuitState], CircuitState],
-    known: tuple[int, CircuitState],
-) -> tuple[int, CircuitState]:
-    """Apply `change` to a subscriber's circuit in the store, by compare-and-set against the
-    `known` (version, state): if another process changed it meanwhile, read what it wrote and
-    apply `change` to that instead. So a process holding a stale `closed` never overwrites
-    another's `disabled` or `open`. What the store holds afterwards, as far as this knows."""
-    version, circuit = known
-    for _ in range(CIRCUIT_CAS_ROUNDS):
-        after = change(circuit)
-        if after == circuit:
-            return version, circuit
-        if await store.save_subscriber_circuit(
-            subscriber, encode_circuit(after), expected_version=version
-        ):
-            return version + 1, after
-        version, circuit = await read_circuit(store, subscriber)
-    return version, circuit
 
 
 class Dispatcher:
@@ -184,10 +88,14 @@ class Dispatcher:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.time,
+        tracing: Tracing | None = None,
     ) -> None:
         self._store = store
+        # Each attempt is a span in its event's trace (gateway/delivery/attempt_trace.py);
+        # none without `tracing`.
+        self._tracing = tracing or Tracing(enabled=False, provider=None)
         self._subscribers = {
-            name: _Subscriber(config, transports[name]) for name, config in subscribers.items()
+            name: SubscriberState(config, transports[name]) for name, config in subscribers.items()
         }
         self._metrics = metrics
         self._clock = clock
@@ -303,7 +211,7 @@ class Dispatcher:
             )
             subscriber.paused = name in paused
 
-    async def _take_probes(self, now: float) -> list[_Subscriber]:
+    async def _take_probes(self, now: float) -> list[SubscriberState]:
         """Take the probe of every circuit whose pause is over, where no other process took it
         first (compare-and-set on the shared state): one probe across all processes. Those
         this process now holds."""
@@ -327,7 +235,7 @@ class Dispatcher:
                     self._circuits_read_at = float("-inf")  # another process's: read it
         return taken
 
-    async def _give_back_probe(self, subscriber: _Subscriber) -> None:
+    async def _give_back_probe(self, subscriber: SubscriberState) -> None:
         """A probe taken with nothing due to send: any process may probe again at once."""
         mark, subscriber.probe_held = subscriber.probe_held, None
         if mark is None:
@@ -449,20 +357,37 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
 
-    async def _dispatch(self, subscriber: _Subscriber, delivery: ClaimedDelivery) -> None:
-        """prepare -> send -> decide -> record, for one claimed delivery."""
+    async def _dispatch(self, subscriber: SubscriberState, delivery: ClaimedDelivery) -> None:
+        """prepare -> send -> decide -> record, for one claimed delivery, inside the attempt's
+        span: its context goes out with the message, and the record's log lines carry it."""
         # The probe's mark when this send is the circuit's probe: the one delivery claimed
         # while this process held it (taken only with nothing in flight, `_take_probes`).
         probe = subscriber.probe_held
         try:
-            message = self._prepare(subscriber, delivery)
-            started = self._clock()
-            result = await self._send(subscriber, message)
-            finished = self._clock()
-            decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
-            await self._record(
-                subscriber, delivery, started, finished, result, decision, probe=probe
-            )
+            with start_attempt_span(
+                self._tracing,
+                subscriber.transport,
+                subscriber.config.name,
+                subscriber.config.kind,
+                delivery,
+            ) as span:
+                message = self._prepare(subscriber, delivery, span.context)
+                started = self._clock()
+                result = await self._send(subscriber, message)
+                finished = self._clock()
+                decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
+                end_attempt_span(span, result, decision)
+                await record(
+                    self._store,
+                    self._metrics,
+                    subscriber,
+                    delivery,
+                    started,
+                    finished,
+                    result,
+                    decision,
+                    probe=probe,
+                )
         except StoreUnavailable as error:
             # Tried again (at least once, never lost) once its lease is given back: under a new
             # name, SILENT_SECONDS from now, rather than when the lease runs out.
@@ -484,10 +409,10 @@ class Dispatcher:
                 subscriber.probe_held = None
             self._wake.set()
 
-    async def _send(self, subscriber: _Subscriber, message: OutboundMessage) -> SendResult:
+    async def _send(self, subscriber: SubscriberState, message: OutboundMessage) -> SendResult:
         """The transport's answer within the subscriber's `timeout_seconds`, the whole attempt
-        (connect, send, the answer's headers and body), whatever the transport: a deadline hit
-        is a timeout, and any exception a failed attempt, both retried (CONTRACT.md 4)."""
+        (connect, send, the answer's headers and body), whatever the transport: a deadline hit is a
+        timeout, and any exception a failed attempt, both retried (docs/reference/delivery.md)."""
         try:
             async with asyncio.timeout(subscriber.config.timeout_seconds):
                 return await subscriber.transport.send(message)
@@ -497,7 +422,9 @@ class Dispatcher:
             # Its type only: a message may quote a URL's credentials or the subscriber's answer.
             return SendResult(outcome="retry", error=f"unexpected error: {type(error).__name__}")
 
-    def _prepare(self, subscriber: _Subscriber, delivery: ClaimedDelivery) -> OutboundMessage:
+    def _prepare(
+        self, subscriber: SubscriberState, delivery: ClaimedDelivery, trace: TraceContext | None
+    ) -> OutboundMessage:
         timestamp = int(self._clock())
         return OutboundMessage(
             webhook_id=delivery.event_id,
@@ -506,119 +433,9 @@ class Dispatcher:
             body=delivery.body,
             event_type=delivery.event_type,
             source=delivery.source,
+            traceparent=None if trace is None else trace.traceparent,
+            tracestate=None if trace is None else trace.tracestate,
         )
-
-    async def _record(
-        self,
-        subscriber: _Subscriber,
-        delivery: ClaimedDelivery,
-        started: float,
-        finished: float,
-        result: SendResult,
-        decision: Decision,
-        *,
-        probe: str | None,
-    ) -> None:
-        """Thin steps acting on the decision: record it, then the circuit, metrics and log.
-        `probe`: the mark of the circuit's probe when this attempt was it."""
-        applied = await self._store.record_attempt(
-            Attempt(
-                delivery_id=delivery.delivery_id,
-                started_at=started,
-                duration=finished - started,
-                outcome=attempt_outcome(decision),
-                status_code=result.status_code,
-                error=result.error,
-                response_excerpt=result.response_excerpt,
-            ),
-            decision,
-            lease_token=delivery.lease_token,
-        )
-        fields = {
-            "event_id": delivery.event_id,
-            "subscriber": subscriber.config.name,
-            "attempt": delivery.attempts + 1,
-        }
-        if not applied:
-            # Our lease was taken over (or the delivery settled meanwhile): the store kept
-            # what the newer holder recorded, and this attempt counts nowhere.
-            log.warning("stale_attempt_record", **fields)
-            return
-        await self._update_circuit(subscriber, result, finished, probe)
-        self._count(subscriber, delivery, decision, finished)
-        self._log(decision, result, fields)
-
-    def _count(
-        self,
-        subscriber: _Subscriber,
-        delivery: ClaimedDelivery,
-        decision: Decision,
-        finished: float,
-    ) -> None:
-        name = subscriber.config.name
-        outcome = attempt_outcome(decision)
-        self._metrics.delivery_attempts.labels(subscriber=name, outcome=outcome).inc()
-        if isinstance(decision, Delivered):
-            # From when it became due, not when the event was stored: a replay of an old event
-            # does not count the event's age.
-            self._metrics.delivered_latency.labels(subscriber=name).observe(
-                max(0.0, finished - delivery.due_at)
-            )
-        elif isinstance(decision, Dead):
-            self._metrics.dead_letters.labels(subscriber=name).inc()
-
-    @staticmethod
-    def _log(decision: Decision, result: SendResult, fields: dict[str, object]) -> None:
-        if isinstance(decision, Delivered):
-            log.info("delivered", **fields)
-        elif isinstance(decision, RetryAt):
-            log.info(
-                "retry_scheduled",
-                error=result.error,
-                status=result.status_code,
-                next_attempt_at=rfc3339(decision.at),
-                **fields,
-            )
-        else:
-            log.warning("dead_letter", error=result.error, status=result.status_code, **fields)
-
-    async def _update_circuit(
-        self, subscriber: _Subscriber, result: SendResult, now: float, probe: str | None
-    ) -> None:
-        # The states `change` was applied to: the last is the store's, the one this update
-        # changed (this process's own may be stale: another opened the circuit meanwhile).
-        seen: list[CircuitState] = []
-
-        def change(circuit: CircuitState) -> CircuitState:
-            seen.append(circuit)
-            return after_attempt(
-                circuit,
-                result,
-                now,
-                probe=probe,
-                failure_threshold=subscriber.config.circuit_breaker_failures,
-                open_seconds=subscriber.config.circuit_breaker_seconds,
-            )
-
-        async with subscriber.circuit_lock:
-            version, after = await update_circuit(
-                self._store,
-                subscriber.config.name,
-                change,
-                (subscriber.circuit_version, subscriber.circuit),
-            )
-            subscriber.adopt_circuit(version, after)
-        before = seen[-1]
-        # A failed probe re-opens an open circuit (for longer): a new pause, logged as one.
-        reopened = before.state == after.state == "open" and after.failures > before.failures
-        if after.state != before.state or reopened:
-            log.warning(
-                "circuit_" + after.state,
-                subscriber=subscriber.config.name,
-                failures=after.failures,
-                open_until=after.open_until or None,
-                open_seconds=after.open_seconds or None,
-            )
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Stop claiming; let sends under way finish for a moment, then give their leases back.

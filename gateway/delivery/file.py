@@ -1,4 +1,4 @@
-"""The file subscriber: one JSON object per delivery and line (CONTRACT.md 4).
+"""The file subscriber: one JSON object per delivery and line (docs/reference/delivery.md).
 
 `{"webhook-id", "webhook-timestamp", "webhook-signature", "event"}`, the event embedded as the
 very bytes a webhook subscriber would receive. A delivery counts as done once its line is on
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import msgspec
 
-from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+from gateway.delivery.transport import AttemptSpan, OutboundMessage, SendResult, Transport
 
 __all__ = ["FileTransport"]
 
@@ -59,6 +59,12 @@ class FileTransport(Transport):
         except OSError as error:
             return SendResult(outcome="retry", error=f"cannot write {self.path}: {error.strerror}")
         return SendResult(outcome="delivered")
+
+    def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
+        # No trace context goes into the line: its format is the contract's
+        # (docs/reference/delivery.md), and the event in it carries the event's own `traceparent`
+        # already.
+        return AttemptSpan("write", {"file.path": str(self.path)})
 
     async def _sync(self, line_number: int) -> None:
         """Return once line `line_number` is on disk. One fsync covers every line written

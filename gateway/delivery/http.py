@@ -5,7 +5,7 @@ anything else, 3xx included (redirects are not followed: a moved endpoint is a c
 change, not something to chase with signed payloads), fails the delivery at once.
 
 An answer is the subscriber's to size, so at most MAX_ANSWER_BYTES of its body are read, as the
-raw bytes on the wire (CONTRACT.md 4): a body that declares or sends gigabytes, or that
+raw bytes on the wire (docs/reference/delivery.md): a body that declares or sends gigabytes, or that
 decompresses to them, costs the gateway 64 KiB. A body is never decoded to judge the attempt,
 so one that cannot be (a 200 whose gzip is garbage) still counts by its status.
 """
@@ -14,23 +14,57 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import time
 import zlib
 from collections.abc import AsyncGenerator
-from typing import cast
+from typing import ClassVar, cast
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from gateway import __version__
-from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+from gateway.delivery.transport import (
+    AttemptSpan,
+    OutboundMessage,
+    SendResult,
+    SpanKindName,
+    Transport,
+)
 
-__all__ = ["HttpTransport", "parse_retry_after"]
+__all__ = ["HttpTransport", "parse_retry_after", "url_for_traces"]
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
 EXCERPT_BYTES = 512
 MAX_ANSWER_BYTES = 64 * 1024
+
+
+def url_for_traces(url: str) -> str:
+    """`url` as a span may show it (`url.full`): credentials and every query value replaced by
+    REDACTED, as OpenTelemetry's HTTP conventions ask. A subscriber's URL may carry a token in
+    either place, under any name; the scheme, host, port, path and query keys stay readable."""
+    parts = urlsplit(url)
+    location = parts.netloc
+    if "@" in location:
+        location = "REDACTED:REDACTED@" + location.rpartition("@")[2]
+    query = "&".join(
+        f"{pair.partition('=')[0]}=REDACTED" if "=" in pair else pair
+        for pair in parts.query.split("&")
+        if pair
+    )
+    return urlunsplit((parts.scheme, location, parts.path, query, ""))
+
+
+def _without_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """The URL without its `user:password@`, and those as basic auth (None without)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return plain, httpx.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -58,7 +92,11 @@ class HttpTransport(Transport):
     """
 
     def __init__(self, url: str, timeout_seconds: float, max_in_flight: int) -> None:
-        self.url = url
+        # Credentials in the URL become the client's basic auth, and leave the URL: httpx would
+        # turn them into an Authorization header, and aiohttp then refuses the request for
+        # carrying credentials twice (every attempt failed with a ValueError).
+        self.url, auth = _without_credentials(url)
+        self._configured_url = url
         limits = httpx.Limits(
             max_connections=max_in_flight, max_keepalive_connections=max_in_flight
         )
@@ -67,7 +105,10 @@ class HttpTransport(Transport):
             timeout=timeout_seconds,
             follow_redirects=False,
             headers={"user-agent": f"finrelay/{__version__}"},
+            auth=auth,
         )
+
+    span_kind: ClassVar[SpanKindName] = "client"
 
     async def send(self, message: OutboundMessage) -> SendResult:
         headers = {
@@ -77,6 +118,11 @@ class HttpTransport(Transport):
         }
         if message.webhook_signature is not None:
             headers["webhook-signature"] = message.webhook_signature
+        # W3C Trace Context: the subscriber's own spans join the attempt's trace.
+        if message.traceparent is not None:
+            headers["traceparent"] = message.traceparent
+            if message.tracestate:
+                headers["tracestate"] = message.tracestate
         try:
             request = self._client.stream("POST", self.url, content=message.body, headers=headers)
             async with request as response:
@@ -95,6 +141,27 @@ class HttpTransport(Transport):
             retry_after=parse_retry_after(response.headers.get("retry-after"), time.time()),
             response_excerpt=excerpt,
         )
+
+    def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
+        # OpenTelemetry's HTTP client span: named by the method alone (a URL is not
+        # low-cardinality enough for a name), the URL redacted.
+        attributes = dict(self._span_attributes)
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        return AttemptSpan("POST", attributes)
+
+    @functools.cached_property
+    def _span_attributes(self) -> dict[str, str | int]:
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return {
+            "http.request.method": "POST",
+            # As configured: credentials there show as REDACTED:REDACTED (the conventions' way
+            # of saying the request carried some).
+            "url.full": url_for_traces(self._configured_url),
+            "server.address": parts.hostname or "",
+            "server.port": port,
+        }
 
     async def close(self) -> None:
         await self._client.aclose()

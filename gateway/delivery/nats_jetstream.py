@@ -1,5 +1,5 @@
 """The NATS JetStream subscriber: a publish on `<subject>` acknowledged by the stream
-(CONTRACT.md 4a).
+(docs/reference/queues.md).
 
 The payload is the event bytes; the headers are `webhook-id`, `webhook-timestamp`,
 `webhook-signature` (with a secret), `content-type` and `Nats-Msg-Id` = the event id, so the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import ClassVar
 
 import nats
 import nats.errors
@@ -24,10 +25,16 @@ import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from gateway.config import NatsSubscriber
 from gateway.delivery.connecting import SharedConnect
+from gateway.delivery.settings.nats_jetstream import NatsSubscriber
 from gateway.delivery.templates import render_template
-from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+from gateway.delivery.transport import (
+    AttemptSpan,
+    OutboundMessage,
+    SendResult,
+    SpanKindName,
+    Transport,
+)
 
 __all__ = ["NatsJetStreamTransport"]
 
@@ -43,6 +50,8 @@ logging.getLogger("nats").setLevel(logging.CRITICAL)
 
 
 class NatsJetStreamTransport(Transport):
+    span_kind: ClassVar[SpanKindName] = "producer"
+
     def __init__(self, config: NatsSubscriber) -> None:
         self.name = config.name
         self.subject = config.subject
@@ -86,6 +95,11 @@ class NatsJetStreamTransport(Transport):
         }
         if message.webhook_signature is not None:
             headers["webhook-signature"] = message.webhook_signature
+        # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
+        if message.traceparent is not None:
+            headers["traceparent"] = message.traceparent
+            if message.tracestate:
+                headers["tracestate"] = message.tracestate
         subject = render_template(self.subject, message.event_type, message.source)
         try:
             jetstream = self._connected() or await self._connect.get(self._connected, self._open)
@@ -103,6 +117,18 @@ class NatsJetStreamTransport(Transport):
         except (OSError, nats.errors.Error) as error:
             return SendResult(outcome="retry", error=f"NATS unreachable: {type(error).__name__}")
         return SendResult(outcome="delivered")
+
+    def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
+        subject = render_template(self.subject, event_type, source)
+        return AttemptSpan(
+            f"send {subject}",
+            {
+                "messaging.system": "nats",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": subject,
+            },
+        )
 
     # nats-py reports what happens to the connection here; by default it would print the
     # server's URL, credentials included, to its own logger.

@@ -1,4 +1,4 @@
-"""The Redis Streams subscriber: `XADD <stream> [MAXLEN ~ <maxlen>] *` (CONTRACT.md 4a).
+"""The Redis Streams subscriber: `XADD <stream> [MAXLEN ~ <maxlen>] *` (docs/reference/queues.md).
 
 Each entry has the fields `webhook-id`, `webhook-timestamp`, `webhook-signature` (with a secret),
 `content-type` and `body` (the event bytes). XADD answering an entry id is the broker's
@@ -14,14 +14,21 @@ refusing us is a retryable outcome, never an exception.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway.config import RedisSubscriber
-from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+from gateway.delivery.settings.redis_streams import RedisSubscriber
+from gateway.delivery.transport import (
+    AttemptSpan,
+    OutboundMessage,
+    SendResult,
+    SpanKindName,
+    Transport,
+)
 
 __all__ = ["RedisStreamsTransport"]
 
@@ -39,6 +46,8 @@ class _Pending:
 
 
 class RedisStreamsTransport(Transport):
+    span_kind: ClassVar[SpanKindName] = "producer"
+
     def __init__(self, config: RedisSubscriber) -> None:
         self.stream = config.stream
         self.maxlen = config.maxlen
@@ -63,6 +72,11 @@ class RedisStreamsTransport(Transport):
         }
         if message.webhook_signature is not None:
             fields[b"webhook-signature"] = message.webhook_signature.encode()
+        # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
+        if message.traceparent is not None:
+            fields[b"traceparent"] = message.traceparent.encode()
+            if message.tracestate:
+                fields[b"tracestate"] = message.tracestate.encode()
         pending = _Pending(fields)
         self._waiting.append(pending)
         try:
@@ -102,6 +116,17 @@ class RedisStreamsTransport(Transport):
             for pending in batch:
                 if pending.result is None:
                     pending.result = interrupted
+
+    def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
+        return AttemptSpan(
+            f"send {self.stream}",
+            {
+                "messaging.system": "redis",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": self.stream,
+            },
+        )
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -8,7 +8,7 @@ coroutine, and a restart loses nothing.
 
 Attempt 1 is immediate. After attempt k fails, attempt k+1 waits `schedule[k-1]` seconds plus up
 to 10% jitter, or the subscriber's `Retry-After` when that is longer (capped at 24 h). After
-`1 + len(schedule)` attempts the delivery is a dead letter (CONTRACT.md 4).
+`1 + len(schedule)` attempts the delivery is a dead letter (docs/reference/delivery.md).
 """
 
 from __future__ import annotations

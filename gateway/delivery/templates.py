@@ -1,4 +1,4 @@
-"""`{type}` and `{source}` in a NATS subject or an AMQP routing key (CONTRACT.md 4a).
+"""`{type}` and `{source}` in a NATS subject or an AMQP routing key (docs/reference/queues.md).
 
 What they are replaced by is sanitized part by part (the parts a `.` separates): every character
 outside A-Za-z0-9_- becomes `_`, and an empty part becomes `_`. So `finrelay.{type}` gives

@@ -1,5 +1,6 @@
-"""Operator operations: each one a function over the store, which any shell (the CLI, the admin
-API, the operator page) calls, returning Structs shaped as the admin API's JSON (CONTRACT.md 8).
+"""Operator operations: each one a function over the store, which any shell (the CLI, the admin API,
+the operator page) calls, returning Structs shaped as the admin API's JSON
+(docs/reference/admin.md).
 
 events.py (search, one event's detail), replay.py, dead_letters.py (pages, redrive),
 subscribers.py (state and backlog, pause, resume, enable), quarantine.py (pages, reprocess,

@@ -10,8 +10,9 @@ import msgspec
 from gateway.config import GatewayConfig
 from gateway.operations.errors import UnknownSubscriber
 from gateway.operations.paging import check_limit, decode_cursor, encode_cursor
-from gateway.operations.times import rfc3339
 from gateway.store.base import Store
+from gateway.times import rfc3339
+from gateway.tracing import Tracing
 
 __all__ = ["DeadLetterItem", "DeadLetterPage", "list_dead_letters", "redrive"]
 
@@ -19,6 +20,8 @@ __all__ = ["DeadLetterItem", "DeadLetterPage", "list_dead_letters", "redrive"]
 class DeadLetterItem(msgspec.Struct, frozen=True, kw_only=True):
     event_id: str
     subscriber: str
+    # Every attempt recorded for the delivery, those before a redrive or replay included: the
+    # count the event's page lists (a redrive restarts the retry schedule, not the history).
     attempts: int
     last_error: str | None
     dead_at: str
@@ -60,9 +63,20 @@ async def redrive(
     subscriber: str | None,
     since: float | None,
     until: float | None,
+    tracing: Tracing | None = None,
 ) -> int:
     """Make dead letters pending again, due now (of one subscriber, or all; `since` and
-    `until` bound when they died); how many. UnknownSubscriber for a name not configured."""
+    `until` bound when they died); how many. UnknownSubscriber for a name not configured.
+    With `tracing`, the redrive starts one new trace, which every redriven delivery's attempts
+    belong to (each linked to its own event's trace: docs/reference/traces.md)."""
     if subscriber is not None and subscriber not in config.subscribers:
         raise UnknownSubscriber(subscriber)
-    return await store.redrive(now=time.time(), subscriber=subscriber, since=since, until=until)
+    trace = None if tracing is None else tracing.new_trace("redrive", None)
+    return await store.redrive(
+        now=time.time(),
+        subscriber=subscriber,
+        since=since,
+        until=until,
+        traceparent=None if trace is None else trace.traceparent,
+        tracestate=None if trace is None else trace.tracestate,
+    )

@@ -1,5 +1,5 @@
 """Event search and one event's detail: what the provider sent became which event, where it
-went, and what each subscriber answered (CONTRACT.md 8, `GET /admin/api/events...`)."""
+went, and what each subscriber answered (docs/reference/admin.md, `GET /admin/api/events...`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 import msgspec
 
 from gateway.operations.paging import check_limit, decode_cursor, encode_cursor
-from gateway.operations.times import rfc3339
 from gateway.store.base import DeliveryState, EventFilter, Store
+from gateway.times import rfc3339
 
 __all__ = [
     "AttemptView",

@@ -1,4 +1,4 @@
-"""Pages of a list: the limit's bounds and the opaque cursor (CONTRACT.md 8).
+"""Pages of a list: the limit's bounds and the opaque cursor (docs/reference/admin.md).
 
 A cursor is the sort key of the last item of a page (for events `(received_at, id)`), in
 URL-safe base64 of JSON: the next page starts strictly after it, so a walk never repeats or

@@ -1,6 +1,6 @@
 """`gateway quarantine`: what waits in quarantine, and dropping a payload an operator gave up on.
 
-Items have the admin API's shape (CONTRACT.md 8): `{"id", "source", "received_at",
+Items have the admin API's shape (docs/reference/admin.md): `{"id", "source", "received_at",
 "verification", "error"}`, times in RFC 3339 UTC.
 """
 
@@ -10,9 +10,9 @@ import msgspec
 
 from gateway.config import GatewayConfig
 from gateway.operations.paging import check_limit, decode_cursor, encode_cursor
-from gateway.operations.times import rfc3339
 from gateway.reprocess import reprocess_quarantine
 from gateway.store.base import QuarantinedPayload, Store
+from gateway.times import rfc3339
 
 __all__ = [
     "QuarantineItem",

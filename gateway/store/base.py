@@ -14,11 +14,11 @@ quarantined payloads. Two rules make the gateway lose nothing:
   counts them and never leases past the subscriber's `max_in_flight`: the bound holds for the
   whole gateway, every process and node together, not for each one.
 
-Ordered subscribers (CONTRACT.md 4b) are the store's too, so the rule holds across processes:
-a delivery to an ordered subscriber whose source and subject (its ordering key) has an earlier
-delivery still pending for that subscriber is stored `held`, and claims never see it. The
-transaction that records its predecessor delivered or dead makes the next one of the key
-pending, due at once.
+Ordered subscribers (docs/reference/ordering.md) are the store's too, so the rule holds across
+processes: a delivery to an ordered subscriber whose source and subject (its ordering key) has an
+earlier delivery still pending for that subscriber is stored `held`, and claims never see it. The
+transaction that records its predecessor delivered or dead makes the next one of the key pending,
+due at once (the rule, and the parts both backends share: gateway/store/ordering.py).
 
 Times are unix seconds (float) throughout: every backend stores and compares them as numbers.
 """
@@ -31,7 +31,7 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-from gateway.delivery.decide import Decision
+from gateway.store.decisions import Decision
 
 __all__ = [
     "AcceptOutcome",
@@ -51,21 +51,12 @@ __all__ = [
     "Store",
     "StoreSchemaError",
     "StoreUnavailable",
-    "ordering_key",
     "released_as",
 ]
 
 # `held`: pending, but behind an earlier delivery of its ordering key (not claimable yet).
 DeliveryState = Literal["pending", "held", "delivered", "dead"]
 AcceptOutcome = Literal["accepted", "duplicate"]
-
-
-def ordering_key(source: str, subject: str | None) -> str | None:
-    """The key ordered delivery goes by (CONTRACT.md 4b): one source's events about one
-    subject; None (never held) without a subject. A source name has no `/` (the config's
-    rule for names), so the first one separates the two, and the key reads plainly in a
-    database's own client. Every backend stores this same key."""
-    return None if subject is None else f"{source}/{subject}"
 
 
 def released_as(events: Sequence[NewEvent]) -> str:
@@ -116,9 +107,13 @@ class ClaimedDelivery(msgspec.Struct, frozen=True, kw_only=True):
     lease_token: int
     body: bytes
     # The event's source name and canonical type: queue subscribers' `{source}` / `{type}`
-    # templates (CONTRACT.md 4a).
+    # templates (docs/reference/queues.md).
     source: str = ""
     event_type: str = ""
+    # The trace a replay or redrive started for it (docs/reference/traces.md), whose attempts belong
+    # to it; None: they continue the event's own trace (its body's `traceparent`).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
@@ -253,10 +248,10 @@ class Store(ABC):
 
     @abstractmethod
     async def accept_many(self, events: Sequence[NewEvent]) -> list[AcceptOutcome]:
-        """`accept` for the events of one request (a provider that posts a batch, CONTRACT.md
-        1b `each`): all of them and their deliveries in one transaction, durably, each with its
-        own id and dedup; an outcome per event, in order (a later copy of an id in `events` is
-        a duplicate of the first)."""
+        """`accept` for the events of one request (a provider that posts a batch,
+        docs/reference/providers.md `each`): all of them and their deliveries in one transaction,
+        durably, each with its own id and dedup; an outcome per event, in order (a later copy of an
+        id in `events` is a duplicate of the first)."""
 
     @abstractmethod
     async def quarantine(
@@ -349,11 +344,14 @@ class Store(ABC):
         subscriber: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> int:
         """Make dead deliveries pending again, due now, with a fresh schedule; how many.
         `since` and `until` bound when they died. One whose ordering key has a delivery pending
         (or held) is held, and keeps its place in commit order: it goes before the held ones
-        committed after it."""
+        committed after it. `traceparent` and `tracestate`: the trace the redrive started,
+        which their attempts belong to (None: their events' own)."""
 
     @abstractmethod
     async def replay(
@@ -363,11 +361,15 @@ class Store(ABC):
         *,
         now: float,
         ordered: Collection[str] = (),
+        traceparent: str | None = None,
+        tracestate: str | None = None,
     ) -> int | None:
         """Send a stored event again to `subscribers` (due now, a fresh schedule), whether or not
         a route selected them; None when there is no such event. For those in `ordered`, as
         `redrive`: held while its ordering key has a delivery pending; a delivery the event
-        never had is a new one, behind every delivery of its subject stored before."""
+        never had is a new one, behind every delivery of its subject stored before.
+        `traceparent` and `tracestate`: the trace the replay started, which their attempts
+        belong to (None: the event's own)."""
 
     @abstractmethod
     async def event_subscribers(self, event_id: str) -> Sequence[str]:

@@ -10,7 +10,8 @@ answers every one of its callers with the error.
 Writes wait in two rooms, as in SQLite's writer: ingest's is bounded (full: StoreUnavailable at
 once, a 503, rather than memory growing while the database cannot keep up); the dispatcher's
 attempt records have one of their own, which ingest cannot fill (refusing an attempt record
-would send its delivery again). A batch takes from both, so neither starves the other.
+would send its delivery again). A batch takes from both, so neither starves the other
+(`take_batch`, which SQLite's writer thread takes its batches by too).
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ import structlog
 
 from gateway.store.base import StoreUnavailable
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "take_batch"]
 
 log = structlog.get_logger("gateway.store")
 
 W = TypeVar("W")
+T = TypeVar("T")
+
+
+def take_batch(other: deque[T], ingest: deque[T], limit: int) -> list[T]:
+    """The next batch of at most `limit` writes from the two rooms: the other room's first, up
+    to half of it, then ingest's, then more of the other's. Neither room starves the other."""
+    batch = [other.popleft() for _ in range(min(limit // 2, len(other)))]
+    batch += [ingest.popleft() for _ in range(min(limit - len(batch), len(ingest)))]
+    batch += [other.popleft() for _ in range(min(limit - len(batch), len(other)))]
+    return batch
 
 
 class _Waiting(Generic[W]):
@@ -100,15 +111,6 @@ class GroupCommit(Generic[W]):
             await self._task
             self._task = None
 
-    def _take(self) -> list[_Waiting[W]]:
-        half = self._max_batch // 2
-        batch = [self._other.popleft() for _ in range(min(half, len(self._other)))]
-        room = self._max_batch - len(batch)
-        batch += [self._ingest.popleft() for _ in range(min(room, len(self._ingest)))]
-        room = self._max_batch - len(batch)
-        batch += [self._other.popleft() for _ in range(min(room, len(self._other)))]
-        return batch
-
     async def _run(self) -> None:
         try:
             while True:
@@ -118,7 +120,7 @@ class GroupCommit(Generic[W]):
                     self._ready.clear()
                     await self._ready.wait()
                     continue
-                await self._run_batch(self._take())
+                await self._run_batch(take_batch(self._other, self._ingest, self._max_batch))
         finally:
             # Cancelled or broken: nobody may be left waiting for an answer.
             self._closed = self._closed or "the store's writer stopped"

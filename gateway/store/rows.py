@@ -46,7 +46,7 @@ def quarantined_payload(row: Row) -> QuarantinedPayload:
 
 def claimed_delivery(row: Row, *, lease_token: int) -> ClaimedDelivery:
     """(delivery id, event_id, subscriber, attempts, created_at, next_attempt_at, -, body,
-    source, type), leased under `lease_token`."""
+    source, type, traceparent, tracestate), leased under `lease_token`."""
     return ClaimedDelivery(
         delivery_id=int(row[0]),
         event_id=row[1],
@@ -58,6 +58,8 @@ def claimed_delivery(row: Row, *, lease_token: int) -> ClaimedDelivery:
         body=bytes(row[7]),
         source=row[8],
         event_type=row[9],
+        traceparent=row[10],
+        tracestate=row[11],
     )
 
 

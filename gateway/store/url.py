@@ -5,20 +5,31 @@ redacted, and `reveal()` is for the one place that connects (`open_store`).
 A libpq URL holds secrets in two places: the password of its user information
 (`postgresql://user:password@host/db`) and the `password` and `sslpassword` query parameters.
 Both are replaced by MASK in the display form. libpq reads the URL itself (the store hands it over
-as it is), so nothing here interprets it further than finding those two places.
+as it is), so nothing here interprets it further than finding those two places, and
+`check_store_url` (what a store URL may be, as `[store] url`'s check) asks libpq what it would
+refuse.
 """
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from gateway.secret_url import MASK, SecretUrl
 
-__all__ = ["MASK", "POSTGRESQL_SCHEMES", "SQLITE_PREFIX", "StoreUrl", "redacted_store_url"]
+__all__ = [
+    "MASK",
+    "POSTGRESQL_SCHEMES",
+    "SQLITE_PREFIX",
+    "StoreUrl",
+    "check_store_url",
+    "redacted_store_url",
+]
 SQLITE_PREFIX = "sqlite:///"
 POSTGRESQL_SCHEMES = ("postgresql", "postgres")
 # libpq's query parameters whose value is a secret: the password, and the one of the client key.
 _SECRET_PARAMETERS = ("password", "sslpassword")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 
 
 def _split(url: str) -> tuple[str, str, str, str] | None:
@@ -107,3 +118,76 @@ class StoreUrl(SecretUrl):
 
     def _shown(self) -> str:
         return self.redacted
+
+
+def check_store_url(store_url: StoreUrl) -> StoreUrl:
+    """`store_url` if it is SQLite or PostgreSQL in a form that opens, else ValueError saying
+    what is wrong (check-config's sentence). The URL is never quoted: it may carry a password."""
+    url = store_url.reveal()
+    if url.startswith(SQLITE_PREFIX):
+        database = url.removeprefix(SQLITE_PREFIX)
+        if not database:
+            raise ValueError("the database path is missing: sqlite:///<path>")
+        if "?" in database:
+            raise ValueError("query parameters are not supported: sqlite:///<path>")
+        if database == ":memory:":
+            raise ValueError(
+                "an in-memory database loses every event when the process stops;"
+                " give a file path: sqlite:///<path>"
+            )
+        return store_url
+    if url.startswith(tuple(f"{scheme}://" for scheme in POSTGRESQL_SCHEMES)):
+        _check_postgresql_url(url)
+        return store_url
+    scheme = url.partition(":")[0].lower() if _URL_SCHEME.match(url) else ""
+    if scheme == "sqlite":
+        raise ValueError("expected sqlite:///<path> (three slashes, then the path)")
+    if scheme in POSTGRESQL_SCHEMES:
+        raise ValueError("expected postgresql://... or postgres://... (in lower case, then //)")
+    if scheme:
+        raise ValueError(
+            f"the {scheme} store is not supported; use sqlite:///<path> or postgresql://..."
+        )
+    raise ValueError("expected a store URL: sqlite:///<path> or postgresql://...")
+
+
+def _check_postgresql_url(url: str) -> None:
+    """What libpq would refuse in `url` before connecting. libpq itself reads it (psycopg's
+    `conninfo_to_dict` is its PQconninfoParse): this only adds what a gateway needs, a host
+    (or a socket directory) to reach and ports that are ports."""
+    if any(character.isspace() or ord(character) < 32 for character in url):
+        raise ValueError(
+            "not a URL: it contains whitespace or control characters (percent-encode them)"
+        )
+    # Imported here: only a PostgreSQL URL needs libpq.
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parameters = conninfo_to_dict(url)
+    except psycopg.Error as error:
+        reason = _libpq_reason(str(error)) if '"' not in url else None
+        shown = StoreUrl(url).scrub(f": {reason}") if reason else ""
+        raise ValueError(f"libpq cannot read the URL{shown}") from None
+    hosts = [str(parameters.get(key) or "") for key in ("host", "hostaddr")]
+    if not any(host.strip(",") for host in hosts):
+        raise ValueError(
+            "the URL names no host: postgresql://<user>:<password>@<host>:<port>/<database>,"
+            " or a socket directory as ?host=/run/postgresql"
+        )
+    for port in str(parameters.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError("a port is not a number from 1 to 65535")
+
+
+def _libpq_reason(message: str) -> str | None:
+    """libpq's complaint without what it quotes of the URL (`"pw%zz"`: a piece of it may be the
+    password); a one-character quote names a separator (`"="`) and stays. None when its quotes
+    do not pair up (nothing of it is then safe to show)."""
+    lines = message.strip().splitlines()
+    if not lines or lines[0].count('"') % 2:
+        return None
+    reason = re.sub(
+        r'"([^"]*)"', lambda quote: quote[0] if len(quote[1]) <= 1 else "(...)", lines[0]
+    )
+    return reason.rstrip(": ") or None

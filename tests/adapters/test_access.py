@@ -1,4 +1,4 @@
-"""Address allow-lists and shared tokens (CONTRACT.md 1 and 1a).
+"""Address allow-lists and shared tokens (docs/reference/ingress.md).
 
 Unsigned providers (FinchPay, account-lifecycle) authenticate with a token (query parameter
 `token_param`, default `token`, or `Authorization: Bearer`) and/or `allow_ips`; with both set,

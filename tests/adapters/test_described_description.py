@@ -1,4 +1,5 @@
-"""Checking a provider description (CONTRACT.md 1b): every problem, at its place, with hints.
+"""Checking a provider description (docs/reference/providers.md): every problem, at its place, with
+hints.
 
 `parse_description` is what check-config runs on `[providers.<name>]`; each test here is one
 message a user can see, and the place it is reported at.

@@ -1,4 +1,4 @@
-"""Properties of reading a described provider's events (CONTRACT.md 1b).
+"""Properties of reading a described provider's events (docs/reference/providers.md).
 
 On any JSON (and any bytes), normalize returns a canonical event or raises InvalidPayload, and
 nothing else: a provider's body can make a 422, never a 500. The generated Structs
@@ -257,7 +257,7 @@ PROVIDER_TYPES = st.sampled_from(
 
 
 def reference_mapping(table: dict[str, str], provider_type: str) -> str | None:
-    """CONTRACT.md 1b's rules, written the slow and obvious way."""
+    """docs/reference/providers.md's rules, written the slow and obvious way."""
     if provider_type in table and not provider_type.endswith("*"):
         return table[provider_type]
     matching = [key for key in table if key.endswith("*") and provider_type.startswith(key[:-1])]

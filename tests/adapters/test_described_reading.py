@@ -1,5 +1,5 @@
-"""Reading a described provider's events (CONTRACT.md 1b): fields, money, times, ids, `each`,
-types, samples, and what a described adapter says about itself."""
+"""Reading a described provider's events (docs/reference/providers.md): fields, money, times, ids,
+`each`, types, samples, and what a described adapter says about itself."""
 
 from __future__ import annotations
 

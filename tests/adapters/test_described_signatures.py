@@ -1,4 +1,4 @@
-"""Properties of the signature schemes a described provider may have (CONTRACT.md 1b).
+"""Properties of the signature schemes a described provider may have (docs/reference/providers.md).
 
 For each variant (one per scheme and per spelling that matters: pairs and literal formats, hex
 and base64, every key form, timestamps in the header or their own header in s, ms and ISO 8601,

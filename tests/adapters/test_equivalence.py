@@ -1,12 +1,13 @@
 """The same real-world fact gets the same canonical type and status whichever provider reports it.
 
-Every cell of CONTRACT.md section 3, and the status rule of section 2, written out here
+Every cell of docs/reference/types.md, and the status rule of section 2, written out here
 independently of the adapters' own tables and of schemas/taxonomy.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 
 import msgspec
 import pytest
@@ -87,8 +88,8 @@ CONTRACT_TABLE: dict[str, dict[str, list[str]]] = {
     "system.security_alert": {"finaegis": ["system.security_alert"]},
 }
 
-# canonical type -> `data.status` (CONTRACT.md 2): the action, except null for the types that
-# report something other than a new state of the subject. Written out, not computed.
+# canonical type -> `data.status` (docs/reference/event.md): the action, except null for the types
+# that report something other than a new state of the subject. Written out, not computed.
 CONTRACT_STATUS: dict[str, str | None] = {
     "account.created": "created",
     "account.updated": None,
@@ -128,15 +129,40 @@ CONTRACT_STATUS: dict[str, str | None] = {
     "workflow.anything_new": "anything_new",
     "system.security_alert": None,
 }
-# Adapters whose payload has a status field of its own (CONTRACT.md 2); FinchPay's status is its
-# event type, and the lifecycle provider has none.
+# Adapters whose payload has a status field of its own (docs/reference/event.md); FinchPay's status
+# is its event type, and the lifecycle provider has none.
 STATUS_FIELD_ADAPTERS = frozenset({"finaegis", "finfusion", "finexer"})
+STATUS_IS_TYPE_ADAPTERS = frozenset({"finchpay"})
+NO_STATUS_ADAPTERS = frozenset({"account_lifecycle"})
+
+
+def test_every_builtin_adapter_has_its_column_in_the_contract_table() -> None:
+    # A new built-in fails here until its spellings are written out above.
+    named = {adapter for columns in CONTRACT_TABLE.values() for adapter in columns}
+    assert named == set(ADAPTERS)
+
+
+def test_every_builtin_adapter_says_where_its_provider_status_is() -> None:
+    groups = (STATUS_FIELD_ADAPTERS, STATUS_IS_TYPE_ADAPTERS, NO_STATUS_ADAPTERS)
+    assert sum(len(group) for group in groups) == len(set().union(*groups))  # disjoint
+    assert set().union(*groups) == set(ADAPTERS)
+
+
+def _provider_status(adapter: str, spelling: str, own_field: str | None) -> str | None:
+    """`data.provider_status` of `adapter` reporting `spelling` with `own_field` in its status
+    field (docs/reference/event.md)."""
+    if adapter in STATUS_FIELD_ADAPTERS:
+        return own_field
+    if adapter in STATUS_IS_TYPE_ADAPTERS:
+        return spelling  # the status is the event: `COMPLETE` stays
+    assert adapter in NO_STATUS_ADAPTERS, adapter
+    return None  # the lifecycle provider has no status field
 
 
 def _body(adapter: str, spelling: str, provider_status: str | None = None) -> bytes:
     """The smallest body of `adapter` reporting `spelling`, with `provider_status` in the field
-    CONTRACT.md 2 names for the provider's own status (FinchPay's is its type; the lifecycle
-    provider has none)."""
+    docs/reference/event.md names for the provider's own status (FinchPay's is its type; the
+    lifecycle provider has none)."""
     status = {} if provider_status is None else {"status": provider_status}
     builders: dict[str, Callable[[str], object]] = {
         "finaegis": lambda t: {"event": t, "timestamp": "2025-01-14T10:30:00+00:00", **status},
@@ -177,18 +203,22 @@ def test_transfer_succeeded_is_one_type_across_three_providers() -> None:
     assert {event.data.status for event in events} == {"succeeded"}
 
 
-@pytest.mark.parametrize(
-    ("adapter", "spelling", "expected"),
-    [
-        ("finaegis", "balance.low", "finaegis.balance.low"),
-        ("finaegis", "swap.completed", "finaegis.swap.completed"),
-        ("finfusion", "customer.created", "finfusion.customer.created"),
-        ("finexer", "account.updated", "finexer.account.updated"),
-        ("finchpay", "WAITING_FOR_KYC", "finchpay.WAITING_FOR_KYC"),
-        ("account_lifecycle", "CARD_ISSUED", "account_lifecycle.CARD_ISSUED"),
-        ("account_lifecycle", "4001", "account_lifecycle.4001"),
-    ],
-)
+UNMAPPED_CASES = [
+    ("finaegis", "balance.low", "finaegis.balance.low"),
+    ("finaegis", "swap.completed", "finaegis.swap.completed"),
+    ("finfusion", "customer.created", "finfusion.customer.created"),
+    ("finexer", "account.updated", "finexer.account.updated"),
+    ("finchpay", "WAITING_FOR_KYC", "finchpay.WAITING_FOR_KYC"),
+    ("account_lifecycle", "CARD_ISSUED", "account_lifecycle.CARD_ISSUED"),
+    ("account_lifecycle", "4001", "account_lifecycle.4001"),
+]
+
+
+def test_every_builtin_adapter_has_an_unmapped_case() -> None:
+    assert {adapter for adapter, _, _ in UNMAPPED_CASES} == set(ADAPTERS)
+
+
+@pytest.mark.parametrize(("adapter", "spelling", "expected"), UNMAPPED_CASES)
 def test_unknown_provider_type_is_accepted_as_unmapped(
     adapter: str, spelling: str, expected: str
 ) -> None:
@@ -198,11 +228,7 @@ def test_unknown_provider_type_is_accepted_as_unmapped(
     assert event.data.kind == "unmapped"
     # No canonical status for what no table knows; the provider's own word is still kept.
     assert event.data.status is None
-    expected_provider_status = {
-        "finchpay": spelling,
-        "account_lifecycle": None,
-    }.get(adapter, "Weird Status")
-    assert event.data.provider_status == expected_provider_status
+    assert event.data.provider_status == _provider_status(adapter, spelling, "Weird Status")
 
 
 def test_lifecycle_maps_by_code_when_identifier_is_unknown() -> None:
@@ -222,24 +248,31 @@ def test_lifecycle_maps_by_identifier_when_code_is_unknown() -> None:
     assert event.type == "account.debited"
 
 
-def test_every_adapter_table_names_only_canonical_types() -> None:
-    from adapters import account_lifecycle, finaegis, finchpay, finexer, finfusion
+def _type_tables(adapter: str) -> dict[str, Mapping[object, str]]:
+    """The `*_TABLE` mappings of the module `adapter` is defined in (TYPE_TABLE; the lifecycle
+    provider's IDENTIFIER_TABLE and CODE_TABLE)."""
+    module = inspect.getmodule(ADAPTERS[adapter].read_facts)
+    assert module is not None, adapter
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name.endswith("_TABLE") and isinstance(value, Mapping)
+    }
+
+
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_every_adapter_table_names_only_canonical_types(adapter: str) -> None:
     from schemas.taxonomy import is_canonical_type
 
-    tables = [
-        finaegis.TYPE_TABLE,
-        finexer.TYPE_TABLE,
-        finfusion.TYPE_TABLE,
-        finchpay.TYPE_TABLE,
-        account_lifecycle.IDENTIFIER_TABLE,
-        account_lifecycle.CODE_TABLE,
-    ]
-    for table in tables:
+    tables = _type_tables(adapter)
+    assert tables, f"{adapter} has no *_TABLE of provider types"
+    for table_name, table in tables.items():
         for provider_type, canonical in table.items():
-            assert is_canonical_type(canonical), f"{provider_type} -> {canonical}"
+            assert is_canonical_type(canonical), f"{table_name}: {provider_type} -> {canonical}"
 
 
-# `data.status` is canonical; `data.provider_status` is the provider's word (CONTRACT.md 2).
+# `data.status` is canonical; `data.provider_status` is the provider's word
+# (docs/reference/event.md).
 
 
 def _normalize(adapter: str, body: bytes) -> tuple[str | None, str | None]:
@@ -266,12 +299,7 @@ def test_provider_status_is_the_providers_own_word_verbatim(
     canonical: str, adapter: str, spelling: str, provider_word: str | None
 ) -> None:
     _, provider_status = _normalize(adapter, _body(adapter, spelling, provider_word))
-    if adapter in STATUS_FIELD_ADAPTERS:
-        assert provider_status == provider_word
-    elif adapter == "finchpay":
-        assert provider_status == spelling  # the status is the event: `COMPLETE` stays
-    else:
-        assert provider_status is None  # the lifecycle provider has no status field
+    assert provider_status == _provider_status(adapter, spelling, provider_word)
 
 
 def _sample(adapter: str, spelling: str) -> bytes:
@@ -291,10 +319,7 @@ def test_one_fact_gets_one_status_whichever_provider_reports_it(canonical: str) 
     assert {status for status, _ in results.values()} == {CONTRACT_STATUS[canonical]}
     for (adapter, spelling), (_, provider_status) in results.items():
         # The samples write the provider's own word as its APIs do: the last part of the type.
-        expected = {
-            "finchpay": spelling,
-            "account_lifecycle": None,
-        }.get(adapter, spelling.rpartition(".")[2])
+        expected = _provider_status(adapter, spelling, spelling.rpartition(".")[2])
         assert provider_status == expected, (adapter, spelling)
 
 

@@ -1,7 +1,8 @@
 """Every fixture under tests/fixtures/<adapter>/ becomes the canonical event its `.case.json` says.
 
-The expectations were written by hand from CONTRACT.md and PROVIDERS.md, not by running the code,
-so this is an independent oracle for the mappings. `expect` is partial: each key given must match.
+The expectations were written by hand from the reference (docs/) and the providers' pages, not
+by running the code, so this is an independent oracle for the mappings. `expect` is partial:
+each key given must match.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Whatever an authenticated client posts, normalize answers with an event or InvalidPayload.
 
-CONTRACT.md 1: a body that is not JSON or not the provider's shape is a 422 with a path and a
-reason, and is quarantined; it must never be a 500. So for every adapter: truncated JSON, wrong
-types for each typed field its Structs declare, missing required fields, empty and non-object
+docs/reference/ingress.md: a body that is not JSON or not the provider's shape is a 422 with a path
+and a reason, and is quarantined; it must never be a 500. So for every adapter: truncated JSON,
+wrong types for each typed field its Structs declare, missing required fields, empty and non-object
 bodies, absurd nesting, huge numbers, invalid UTF-8, NUL bytes and over-long types each raise
-InvalidPayload (a `$...` path, a reason), and no input at all raises anything else. Every event
-that does come out validates against the checked-in JSON Schema, decodes back, and obeys the
-status rule of CONTRACT.md 2 (`data.status` from the type alone, `data.provider_status` the
-provider's own word).
+InvalidPayload (a `$...` path, a reason), and no input at all raises anything else. Every event that
+does come out validates against the checked-in JSON Schema, decodes back, and obeys the status rule
+of docs/reference/event.md (`data.status` from the type alone, `data.provider_status` the provider's
+own word).
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ TIME_FIELD: dict[str, Path] = {
     "finfusion": ("created",),
     "finchpay": ("event_time",),
 }
+# The lifecycle provider's payload has no time field.
+NO_TIME_FIELD = frozenset({"account_lifecycle"})
 # Fields without which there is no event: the Structs' required ones, plus the type.
 REQUIRED: dict[str, list[str]] = {
     "finaegis": ["event"],
@@ -103,6 +105,22 @@ TYPE_TABLES: dict[str, list[str]] = {
 }
 WRONG_TYPE_CANDIDATES: tuple[Any, ...] = (None, True, 7, 1.5, "text", [1], {"k": 1})
 DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    "table",
+    [STRUCTS, MINIMAL, TYPE_FIELD, AMOUNT_FIELD, REQUIRED, TYPE_TABLES],
+    ids=["STRUCTS", "MINIMAL", "TYPE_FIELD", "AMOUNT_FIELD", "REQUIRED", "TYPE_TABLES"],
+)
+def test_every_table_here_names_every_builtin_adapter(table: Mapping[str, object]) -> None:
+    # A new built-in fails here until its fields are written out above.
+    assert set(table) == set(ADAPTERS)
+
+
+def test_every_builtin_adapter_has_a_time_field_or_none() -> None:
+    assert not set(TIME_FIELD) & NO_TIME_FIELD
+    assert set(TIME_FIELD) | NO_TIME_FIELD == set(ADAPTERS)
+
 
 VALIDATOR = jsonschema.Draft202012Validator(
     json.loads(SCHEMA_PATH.read_text(encoding="utf-8")),
@@ -163,8 +181,8 @@ def invalid(adapter: str, body: bytes, headers: Mapping[str, str] | None = None)
     return error
 
 
-# CONTRACT.md 2, written out independently of schemas/taxonomy.py: the types whose `data.status`
-# is null although they are mapped (besides every `system.*`).
+# docs/reference/event.md, written out independently of schemas/taxonomy.py: the types whose
+# `data.status` is null although they are mapped (besides every `system.*`).
 STATELESS_TYPES = frozenset(
     {
         "account.updated",
@@ -178,7 +196,7 @@ STATELESS_TYPES = frozenset(
 
 
 def contract_status(event: CanonicalEvent) -> str | None:
-    """`data.status` as CONTRACT.md 2 defines it: the action of the type, or null."""
+    """`data.status` as docs/reference/event.md defines it: the action of the type, or null."""
     kind, _, action = event.type.partition(".")
     if event.data.kind == "unmapped" or kind == "system" or event.type in STATELESS_TYPES:
         return None
@@ -186,7 +204,8 @@ def contract_status(event: CanonicalEvent) -> str | None:
 
 
 def contract_provider_status(adapter: str, payload: Any) -> Any:
-    """`data.provider_status` as CONTRACT.md 2 defines it, read from the provider's JSON."""
+    """`data.provider_status` as docs/reference/event.md defines it, read from the provider's
+    JSON."""
     data = payload.get("data")
     if adapter in ("finexer", "finfusion"):
         target = data.get("object") if isinstance(data, dict) else None
@@ -197,6 +216,7 @@ def contract_provider_status(adapter: str, payload: Any) -> Any:
         return own if own is not None else payload.get("status")
     if adapter == "finchpay":
         return payload["status"]
+    assert adapter == "account_lifecycle", f"no provider_status rule for {adapter} here"
     return None  # the lifecycle provider has no status field
 
 

@@ -3,7 +3,7 @@ reads its provider's documented examples into the canonical events written here 
 
 The fixtures under tests/fixtures/presets/<preset>/ are examples shaped as the providers'
 documentation shows them; each `<example>.case.json` says what the canonical event must be
-(partially: each key given must match), written from CONTRACT.md, not by running the code.
+(partially: each key given must match), written from the reference (docs/), not by running the code.
 The signature schemes are checked against the providers' own libraries in
 test_presets_reference.py; the providers without such a library here (Paystack, Coinbase
 Commerce, Dwolla, Wise) are checked below against their documented scheme, computed
@@ -45,7 +45,7 @@ CASES = sorted(PRESET_FIXTURES.glob("*/*.case.json"))
 ABSENT = "__absent__"
 SQUARE_URL = "https://hooks.example.com/webhooks/square-main"
 REQUIRED = {"stripe", "gocardless", "square", "razorpay"}
-# CONTRACT.md 1b: four or more of these.
+# docs/reference/providers.md: four or more of these.
 OPTIONAL = {
     "paystack",
     "checkout",
@@ -187,7 +187,7 @@ def test_loading_twice_gives_the_same_presets() -> None:
     assert sources == PRESET_SOURCES
 
 
-# Stripe: what CONTRACT.md 1b requires of its preset.
+# Stripe: what docs/reference/providers.md requires of its preset.
 
 STRIPE_REQUIRED = {
     "payment_intent.succeeded": "payment.succeeded",

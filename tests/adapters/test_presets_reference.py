@@ -13,11 +13,11 @@ request is signed the way the provider's documentation says, by code written her
 by the gateway's own signer. The property: the preset accepts a request with its source's
 secrets exactly when the library accepts it with one of those secrets.
 
-Two differences are on purpose, and each has its own test below: Stripe's verifier accepts
-any timestamp from the future, the gateway rejects one beyond the tolerance (CONTRACT.md 1b:
-"either way"); and the libraries that compare the signature's text reject the same digest
-spelled otherwise (hex in upper case; base64 with other spare bits), which the gateway reads
-as the digest it is, as the built-in adapters do.
+Two differences are on purpose, and each has its own test below: Stripe's verifier accepts any
+timestamp from the future, the gateway rejects one beyond the tolerance
+(docs/reference/providers.md: "either way"); and the libraries that compare the signature's text
+reject the same digest spelled otherwise (hex in upper case; base64 with other spare bits), which
+the gateway reads as the digest it is, as the built-in adapters do.
 """
 
 from __future__ import annotations

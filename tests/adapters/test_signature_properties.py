@@ -1,4 +1,4 @@
-"""Properties of every signature scheme and spelling (CONTRACT.md 1a, PROVIDERS.md).
+"""Properties of every signature scheme and spelling (docs/reference/ingress.md, PROVIDERS.md).
 
 For each variant: a signature made with the secret verifies for any body; changing any one byte
 of the body, the signed timestamp or the signature fails with InvalidSignature (and nothing

@@ -1,5 +1,5 @@
-"""The admin API (CONTRACT.md 8) against a real `gateway serve`: auth, every path, filters,
-cursors, the 404s and 422s, and what its log lines leave out."""
+"""The admin API (docs/reference/admin.md) against a real `gateway serve`: auth, every path,
+filters, cursors, the 404s and 422s, and what its log lines leave out."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A pause is the store's: two `gateway serve` processes on one SQLite store, paused through
 one, and neither delivers (deliveries stay pending, no attempt spent); resumed through the
-other, and they flow (CONTRACT.md 8)."""
+other, and they flow (docs/reference/admin.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""CONTRACT.md 4, the circuit breaker, against a real `gateway serve` of two worker processes
-(each receiving and delivering, sharing the store) and a real HTTP subscriber.
+"""docs/reference/delivery.md, the circuit breaker, against a real `gateway serve` of two worker
+processes (each receiving and delivering, sharing the store) and a real HTTP subscriber.
 
 Only failures that say the subscriber is unhealthy open a circuit: an answer about one message
 (a 400 to every card event) never pauses the subscriber's other deliveries. And while a circuit

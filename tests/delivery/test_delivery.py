@@ -1,4 +1,4 @@
-"""CONTRACT.md section 4 (delivery), against a real `gateway serve` and real HTTP subscribers.
+"""docs/reference/delivery.md (delivery), against a real `gateway serve` and real HTTP subscribers.
 
 Each test starts its own gateway (tests/service/harness.py) with a config naming one or more
 subscribers from tests/delivery/subscriber.py, posts FinchPay events (token auth, the cheapest

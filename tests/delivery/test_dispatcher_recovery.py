@@ -1,5 +1,5 @@
 """The dispatch loop survives anything its step raises: it restarts by itself with backoff,
-/readyz answers 503 while it is down (CONTRACT.md 6), and deliveries still arrive.
+/readyz answers 503 while it is down (docs/reference/cli.md), and deliveries still arrive.
 
 The fault is a store whose `claim_due` raises RuntimeError a few times: the app runs in this
 process (under uvicorn, on a loopback port, the real SQLite store underneath), because a fault

@@ -1,7 +1,7 @@
 """`max_in_flight`: under a backlog a subscriber gets exactly that many requests at once, and the
 gateway holds no more than that many of its deliveries at a time (README: Delivery, Bounded),
 whether one process sends them or several (`serve --workers 3`): the bound is the whole
-gateway's, counted by the store's claim (CONTRACT.md 7, 7a).
+gateway's, counted by the store's claim (docs/reference/nodes.md, processes.md).
 
 The HTTP client's pool alone would keep one process's peak at the bound even if the dispatcher
 claimed without one; the leases in the store show what the dispatchers took. Each process has

@@ -1,5 +1,5 @@
-"""CONTRACT.md 4 against subscribers that misbehave: a real `gateway serve`, and a raw TCP
-subscriber (tests/delivery/misbehaving.py) that answers with a huge body, gzip garbage, a
+"""docs/reference/delivery.md against subscribers that misbehave: a real `gateway serve`, and a raw
+TCP subscriber (tests/delivery/misbehaving.py) that answers with a huge body, gzip garbage, a
 trickle, silence, or a reset in the middle of its answer.
 
 Each case asserts the attempts counted (in the store and at the subscriber), that no two

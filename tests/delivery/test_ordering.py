@@ -1,5 +1,5 @@
-"""CONTRACT.md 4b (ordered delivery per subject), against a real `gateway serve`, one and two
-worker processes, and a real HTTP subscriber that fails some events a few times.
+"""docs/reference/ordering.md (ordered delivery per subject), against a real `gateway serve`, one
+and two worker processes, and a real HTTP subscriber that fails some events a few times.
 
 Events are posted one at a time, each after the previous one's 200: that is their commit order.
 Per subject the subscriber must see them one at a time in that order (each request after the

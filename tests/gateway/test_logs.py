@@ -273,4 +273,4 @@ def test_uvicorn_records_from_the_level_asked_become_json_lines(
     assert "RuntimeError: a bug in the app" in failed["exception"]
     assert not [line for line in lines if "startup" in str(line.get("message"))]
     # Configured twice, one handler of ours: one line a record.
-    assert sum(isinstance(h, logs._UvicornRecords) for h in uvicorn_logger.handlers) == 1
+    assert sum(isinstance(h, logs._LibraryRecords) for h in uvicorn_logger.handlers) == 1

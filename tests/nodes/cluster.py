@@ -1,7 +1,7 @@
-"""Several `gateway serve` processes on one PostgreSQL database (CONTRACT.md 7), for black-box
-tests: each node is a real subprocess (tests/service/harness.py's GatewayProcess) in its own
-working directory, on its own free port, with the same config file: one `[store] url` naming
-the test's database, FinchPay as the source (a token: the cheapest event to make) and one HTTP
+"""Several `gateway serve` processes on one PostgreSQL database (docs/reference/nodes.md), for
+black-box tests: each node is a real subprocess (tests/service/harness.py's GatewayProcess) in its
+own working directory, on its own free port, with the same config file: one `[store] url` naming the
+test's database, FinchPay as the source (a token: the cheapest event to make) and one HTTP
 subscriber, `ledger`, the verifying one of tests/delivery/subscriber.py.
 """
 

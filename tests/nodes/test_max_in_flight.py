@@ -1,7 +1,7 @@
-"""`max_in_flight` is the whole gateway's (CONTRACT.md 7): two nodes on one PostgreSQL database,
-each posted half of a backlog for one slow subscriber, together have at most that many sends to
-it under way, not that many each. Each node's HTTP pool holds `max_in_flight` connections, so
-only the store's claim (which counts every node's live leases) keeps the peak at the bound.
+"""`max_in_flight` is the whole gateway's (docs/reference/nodes.md): two nodes on one PostgreSQL
+database, each posted half of a backlog for one slow subscriber, together have at most that many
+sends to it under way, not that many each. Each node's HTTP pool holds `max_in_flight` connections,
+so only the store's claim (which counts every node's live leases) keeps the peak at the bound.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""PostgreSQL stopped under load (CONTRACT.md 7): two nodes answer 503 while it is down, never a
-200 for an event they could not commit, and both ingest and delivery come back by themselves
+"""PostgreSQL stopped under load (docs/reference/nodes.md): two nodes answer 503 while it is down,
+never a 200 for an event they could not commit, and both ingest and delivery come back by themselves
 once it is up again, with no node restarted.
 
 This test stops the database, so it runs its own PostgresServer (tests/postgres_server.py),

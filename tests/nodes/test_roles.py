@@ -1,6 +1,6 @@
-"""An `ingest` node and a `deliver` node on one PostgreSQL database (CONTRACT.md 7, server.role):
-what the first accepts, the second sends, woken by the store's LISTEN/NOTIFY rather than its
-poll; the first sends nothing, the second takes no webhooks."""
+"""An `ingest` node and a `deliver` node on one PostgreSQL database (docs/reference/nodes.md,
+server.role): what the first accepts, the second sends, woken by the store's LISTEN/NOTIFY rather
+than its poll; the first sends nothing, the second takes no webhooks."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""A circuit breaker is one state for every node (CONTRACT.md 7): once a failing subscriber's
-circuit opens, no node sends to it until the pause ends, and then one probe goes out across all
-nodes, not one per node.
+"""A circuit breaker is one state for every node (docs/reference/nodes.md): once a failing
+subscriber's circuit opens, no node sends to it until the pause ends, and then one probe goes out
+across all nodes, not one per node.
 
 The probe is taken by compare-and-set on the shared circuit (gateway/delivery/circuit.py
 `take_probe`): before it was, each process let its own probe through, and two nodes sent two.

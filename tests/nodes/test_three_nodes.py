@@ -1,4 +1,4 @@
-"""Three gateway nodes on one PostgreSQL database behave as one gateway (CONTRACT.md 7).
+"""Three gateway nodes on one PostgreSQL database behave as one gateway (docs/reference/nodes.md).
 
 Each node is a real `gateway serve` on its own port with the same config (one database of the
 shared test cluster), and one verifying HTTP subscriber (tests/delivery/subscriber.py: every
@@ -42,8 +42,8 @@ from tests.postgres_server import PostgresServer
 from tests.service.harness import free_port
 
 NODES = 3
-# The whole gateway's (CONTRACT.md 7): the nodes together never have more sends to `ledger`
-# under way than this, so it also bounds what one killed node can have had in flight.
+# The whole gateway's (docs/reference/nodes.md): the nodes together never have more sends to
+# `ledger` under way than this, so it also bounds what one killed node can have had in flight.
 MAX_IN_FLIGHT = 8
 # What "within about a second" may take on a loaded 2-core machine.
 PROMPT_SECONDS = 2.5

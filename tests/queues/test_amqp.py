@@ -1,4 +1,4 @@
-"""CONTRACT.md 4a, RabbitMQ: a real rabbitmq-server, a real `gateway serve`, and aiormq
+"""docs/reference/queues.md, RabbitMQ: a real rabbitmq-server, a real `gateway serve`, and aiormq
 declaring the exchange and queue and taking the messages as a consumer would."""
 
 from __future__ import annotations
@@ -73,7 +73,14 @@ def test_amqp_queue_gets_every_event_confirmed_persistent_and_signed(
         # AMQP header values are strings (longstr), the timestamp the attempt's.
         raw_headers = message.extra["raw_headers"]
         assert isinstance(raw_headers, dict)
-        assert set(raw_headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+        # `traceparent`: the attempt's trace context (docs/reference/traces.md), sent without an
+        # endpoint.
+        assert set(raw_headers) == {
+            "webhook-id",
+            "webhook-timestamp",
+            "webhook-signature",
+            "traceparent",
+        }
         assert all(isinstance(value, str | bytes) for value in raw_headers.values())
         timestamp = message.extra["timestamp"]
         assert isinstance(timestamp, datetime)

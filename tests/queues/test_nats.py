@@ -1,5 +1,5 @@
-"""CONTRACT.md 4a, NATS JetStream: a real nats-server -js, a real `gateway serve`, and nats-py
-reading the stream as a consumer would."""
+"""docs/reference/queues.md, NATS JetStream: a real nats-server -js, a real `gateway serve`, and
+nats-py reading the stream as a consumer would."""
 
 from __future__ import annotations
 
@@ -57,12 +57,15 @@ def test_nats_stream_gets_every_event_signed_on_its_type_subject(
     assert sorted(message.headers["webhook-id"] for message in messages) == sorted(ids)
     for message in messages:
         event_id = message.headers["webhook-id"]
+        # `traceparent`: the attempt's trace context (docs/reference/traces.md), sent without an
+        # endpoint.
         assert set(message.headers) == {
             "webhook-id",
             "webhook-timestamp",
             "webhook-signature",
             "content-type",
             "Nats-Msg-Id",
+            "traceparent",
         }
         assert message.headers["Nats-Msg-Id"] == event_id
         assert message.headers["content-type"] == CONTENT_TYPE

@@ -1,5 +1,5 @@
-"""CONTRACT.md 4a, Redis Streams: a real redis-server, a real `gateway serve`, and redis-py
-reading the stream as a consumer would."""
+"""docs/reference/queues.md, Redis Streams: a real redis-server, a real `gateway serve`, and
+redis-py reading the stream as a consumer would."""
 
 from __future__ import annotations
 
@@ -61,11 +61,14 @@ def test_redis_stream_gets_every_event_signed_with_the_contracted_fields(
     messages = redis_messages(redis_server.url, stream)
     assert sorted(message.headers["webhook-id"] for message in messages) == sorted(ids)
     for message in messages:
+        # `traceparent`: the attempt's trace context (docs/reference/traces.md), sent without an
+        # endpoint.
         assert set(message.headers) == {
             "webhook-id",
             "webhook-timestamp",
             "webhook-signature",
             "content-type",
+            "traceparent",
         }
         assert message.headers["content-type"] == CONTENT_TYPE
         assert message.headers["webhook-timestamp"].isdigit()

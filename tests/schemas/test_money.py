@@ -1,4 +1,4 @@
-"""Money is exact (CONTRACT.md section 2): a decimal string and an upper-case code, never a float.
+"""Money is exact (docs/reference/event.md): a decimal string and an upper-case code, never a float.
 
 Minor units get exactly the ISO 4217 exponent's number of decimals; major units keep the
 provider's digits; anything that is not a plain decimal, or longer than 38 digits, is refused.

@@ -1,4 +1,4 @@
-"""`data.status` follows from the canonical type alone (CONTRACT.md 2)."""
+"""`data.status` follows from the canonical type alone (docs/reference/event.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Provider times into UTC (CONTRACT.md section 2: `time` is RFC 3339, UTC, to the microsecond).
+"""Provider times into UTC (docs/reference/event.md: `time` is RFC 3339, UTC, to the microsecond).
 
 ISO 8601 with any offset, `Z` with nanoseconds (FinchPay), unix seconds (FinFusion), and text
 without a zone (taken as UTC). Anything else is a TimestampError, never another exception.

@@ -1,5 +1,5 @@
 """The operator's commands against a running gateway: reprocess and sample; and what the file
-subscriber writes (CONTRACT.md 4)."""
+subscriber writes (docs/reference/delivery.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from adapters import finfusion
+from adapters.registry import ADAPTERS
 from gateway.store import Store
 from gateway.store.base import QuarantinedPayload
 from tests.service.harness import BASE_CONFIG, GatewayProcess
@@ -112,6 +113,7 @@ def test_reprocess_accepts_and_routes_what_now_reads(tmp_path: Path) -> None:
 def test_sample_posts_a_correctly_signed_webhook_of_every_adapter(
     gateway: GatewayProcess,
 ) -> None:
+    # The harness's source of each built-in adapter (BASE_CONFIG).
     targets = {
         "finaegis": "finaegis",
         "finexer": "finexer",
@@ -119,6 +121,7 @@ def test_sample_posts_a_correctly_signed_webhook_of_every_adapter(
         "finchpay": "finchpay",
         "account_lifecycle": "lifecycle",
     }
+    assert set(targets) == set(ADAPTERS)
     for adapter, source in targets.items():
         result = gateway.gateway_cli(
             "sample", adapter, "--to", f"{gateway.base_url}/webhooks/{source}"

@@ -1,7 +1,7 @@
 """Providers described in the config file, and presets, against a real `gateway serve`
-(CONTRACT.md 1b): a provider of the test's own, defined in TOML and signed as its description
-says; a batch provider (`each`); an unsigned one (`scheme = "none"`, a token); and the Stripe
-preset, signed as Stripe signs (stripe-python builds the header). Then the commands that know
+(docs/reference/providers.md): a provider of the test's own, defined in TOML and signed as its
+description says; a batch provider (`each`); an unsigned one (`scheme = "none"`, a token); and the
+Stripe preset, signed as Stripe signs (stripe-python builds the header). Then the commands that know
 them: `gateway providers`, `gateway sample`, `gateway normalize --config`.
 
 One gateway, in one process, serves the whole module: each test posts events of its own (new

@@ -1,5 +1,6 @@
 """`server.role` / `serve --role`, `gateway migrate` and a store that refuses to start
-(CONTRACT.md 6 and 7), against real `gateway serve` processes and a verifying HTTP subscriber.
+(docs/reference/cli.md and nodes.md), against real `gateway serve` processes and a verifying HTTP
+subscriber.
 
 With SQLite, roles work among processes on one host: an `ingest` and a `deliver` process on one
 database file (an absolute `sqlite:////...` URL, each process in its own working directory).
@@ -423,7 +424,7 @@ def test_a_node_waiting_for_another_nodes_migration_answers_503_until_it_is_done
 ) -> None:
     import psycopg
 
-    from gateway.store.postgres_schema import SCHEMA_LOCK
+    from gateway.store.postgres.schema import SCHEMA_LOCK
 
     receiver, secret = subscriber
     gateway = GatewayProcess(tmp_path, roles_config(postgres_url, receiver.url, secret, None))

@@ -1,6 +1,6 @@
 """`accept_many`, on every backend: the events of one request (a provider that posts a batch,
-CONTRACT.md 1b `each`) stored in one commit, each with its own id and dedup; and a quarantined
-batch released as its several events."""
+docs/reference/providers.md `each`) stored in one commit, each with its own id and dedup; and a
+quarantined batch released as its several events."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_accept_many_holds_an_ordered_subjects_later_events_behind_its_first(
     open_test_store: OpenStore, run: Run
 ) -> None:
     """Batch order is commit order: of two events of one subject in a batch, the first goes out
-    to the ordered subscriber, the second waits for it (CONTRACT.md 4b)."""
+    to the ordered subscriber, the second waits for it (docs/reference/ordering.md)."""
 
     async def scenario() -> None:
         store = await open_test_store()

@@ -1,8 +1,8 @@
 """`max_in_flight` in the store's claim, on every backend: a subscriber's live leases (pending
-deliveries whose lease has not run out) are its sends under way, whoever holds them, and no
-claim leases past the bound, so every process and node together stay within it (CONTRACT.md 7).
-A lease that runs out, is given back, or whose attempt is recorded frees its slot; each
-subscriber has a bound of its own. `Claim.full` says a claim left no slot free."""
+deliveries whose lease has not run out) are its sends under way, whoever holds them, and no claim
+leases past the bound, so every process and node together stay within it (docs/reference/nodes.md).
+A lease that runs out, is given back, or whose attempt is recorded frees its slot; each subscriber
+has a bound of its own. `Claim.full` says a claim left no slot free."""
 
 from __future__ import annotations
 

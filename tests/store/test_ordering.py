@@ -1,4 +1,4 @@
-"""Ordered delivery per subject (CONTRACT.md 4b) in the store, on every backend: which
+"""Ordered delivery per subject (docs/reference/ordering.md) in the store, on every backend: which
 deliveries are held, what releases them, where a redriven or replayed one goes, and that the
 rule holds across two stores on one database. (That SQLite's claim and release search indexes
 is SQLite's own: tests/store/test_sqlite_specific.py.)"""

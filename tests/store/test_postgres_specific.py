@@ -21,10 +21,12 @@ import pytest
 import structlog
 
 from gateway.delivery.decide import Dead, Delivered
-from gateway.store import open_store, postgres_schema
+from gateway.store import open_store
 from gateway.store.base import NewEvent, StoreSchemaError, StoreUnavailable
-from gateway.store.postgres import _LIVE_LEASES, PostgresStore, glob_to_regex
-from gateway.store.postgres_schema import SCHEMA_VERSION
+from gateway.store.postgres import PostgresStore, glob_to_regex
+from gateway.store.postgres import schema as postgres_schema
+from gateway.store.postgres.queue import _LIVE_LEASES
+from gateway.store.postgres.schema import SCHEMA_VERSION
 from tests.postgres_server import PostgresServer
 from tests.service.harness import free_port
 from tests.store.support import START, Clock, claim, event, settle

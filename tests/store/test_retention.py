@@ -1,7 +1,7 @@
 """Retention in the store, on every backend: old delivered events go with their deliveries and
 attempts, events with a pending or dead delivery stay, quarantined payloads as the README says;
 in bounded batches, each saying where the next starts (`scanned_to`). (`[store]
-retention_days` is the config's: tests/gateway/test_retention.py.)"""
+retention_days` is the config's: tests/config/test_retention.py.)"""
 
 from __future__ import annotations
 
