@@ -23,6 +23,7 @@ from gateway.config import GatewayConfig
 # file_subscriber_problems lives with the file subscriber's settings: check-config reports the
 # same problems.
 from gateway.delivery.settings.file import file_subscriber_problems
+from gateway.logs import flush_logs
 from gateway.store import StoreUnavailable, open_store
 from gateway.tracing import TracingConfigError, check_environment
 
@@ -107,6 +108,8 @@ async def store_problem(config: GatewayConfig, *, wait_seconds: float = 0.0) -> 
                 return problem
             # Another gateway going away may still hold it: try again until the deadline.
             log.warning("waiting_for_store", detail=problem)
+            # Written now: the supervisor has no periodic flush, and this is news while it lasts.
+            flush_logs()
             await asyncio.sleep(_RETRY_SECONDS * 10)
             continue
         await store.close()

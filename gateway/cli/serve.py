@@ -79,7 +79,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             server.host,
             server.port,
             PORT_WAIT_SECONDS,
-            on_wait=lambda: log.warning(
+            on_wait=lambda: _say_now(
                 "waiting_for_port", address=address, up_to_seconds=PORT_WAIT_SECONDS
             ),
         )
@@ -262,3 +262,10 @@ MIGRATE = Command(
     ),
     arguments=(CONFIG,),
 )
+
+
+def _say_now(event: str, **fields: object) -> None:
+    """A warning the operator needs while it holds: written at once, not at exit (the
+    supervisor has no periodic flush of its log lines)."""
+    log.warning(event, **fields)
+    flush_logs()

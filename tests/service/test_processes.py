@@ -637,15 +637,30 @@ def serve_until_exit(workdir: Path, config: str, *args: str) -> tuple[int, str, 
 
 
 def test_a_port_taken_for_a_moment_is_waited_for(tmp_path: Path) -> None:
-    """Another listener holds the port for 1.5 s: the gateway says it waits, then serves."""
+    """Another listener holds the port until the gateway says it waits (at most 8 s, within
+    its 10): the gateway then serves. Released on the gateway's word rather than after a fixed
+    time, which a slow start on a loaded machine could outlast."""
     holder = socket.create_server(("127.0.0.1", 0))
     port = holder.getsockname()[1]
-    threading.Timer(1.5, holder.close).start()
     gateway = GatewayProcess(
         tmp_path, gateway_config("http://127.0.0.1:9/none", new_hmac_secret()), layout="default"
     )
+
+    said_while_waiting = threading.Event()
+
+    def release_once_it_waits() -> None:
+        deadline = time.monotonic() + 8.0
+        while time.monotonic() < deadline:
+            if gateway.log_path.exists() and '"waiting_for_port"' in gateway.logs():
+                said_while_waiting.set()  # written while it waits, not when it is over
+                break
+            time.sleep(0.05)
+        holder.close()
+
+    threading.Thread(target=release_once_it_waits, daemon=True).start()
     try:
         gateway.start(timeout=SOON, port=port)
+        assert said_while_waiting.is_set()
         waiting = [r for r in log_records(gateway) if r["event"] == "waiting_for_port"]
         assert len(waiting) == 1, gateway.logs()[-3000:]
         assert waiting[0]["address"] == f"127.0.0.1:{port}"
