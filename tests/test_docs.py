@@ -162,6 +162,23 @@ def test_readme_is_short_and_starts_with_the_two_commands() -> None:
     assert re.search(r"^test: ", makefile, re.M)
 
 
+def test_no_link_of_the_readme_or_docs_leaves_the_machine() -> None:
+    """A reader of a clone stays in the clone: links go to its files, or to the gateway on
+    this machine (127.0.0.1 / localhost); a library or a specification is named, not linked."""
+    for path in DOCUMENTS:
+        text = path.read_text()
+        targets = re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"<([a-z]+://[^>\s]+)>", text)
+        for target in targets:
+            scheme = re.match(r"([a-z]+):", target)
+            if scheme is None:
+                continue
+            host = re.match(r"[a-z]+://([^/:]+)", target)
+            assert host is not None, f"{path.name}: {target}"
+            assert host.group(1) in ("127.0.0.1", "localhost"), (
+                f"{path.name}: {target} leaves the machine"
+            )
+
+
 def test_every_relative_link_of_the_readme_and_docs_lands_on_a_file_and_heading() -> None:
     """MkDocs checks the pages; the README is outside its docs_dir, so this checks it (and, the
     same way, the pages' links again)."""
