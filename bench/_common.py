@@ -488,6 +488,81 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return buckets[-1][0]
 
 
+# Store writes per delivered event (issue 27's aim: at most 3).
+
+# Answers whose request handed the store one write: `accept` (one event) or `accept_many` (a
+# batch provider's request, all its events), or the quarantine of its payload.
+_INGEST_WRITE_OUTCOMES = ("accepted", "duplicate", "invalid_payload")
+
+
+@dataclass(frozen=True)
+class StoreWrites:
+    """What a gateway's store committed, from its /metrics, against the events it delivered.
+
+    `writes` and `commits` are `finrelay_store_writes_total` and `finrelay_store_commits_total`:
+    what the store's group commit reports (gateway/metrics.py `record_commit`). A write there is
+    one request handed to the store's writer, whatever it carries, and it is split here in two:
+
+      - ingest: one per webhook request that reached the store (`accept`, all of a batch
+        provider's events in one `accept_many`, or a quarantine), counted from
+        `finrelay_webhooks_answered_total` (accepted, duplicate, invalid_payload);
+      - delivery: the rest, the dispatcher's. Attempt records (one write per attempt, or one
+        per batch of them where a transport sends in batches); with SQLite, whose writer
+        thread takes every write, also its claims (one per `claim_due` call, however many
+        deliveries it leases), heartbeats (each process, every second: the heartbeat and the
+        release of silent owners' leases, two writes), circuit saves and pauses. PostgreSQL's
+        claims, heartbeats and circuits are transactions of their own that no counter sees:
+        there only the group commit's writes (accepts, attempt records) count, a floor.
+
+    Delivered = `finrelay_delivery_attempts_total{outcome="delivered"}`. Read once, at the end of
+    the run, from a gateway started for it: everything it wrote since it started, idle
+    heartbeats included. With `serve --workers N` one scrape is every worker's (multiprocess
+    mode adds up their counters); with several nodes `Nodes.scrape` adds up the nodes.
+    """
+
+    delivered: float
+    commits: float
+    writes: float
+    ingest: float
+
+    @classmethod
+    def of(cls, metrics: Metrics) -> StoreWrites:
+        answered = metrics.by_label("finrelay_webhooks_answered_total", "outcome")
+        return cls(
+            delivered=metrics.total("finrelay_delivery_attempts_total", outcome="delivered"),
+            commits=metrics.total("finrelay_store_commits_total"),
+            writes=metrics.total("finrelay_store_writes_total"),
+            ingest=sum(answered.get(outcome, 0.0) for outcome in _INGEST_WRITE_OUTCOMES),
+        )
+
+    @property
+    def delivery(self) -> float:
+        return max(0.0, self.writes - self.ingest)
+
+    def per_delivered(self, count: float) -> float:
+        return count / self.delivered if self.delivered else float("nan")
+
+    def summary(self) -> str:
+        """Writes per delivered event (ingest + delivery), and commits per delivered event."""
+        per = self.per_delivered
+        return (
+            f"{per(self.writes):.2f} writes/delivered (ingest {per(self.ingest):.2f} + delivery"
+            f" {per(self.delivery):.2f}), {per(self.commits):.3f} commits/delivered"
+        )
+
+
+def wait_for_recorded(nodes: Nodes, delivered: int, timeout: float = 10.0) -> Metrics:
+    """The gateway's /metrics once it has recorded `delivered` deliveries (or at `timeout`): a
+    subscriber has the last events a moment before their attempt records are committed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = nodes.scrape()
+        done = metrics.total("finrelay_delivery_attempts_total", outcome="delivered")
+        if done >= delivered or time.monotonic() >= deadline:
+            return metrics
+        time.sleep(0.1)
+
+
 # Configuration.
 
 

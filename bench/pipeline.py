@@ -24,6 +24,20 @@ Stored -> delivered latency of every event = the subscriber's arrival time - the
 generator got the gateway's 200 for it (same host, same clock); p50/p90/p99. The gateway's own
 `finrelay_delivered_seconds` histogram (store -> acknowledged, coarse buckets) is shown too.
 
+Store writes and commits per delivered event (issue 27: at most 3 writes), per run: the
+gateway's /metrics read once at the end of the run (after its attempt records of every event the
+subscriber got are counted; one scrape covers every `--workers` process, and the nodes are added
+up), `finrelay_store_writes_total` and `finrelay_store_commits_total` since the gateway started,
+divided by `finrelay_delivery_attempts_total{outcome="delivered"}`. A write is one request handed
+to the store's group commit, whatever it carries; the summary splits them (bench/_common.py
+`StoreWrites`): ingest (one per webhook request: its `accept`) and delivery, the rest: attempt
+records (one write per attempt, or per batch of attempts where a transport sends in batches) and,
+with SQLite, the dispatcher's claims (one per `claim_due` call, however many deliveries it
+leases), heartbeats (two writes per process per second: the heartbeat and the release of silent
+owners' leases), circuit saves and pauses. With PostgreSQL only the group commit's writes are
+counted (accepts, attempt records): its claims, heartbeats and circuits are transactions of their
+own, so its figures are a floor.
+
 With `--store postgresql`, steps 2 and 3 run again with the gateway on PostgreSQL
 (docs/reference/nodes.md), with 1, 2, ... N nodes (N = --nodes, default 3): N `gateway serve`
 processes on one fresh database, each on its own port, the generator's connections spread over them
@@ -40,14 +54,21 @@ With `--tracing`, the SQLite pipeline runs in each of the gateway's ways of trac
 webhook's and each attempt's, exported to a local OTLP/HTTP sink process answering 200); the
 end-to-end rates are reported as ratios to `SQLite-off` of the same repetition.
 
+With `--profile`, every gateway process is sampled by py-spy (bench/profile.py) in each
+sustained run, from 2 s after /readyz until its backlog is delivered; the shares by thread and
+by function are printed after its row, each also as CPU microseconds per delivered event (a
+thread waiting for a core counts as busy: on a loaded machine trust the shares more).
+
 Targets: >= 3,000 events/s sustained end to end, or as a ratio that travels between machines,
 >= 13% of bare Starlette in the same run; delivered latency p50 < 20 ms. With --tracing
-(issue 24): propagating >= 97% and exporting >= 85% of the untraced end-to-end rate.
+(issue 24): propagating >= 97% and exporting >= 85% of the untraced end-to-end rate. Store
+writes per delivered event <= 3 (issue 27).
 
     .venv/bin/python bench/pipeline.py --quick   # a smoke run, seconds
     .venv/bin/python bench/pipeline.py           # 3 repetitions, about 2 minutes
     .venv/bin/python bench/pipeline.py --store postgresql --quick   # + PostgreSQL, 1-3 nodes
     .venv/bin/python bench/pipeline.py --tracing --quick   # + tracing off / exporting
+    .venv/bin/python bench/pipeline.py --quick --profile   # + py-spy of the gateway, per event
 """
 
 from __future__ import annotations
@@ -55,6 +76,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,6 +90,7 @@ from bench._common import (
     LoadResult,
     Nodes,
     Service,
+    StoreWrites,
     add_store_options,
     add_workers_option,
     bare_service,
@@ -89,12 +112,15 @@ from bench._common import (
     percent,
     percentile,
     postgres_version,
+    process_tree,
     provider_requests,
     scratch,
     subscriber_service,
     temporary_postgres,
+    wait_for_recorded,
 )
 from bench._tracing import exported_spans, running_sink, tracing_environment
+from bench.profile import ensure_py_spy, read_stacks, start_recorders, stop_recorders, summarize
 
 if TYPE_CHECKING:
     from tests.postgres_server import PostgresServer
@@ -104,6 +130,11 @@ TARGET_RATE = 3000.0
 # Starlette in the same run (3,000/s was 13% of bare on the machine of 2026-11-24).
 TARGET_BARE_RATIO = 0.13
 TARGET_P50_MS = 20.0
+# Issue 27: store writes per delivered event, the accept and the attempt record included.
+TARGET_WRITES = 3.0
+# --profile: py-spy samples per second of each gateway process.
+PROFILE_RATE = 200
+PROFILE_SETTLE_SECONDS = 2.0
 LATENCY_KEYS = ("p50_ms", "p90_ms", "p99_ms")
 # Issue 24: what tracing may cost, end to end, against OTEL_SDK_DISABLED=true.
 TARGET_PROPAGATING = 0.97
@@ -167,10 +198,14 @@ class Pipeline:
     failed: int  # requests the subscriber could not verify
     duplicates: int
     gateway_cpu: float  # every node's, summed
+    gateway_cpu_per_event: float  # CPU seconds of every node over the run / events delivered
     subscriber_cpu: float
     db_cpu: float  # PostgreSQL's (every backend), nan with SQLite
     exhausted: bool  # the generator ran out of pre-signed requests before --duration
+    store: StoreWrites  # the store's writes and commits over the whole run, and deliveries
     spans: float = float("nan")  # exporting: spans the sink received per accepted event
+    # --profile: py-spy's collapsed stacks of every gateway process, by pid (sustained only)
+    stacks: dict[int, list[tuple[str, int]]] | None = None
 
 
 def run_baseline(workdir: Path, args: argparse.Namespace) -> Baseline:
@@ -253,6 +288,13 @@ def run_pipeline(
         subscriber.start()
         with tracing_environment(setup.tracing, sink):
             gateway.start()
+        recorders, sampled = [], []
+        if args.profile and mode == "sustained":
+            # /readyz is one worker's answer: the others may still be importing, which is no
+            # cost of an event.
+            time.sleep(PROFILE_SETTLE_SECONDS)
+            sampled = [pid for service in gateway.services for pid in process_tree(service.pid)]
+            recorders = start_recorders(args.profile, sampled, workdir, PROFILE_RATE)
         cpu_before = gateway.cpu_seconds(), cpu_seconds(subscriber.pid), database_cpu(database)
         result: LoadResult
         if mode == "sustained":
@@ -281,11 +323,12 @@ def run_pipeline(
                 if answer.status == "accepted":
                     acked[answer.id] = answered_at
         stats = wait_for_deliveries(subscriber, len(acked), args.drain_timeout)
+        stop_recorders(recorders)
         gateway_cpu = gateway.cpu_seconds() - cpu_before[0]
         subscriber_cpu = cpu_seconds(subscriber.pid) - cpu_before[1]
         db_cpu = database_cpu(database) - cpu_before[2]
         records = get_json(subscriber.url + "/records")
-        metrics = gateway.scrape()
+        metrics = wait_for_recorded(gateway, int(stats["unique"]))
     finally:
         gateway.stop()
         subscriber.stop()
@@ -318,10 +361,13 @@ def run_pipeline(
         failed=int(stats["failed"]),
         duplicates=int(stats["duplicates"]),
         gateway_cpu=gateway_cpu / span if span > 0 else float("nan"),
+        gateway_cpu_per_event=gateway_cpu / len(arrivals) if arrivals else float("nan"),
         subscriber_cpu=subscriber_cpu / span if span > 0 else float("nan"),
         db_cpu=db_cpu / span if span > 0 else float("nan"),
         exhausted=mode == "sustained" and result.sent == len(requests),
+        store=StoreWrites.of(metrics),
         spans=spans / len(acked) if setup.tracing == "exporting" and acked else float("nan"),
+        stacks=read_stacks(sampled, workdir) if sampled else None,
     )
 
 
@@ -331,7 +377,28 @@ def row(label: str, p: Pipeline) -> str:
         f"{p.window_delivered_per_second:>9.0f}{p.end_to_end:>9.0f}{p.tail:>7.1f}{p.p50_ms:>8.1f}"
         f"{p.p90_ms:>8.1f}{p.p99_ms:>9.1f}{fmt(p.gateway_p50_ms, '.1f'):>8}"
         f"{fmt(p.gateway_p99_ms, '.0f'):>7}{p.gateway_cpu:>7.0%}{p.subscriber_cpu:>6.0%}"
-        f"{percent(p.db_cpu):>7}"
+        f"{percent(p.db_cpu):>7}{p.gateway_cpu_per_event * 1e6:>8.0f}"
+        f"{p.store.per_delivered(p.store.writes):>7.2f}"
+        f"{p.store.per_delivered(p.store.commits):>7.3f}"
+    )
+
+
+def print_store_writes(setup: Setup, runs: list[Pipeline]) -> None:
+    """Store writes and commits per delivered event of the sustained runs (medians of each
+    figure, so the parts need not add up to the total exactly)."""
+    totals = [run.store for run in runs]
+
+    def per(part: Callable[[StoreWrites], float]) -> float:
+        return median([writes.per_delivered(part(writes)) for writes in totals])
+
+    writes = per(lambda w: w.writes)
+    floor = " (a floor: PostgreSQL's claims, heartbeats and circuits are not counted)"
+    print(
+        f"{setup.key}: store writes per delivered event, median:  {writes:.2f} (ingest"
+        f" {per(lambda w: w.ingest):.2f} + delivery: attempt records, claims, heartbeats,"
+        f" circuits {per(lambda w: w.delivery):.2f}){floor if setup.store == 'postgresql' else ''};"
+        f" commits per delivered event {per(lambda w: w.commits):.3f}  target writes <="
+        f" {TARGET_WRITES:g}: {'met' if writes <= TARGET_WRITES else 'NOT met'}"
     )
 
 
@@ -402,8 +469,17 @@ def main() -> None:
         action="store_true",
         help="SQLite with tracing off, propagating (default) and exporting to a local OTLP sink",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample every gateway process with py-spy in the sustained runs (bench/profile.py)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     args = parser.parse_args()
+    if args.profile:
+        args.profile = ensure_py_spy()
+        if args.profile is None:
+            sys.exit(2)
     if args.quick:
         args.repetitions, args.duration, args.paced_seconds, args.drain_timeout = 1, 3.0, 2.0, 30.0
     if args.nodes < 1:
@@ -437,7 +513,7 @@ def main() -> None:
         header = (
             f"{'run':<26}{'accepted':>8}{'ingest/s':>9}{'deliv/s':>9}{'e2e/s':>9}{'tail s':>7}"
             f"{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>9}{'gw p50':>8}{'gw p99':>7}{'gw cpu':>7}"
-            f"{'sub':>6}{'db cpu':>7}"
+            f"{'sub':>6}{'db cpu':>7}{'us/ev':>8}{'wr/ev':>7}{'cm/ev':>7}"
         )
         print(header)
         print("-" * len(header))
@@ -478,6 +554,10 @@ def main() -> None:
                     sustained[setup.key].append(result)
                     runs = [result]
                     print(row(f"{repetition} {setup.key} sustained", result), flush=True)
+                    if result.stacks is not None:
+                        print(f"\n# py-spy, every gateway process, {setup.key} sustained:")
+                        summarize(result.stacks, 40, rate=PROFILE_RATE, events=result.delivered)
+                        print()
                     rate = args.rate if args.rate > 0 else result.end_to_end / 2
                     if args.rate >= 0 and rate == rate and rate > 0:
                         result = run_pipeline(
@@ -522,15 +602,23 @@ def main() -> None:
         ratios = [
             s.end_to_end / b.verified_per_second for s, b in zip(runs, baselines, strict=True)
         ]
-        of_bare = median([s.end_to_end / b for s, b in zip(runs, bares, strict=True)])
+        bare_ratios = [s.end_to_end / b for s, b in zip(runs, bares, strict=True)]
+        of_bare = median(bare_ratios)
+        each = ", ".join(f"{r:.1%}" for r in bare_ratios) if len(bare_ratios) > 1 else ""
         versus = "" if setup.store == "sqlite" else f", {e2e / sqlite_e2e:.0%} of SQLite's"
         print(
             f"{setup.key}: sustained end to end, median:  {e2e:.0f} events/s ({median(ratios):.1%}"
             f" of the baseline{versus}; ingest while posting {ingest:.0f}/s)  target >="
             f" {TARGET_RATE:.0f}/s: {'met' if e2e >= TARGET_RATE else 'NOT met'}; {of_bare:.1%}"
-            f" of bare Starlette, target >= {TARGET_BARE_RATIO:.0%}:"
+            f" of bare Starlette{f' (per repetition: {each})' if each else ''}, target >="
+            f" {TARGET_BARE_RATIO:.0%}:"
             f" {'met' if of_bare >= TARGET_BARE_RATIO else 'NOT met'}"
         )
+        print(
+            f"{setup.key}: gateway CPU per delivered event, median:"
+            f"  {median([s.gateway_cpu_per_event for s in runs]) * 1e6:.0f} us"
+        )
+        print_store_writes(setup, runs)
         p50, p90, p99 = (median([getattr(s, key) for s in runs]) for key in LATENCY_KEYS)
         print(
             f"{setup.key}: stored -> delivered at saturation, median p50/p90/p99:  {p50:.1f} /"
@@ -553,7 +641,11 @@ def main() -> None:
         " p50..p99 = subscriber arrival - the provider's 200; gw p50/p99 = the same from the"
         " gateway's finrelay_delivered_seconds buckets; gw cpu / sub / db cpu = CPU per second"
         " of the gateway (every node), the subscriber and PostgreSQL (100% = one core);"
-        " baseline rows: deliv/s = verified/s, sub = its CPU"
+        " baseline rows: deliv/s = verified/s, sub = its CPU; us/ev = the gateway's CPU"
+        " microseconds (every node, user + system, posting and drain) per event delivered;"
+        " wr/ev and cm/ev = the store's writes and commits over the run"
+        " (finrelay_store_writes_total, _commits_total) per event delivered"
+        " (finrelay_delivery_attempts_total{outcome=delivered})"
     )
     changed = code_changed_note(code)
     if changed:

@@ -24,6 +24,7 @@ import argparse
 import collections
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -66,19 +67,91 @@ def ensure_py_spy() -> str | None:
     return None
 
 
-def summarize(stacks: dict[int, list[tuple[str, int]]], top: int) -> None:
+def start_recorders(
+    py_spy: str,
+    pids: list[int],
+    directory: Path,
+    rate: int,
+    *,
+    seconds: float | None = None,
+    idle: bool = False,
+) -> list[subprocess.Popen[bytes]]:
+    """One `py-spy record` per process, its collapsed stacks to `directory`/profile.PID.txt,
+    for `seconds` or until `stop_recorders`."""
+    recorders = []
+    for pid in pids:
+        argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--threads"]
+        argv += ["--rate", str(rate), "--output", str(directory / f"profile.{pid}.txt")]
+        argv.append("--nonblocking")
+        if seconds is not None:
+            argv += ["--duration", f"{seconds:g}"]
+        if idle:
+            argv.append("--idle")
+        recorders.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    return recorders
+
+
+def stop_recorders(recorders: list[subprocess.Popen[bytes]]) -> None:
+    """Ctrl-C to each recorder (py-spy writes its stacks then), and wait for it."""
+    for recorder in recorders:
+        if recorder.poll() is None:
+            recorder.send_signal(signal.SIGINT)
+    for recorder in recorders:
+        try:
+            recorder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            recorder.wait()
+
+
+def read_stacks(pids: list[int], directory: Path) -> dict[int, list[tuple[str, int]]]:
+    stacks: dict[int, list[tuple[str, int]]] = {}
+    for pid in pids:
+        path = directory / f"profile.{pid}.txt"
+        if not path.exists():
+            continue
+        lines = []
+        for line in path.read_text().splitlines():
+            stack, _, samples = line.rpartition(" ")
+            if samples.isdigit():
+                lines.append((stack, int(samples)))
+        stacks[pid] = lines
+    return stacks
+
+
+def summarize(
+    stacks: dict[int, list[tuple[str, int]]],
+    top: int,
+    *,
+    rate: int | None = None,
+    events: int | None = None,
+) -> None:
+    """Shares of the samples per process and thread, then by function. With the sampling `rate`
+    and a count of `events`, also the CPU microseconds each costs per event (samples / rate:
+    py-spy counts a thread only while it is not idle)."""
     total = sum(count for lines in stacks.values() for _, count in lines)
     if not total:
         print("no samples")
         return
-    print(f"\n{total} samples")
+    cost = ""
+    if rate and events:
+        cost = f", {total / rate / events * 1e6:.0f} us of CPU per event over {events} events"
+    print(f"\n{total} samples{cost}")
+
+    def share(count: int) -> str:
+        if rate and events:
+            return f"{count / total:6.1%} {count / rate / events * 1e6:6.0f} us"
+        return f"{count / total:6.1%}"
+
     print("\nby process and thread:")
     for pid, lines in stacks.items():
         threads: collections.Counter[str] = collections.Counter()
         for stack, count in lines:
             threads[stack.split(";", 1)[0]] += count
         for thread, count in threads.most_common():
-            print(f"  {pid:>7} {count / total:6.1%}  {thread[:90]}")
+            print(f"  {pid:>7} {share(count)}  {thread[:90]}")
     inclusive: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
     for lines in stacks.values():
@@ -90,10 +163,10 @@ def summarize(stacks: dict[int, list[tuple[str, int]]], top: int) -> None:
                 own[frames[-1]] += count
     print(f"\ntop {top} inclusive:")
     for frame, count in inclusive.most_common(top):
-        print(f"  {count / total:6.1%}  {frame[:110]}")
+        print(f"  {share(count)}  {frame[:110]}")
     print(f"\ntop {top} self:")
     for frame, count in own.most_common(top):
-        print(f"  {count / total:6.1%}  {frame[:110]}")
+        print(f"  {share(count)}  {frame[:110]}")
 
 
 def main() -> None:
@@ -129,16 +202,14 @@ def main() -> None:
         gateway.start()
         try:
             pids = process_tree(gateway.pid)
-            recorders = []
-            for pid in pids:
-                argv = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--threads"]
-                argv += ["--rate", str(arguments.rate), "--duration", f"{arguments.seconds:g}"]
-                argv += ["--output", str(directory / f"profile.{pid}.txt"), "--nonblocking"]
-                if arguments.idle:
-                    argv.append("--idle")
-                recorders.append(
-                    subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                )
+            recorders = start_recorders(
+                py_spy,
+                pids,
+                directory,
+                arguments.rate,
+                seconds=arguments.seconds,
+                idle=arguments.idle,
+            )
             time.sleep(0.5)
             figures = run_wrk(
                 wrk,
@@ -163,18 +234,7 @@ def main() -> None:
         )
         rate = figures.get("requests", 0) / arguments.seconds
         print(f"wrk: {rate:.0f} requests/s answered ({variant}; non-2xx {figures['status']:.0f})")
-        stacks: dict[int, list[tuple[str, int]]] = {}
-        for pid in pids:
-            path = directory / f"profile.{pid}.txt"
-            if not path.exists():
-                continue
-            lines = []
-            for line in path.read_text().splitlines():
-                stack, _, samples = line.rpartition(" ")
-                if samples.isdigit():
-                    lines.append((stack, int(samples)))
-            stacks[pid] = lines
-        summarize(stacks, arguments.top)
+        summarize(read_stacks(pids, directory), arguments.top)
         if arguments.keep:
             print(f"\nraw stacks kept in {directory}")
 

@@ -20,6 +20,17 @@ tests/queues/brokers.py starts them), then:
 Ratio = gateway / bound; the aim is >= 50%. Both publish into the same server, one after the
 other, with nothing else of the benchmark running meanwhile.
 
+Per broker, also the gateway's store writes and commits per delivered event (issue 27: at most
+3 writes): its /metrics read once when it has recorded every event delivered (one scrape covers
+every `--workers` process), `finrelay_store_writes_total` and `finrelay_store_commits_total`
+since it started over `finrelay_delivery_attempts_total{outcome="delivered"}`. The events were
+stored before the gateway started, by another store object, so no accept is counted (ingest
+0): every write here is one the dispatcher hands the SQLite writer (bench/_common.py
+`StoreWrites`): attempt records (one write per attempt, or per batch of attempts where the
+transport sends in batches), claims (one per `claim_due` call, however many deliveries it
+leases), heartbeats (two writes per process per second: the heartbeat and the release of
+silent owners' leases), circuit saves.
+
     .venv/bin/python bench/queues.py --quick     # 2,000 events per broker, about a minute
     .venv/bin/python bench/queues.py             # 10,000 events per broker
 """
@@ -48,6 +59,8 @@ from adapters.source import Secret, SourceSettings
 from bench._common import (
     LIFECYCLE_CURRENCY,
     SOURCES,
+    Metrics,
+    StoreWrites,
     exit_on_sigterm,
     gateway_config,
     gateway_service,
@@ -284,7 +297,8 @@ async def prefill(database: Path, events: Sequence[Event]) -> None:
 
 def gateway_rate(
     broker: Broker, url: str, events: Sequence[Event], secret: str, in_flight: int, work: Path
-) -> float:
+) -> tuple[float, StoreWrites]:
+    """Messages per second into the broker, and the store's writes over the whole run."""
     (work / "data").mkdir(parents=True)
     asyncio.run(prefill(work / "data" / "gateway.db", events))
     subscriber = (
@@ -303,11 +317,23 @@ def gateway_rate(
                 first = (now, count)
             if count >= len(events):
                 assert first is not None
-                return (count - first[1]) / max(now - first[0], 1e-6)
+                rate = (count - first[1]) / max(now - first[0], 1e-6)
+                return rate, recorded_writes(service.url, len(events))
             time.sleep(0.02)
         raise RuntimeError(f"the gateway did not deliver {len(events)} events in time")
     finally:
         service.stop()
+
+
+def recorded_writes(base_url: str, delivered: int, timeout: float = 10.0) -> StoreWrites:
+    """The store's writes once the gateway has recorded `delivered` deliveries (or at
+    `timeout`): the broker holds a message a moment before its attempt record is committed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        writes = StoreWrites.of(Metrics.scrape(base_url))
+        if writes.delivered >= delivered or time.monotonic() >= deadline:
+            return writes
+        time.sleep(0.1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -336,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 started = time.perf_counter()
                 asyncio.run(broker.bound(url, events, args.in_flight))  # type: ignore[arg-type]
                 bound = len(events) / (time.perf_counter() - started)
-                rate = gateway_rate(
+                rate, writes = gateway_rate(
                     broker, url, events, secret, args.in_flight, Path(scratch) / f"{kind}-gw"
                 )
             finally:
@@ -344,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             results.append(rate / bound)
             print(
                 f"{kind:6} bound {bound:8.0f} events/s   gateway {rate:8.0f} events/s"
-                f"   ratio {rate / bound:5.0%}",
+                f"   ratio {rate / bound:5.0%}   store: {writes.summary()}",
                 flush=True,
             )
     print(f"# lowest ratio {min(results):.0%} (aim: 50% or more)")

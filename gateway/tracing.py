@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 import msgspec
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceState
+from opentelemetry.trace import Link, SpanKind, TraceState
 from opentelemetry.util.types import AttributeValue
 
 from gateway import __version__
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import TracerProvider
+    from gateway.span_recording import RecordedSpan, SpanRecorder
 
 __all__ = [
     "TRACESTATE_MAX_LENGTH",
@@ -207,37 +207,37 @@ class Span:
     """One open span: its `context` to store or send, attributes and events while it runs, and
     its end. A context manager that makes it the log lines' span until it ends.
 
-    Made from an SDK span (exporting), or from a context alone (propagating only: nothing to
-    record, so no span object at all), or from neither (tracing disabled)."""
+    Recorded (exporting, sampled: gateway/span_recording.py), or a context alone (propagating
+    only, or not sampled: nothing to record, so no span object at all), or neither (tracing
+    disabled)."""
 
     __slots__ = ("_span", "_token", "context")
 
-    def __init__(self, span: trace.Span | None, context: TraceContext | None = None) -> None:
+    def __init__(self, span: RecordedSpan | None, context: TraceContext | None = None) -> None:
         self._span = span
         self._token: Token[tuple[str, str] | None] | None = None
         self.context: TraceContext | None = (
-            _context_of(span.get_span_context()) if span is not None else context
+            _context_of(span.context) if span is not None else context
         )
 
     @property
     def recording(self) -> bool:
-        return self._span is not None and self._span.is_recording()
+        return self._span is not None
 
     def set(self, attributes: Mapping[str, AttributeValue]) -> None:
-        if self._span is not None and self._span.is_recording():
-            self._span.set_attributes(attributes)
+        if self._span is not None:
+            self._span.set(attributes)
 
     def event(self, name: str) -> None:
         """A step inside the span (verified, normalized, stored): an event, not a child span,
         because an event costs a tuple where a span costs an export."""
-        if self._span is not None and self._span.is_recording():
+        if self._span is not None:
             self._span.add_event(name)
 
     def fail(self, error_type: str) -> None:
         """The span's operation failed: `error.type`, and the span's status is an error."""
-        if self._span is not None and self._span.is_recording():
-            self._span.set_attribute("error.type", error_type)
-            self._span.set_status(Status(StatusCode.ERROR))
+        if self._span is not None:
+            self._span.fail(error_type)
 
     def __enter__(self) -> Span:
         if self.context is not None:
@@ -257,21 +257,21 @@ class Span:
             _LOG_IDS.reset(self._token)
             self._token = None
         if self._span is not None:
-            self._span.end()
+            span, self._span = self._span, None
+            span.end()
 
 
 class Tracing:
     """The process's tracing: built once from the environment, shut down (flushed) at exit."""
 
-    def __init__(self, *, enabled: bool, provider: TracerProvider | None) -> None:
+    def __init__(self, *, enabled: bool, recorder: SpanRecorder | None = None) -> None:
         self.enabled = enabled
-        self._provider = provider
-        self._tracer = provider.get_tracer("finrelay", __version__) if provider else None
+        self._recorder = recorder if enabled else None
         self._random = random.Random()  # noqa: S311 - span ids need uniqueness, not secrecy
 
     @property
     def exporting(self) -> bool:
-        return self._provider is not None
+        return self._recorder is not None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Tracing:
@@ -279,10 +279,10 @@ class Tracing:
         `TracingConfigError` for a protocol, exporter or sampler this gateway does not have."""
         env = os.environ if environ is None else environ
         if _disabled(env):
-            return cls(enabled=False, provider=None)
+            return cls(enabled=False)
         if not _exports(env):
-            return cls(enabled=True, provider=None)
-        return cls(enabled=True, provider=_exporting_provider(env))
+            return cls(enabled=True)
+        return cls(enabled=True, recorder=_exporting_recorder(env))
 
     def span(
         self,
@@ -298,20 +298,17 @@ class Tracing:
         if not self.enabled:
             return Span(None)
         above = _parent_of(parent)
-        if self._tracer is not None:
-            context = (
-                None
-                if above is None
-                else trace.set_span_in_context(
-                    trace.NonRecordingSpan(_span_context_of(above, remote=True))
-                )
+        if self._recorder is not None:
+            started = self._recorder.start(
+                name,
+                kind,
+                None if above is None else _span_context_of(above, remote=True),
+                attributes,
+                [link for link in map(_link_to, links) if link is not None],
             )
-            span_links = [link for link in map(_link_to, links) if link is not None]
-            return Span(
-                self._tracer.start_span(
-                    name, context, kind, attributes=attributes, links=span_links
-                )
-            )
+            if isinstance(started, trace.SpanContext):
+                return Span(None, _context_of(started))
+            return Span(started)
         return Span(None, self._propagated(above))
 
     def new_trace(self, name: str, link: TraceContext | None) -> TraceContext | None:
@@ -336,13 +333,13 @@ class Tracing:
     def shutdown(self, timeout_seconds: float = 5.0) -> None:
         """Send what is queued, waiting at most `timeout_seconds` (a collector that is down
         must not hold a stopping gateway)."""
-        if self._provider is None:
+        if self._recorder is None:
             return
-        provider = self._provider
+        processor = self._recorder.processor
 
         def flush_and_stop() -> None:
-            provider.force_flush(int(timeout_seconds * 1000))
-            provider.shutdown()
+            processor.force_flush(int(timeout_seconds * 1000))
+            processor.shutdown()
 
         # In a thread of its own, waited for at most the timeout: the SDK's flush does not
         # honour its timeout, and its shutdown waits up to 30 s for an export under way.
@@ -412,13 +409,14 @@ def _check_sampler(env: Mapping[str, str]) -> None:
             )
 
 
-def _exporting_provider(env: Mapping[str, str]) -> TracerProvider:
+def _exporting_recorder(env: Mapping[str, str]) -> SpanRecorder:
     # Imported here: a gateway that exports nothing never loads the SDK's exporter (protobuf).
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from gateway.otlp_encoding import OTLPWireSpanExporter
+    from gateway.span_recording import SpanRecorder
 
     resource = Resource.create(
         {
@@ -426,15 +424,15 @@ def _exporting_provider(env: Mapping[str, str]) -> TracerProvider:
             "service.version": __version__,
         }
     )
-    # The sampler comes from OTEL_TRACES_SAMPLER / _ARG (the SDK reads them); the processor's
-    # queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default): spans beyond it are dropped,
-    # never held in memory while a collector is down.
-    # shutdown_on_exit=False: `Tracing.shutdown` bounds the wait; the SDK's exit hook would not.
+    # The provider is made for its sampler, which it reads from OTEL_TRACES_SAMPLER / _ARG;
+    # spans are recorded without it (gateway/span_recording.py). shutdown_on_exit=False:
+    # `Tracing.shutdown` bounds the wait; the SDK's exit hook would not.
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    # The SDK's OTLP/HTTP exporter, writing the protobuf itself (gateway/otlp_encoding.py):
-    # the SDK's encoder costs as much as recording the span.
-    provider.add_span_processor(BatchSpanProcessor(OTLPWireSpanExporter()))
-    return provider
+    # The processor's queue is bounded (OTEL_BSP_MAX_QUEUE_SIZE, 2048 by default): spans beyond
+    # it are dropped, never held in memory while a collector is down. The SDK's OTLP/HTTP
+    # exporter, writing the protobuf itself (gateway/otlp_encoding.py): the SDK's encoder costs
+    # as much as recording the span.
+    return SpanRecorder.of(provider, BatchSpanProcessor(OTLPWireSpanExporter()))
 
 
 def add_trace_ids(

@@ -11,13 +11,16 @@ connection are failed attempts, retried.
 
 One connection and one confirm channel per subscriber, opened on the first send and again after
 either closes: confirms are matched by delivery tag, so `max_in_flight` publishes are
-outstanding on the one channel at once.
+outstanding on the one channel at once, and a batch's are published together and their confirms
+awaited together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -48,6 +51,7 @@ logging.getLogger("aiormq").setLevel(logging.CRITICAL)
 
 class AmqpTransport(Transport):
     span_kind: ClassVar[SpanKindName] = "producer"
+    batches: ClassVar[bool] = True
 
     def __init__(self, config: AmqpSubscriber) -> None:
         self.exchange = config.exchange
@@ -77,6 +81,26 @@ class AmqpTransport(Transport):
         return self._channel
 
     async def send(self, message: OutboundMessage) -> SendResult:
+        (result,) = await self.send_batch([message])
+        return result
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Every message published on the one confirm channel, their confirms awaited
+        together: RabbitMQ matches each to its delivery tag."""
+        try:
+            channel = self._open_channel() or await self._connect.get(
+                self._open_channel, self._reopen
+            )
+        except (OSError, aiormq.exceptions.AMQPError, RuntimeError) as error:
+            failed = SendResult(outcome="retry", error=f"RabbitMQ unreachable: {_describe(error)}")
+            return [failed] * len(messages)
+        if len(messages) == 1:
+            return [await self._publish(channel, messages[0])]
+        return list(await asyncio.gather(*(self._publish(channel, m) for m in messages)))
+
+    async def _publish(
+        self, channel: aiormq.abc.AbstractChannel, message: OutboundMessage
+    ) -> SendResult:
         headers: dict[str, aiormq.abc.FieldValue] = {
             "webhook-id": message.webhook_id,
             "webhook-timestamp": str(message.webhook_timestamp),
@@ -96,12 +120,6 @@ class AmqpTransport(Transport):
             headers=headers,
         )
         routing_key = render_template(self.routing_key, message.event_type, message.source)
-        try:
-            channel = self._open_channel() or await self._connect.get(
-                self._open_channel, self._reopen
-            )
-        except (OSError, aiormq.exceptions.AMQPError, RuntimeError) as error:
-            return SendResult(outcome="retry", error=f"RabbitMQ unreachable: {_describe(error)}")
         try:
             confirmation = await channel.basic_publish(
                 message.body,

@@ -18,10 +18,18 @@ raises is a recorded attempt that is retried, and the dispatch loop restarts its
 crash (`running` is False meanwhile, and /readyz says so). An attempt is recorded under the
 lease token it was claimed with: a worker whose lease was taken over changes nothing.
 
+A subscriber whose transport batches (a broker: gateway/delivery/transport.py) gets what a claim
+leased in batches of up to half its `max_in_flight`, each sent together and recorded in one
+store write; a batch all delivered claims the next in that same write and sends it at once, so
+one batch is on the wire while the other is being written. Each message is still its own
+attempt: its own signature, span, answer, decision, record under its own lease token, metrics
+and log line. The probe of an open circuit goes alone, as ever.
+
 Ordered subscribers (`ordering = "subject"`, docs/reference/ordering.md) need nothing here: the
-store hands out only deliveries whose subject has nothing earlier pending, and the transaction that
-records one delivered or dead releases the next. The wake after every finished send makes the next
-claim pick that successor at once, not after a poll or a backoff.
+store hands out only deliveries whose subject has nothing earlier pending (so a batch holds at
+most one of each), and the transaction that records one delivered or dead releases the next. The
+wake after every finished send makes the next claim pick that successor at once, not after a
+poll or a backoff (a batch's next claim, written with its records, finds it already).
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import structlog
 
@@ -43,22 +51,27 @@ from gateway.delivery.circuit import (
     decode_circuit,
     encode_circuit,
     give_back_probe,
+    may_send,
     take_probe,
 )
-from gateway.delivery.decide import decide
-from gateway.delivery.recording import record
+from gateway.delivery.decide import Delivered, decide
+from gateway.delivery.recording import Answer, account, record, record_then_claim
 from gateway.delivery.shared_circuit import read_circuit, update_circuit
 from gateway.delivery.subscriber_state import SubscriberState
-from gateway.delivery.transport import OutboundMessage, SendResult, Transport
+from gateway.delivery.transport import OutboundMessage, SendResult, Transport, unexpected_error
 from gateway.metrics import Metrics
-from gateway.store.base import Claim, ClaimedDelivery, Store, StoreUnavailable
-from gateway.tracing import TraceContext, Tracing
+from gateway.store.base import Claim, ClaimedDelivery, ClaimRequest, Store, StoreUnavailable
+from gateway.tracing import Span, TraceContext, Tracing
 
 __all__ = ["Dispatcher", "read_circuit", "update_circuit"]
 
 log = structlog.get_logger("gateway.delivery")
 
 CLAIM_BATCH = 256
+# A subscriber whose transport batches gets its `max_in_flight` in this many batches at most,
+# each going on with the next (`_dispatch_batch`): one on the wire while another's records and
+# next claim are written, rather than the broker and the store waiting for each other in turn.
+BATCHES_IN_FLIGHT = 2
 # How often to look for work nobody told us about (another process's events, due retries).
 POLL_SECONDS = 1.0
 # Never sleep less: a delivery that is due already would have been claimed, so a due time in
@@ -93,7 +106,7 @@ class Dispatcher:
         self._store = store
         # Each attempt is a span in its event's trace (gateway/delivery/attempt_trace.py);
         # none without `tracing`.
-        self._tracing = tracing or Tracing(enabled=False, provider=None)
+        self._tracing = tracing or Tracing(enabled=False)
         self._subscribers = {
             name: SubscriberState(config, transports[name]) for name, config in subscribers.items()
         }
@@ -291,8 +304,9 @@ class Dispatcher:
         if not self._stopping:  # claimed while stopping: not started; stop() gives them back
             # Started even when another subscriber's claim failed: leased, they would otherwise
             # wait for their leases to run out.
-            for delivery in claimed:
-                self._start(delivery)
+            for name, claim in zip(wanted, claims, strict=True):
+                if not isinstance(claim, BaseException) and claim.deliveries:
+                    self._start(self._subscribers[name], claim.deliveries)
         for subscriber in probing:
             if subscriber.in_flight == 0:
                 await self._give_back_probe(subscriber)
@@ -330,12 +344,27 @@ class Dispatcher:
             else:
                 await self._store.heartbeat(name)
 
-    def _start(self, delivery: ClaimedDelivery) -> None:
-        subscriber = self._subscribers[delivery.subscriber]
-        subscriber.in_flight += 1
-        task = asyncio.create_task(self._dispatch(subscriber, delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _start(
+        self, subscriber: SubscriberState, deliveries: Sequence[ClaimedDelivery]
+    ) -> list[asyncio.Task[None]]:
+        """Send what one claim leased: in batches for a transport that batches (each counts
+        as its size in flight; a probe goes alone), else each delivery on its own."""
+        subscriber.in_flight += len(deliveries)
+        if subscriber.transport.batches and subscriber.probe_held is None:
+            size = _batch_size(subscriber)
+            sends = [
+                self._dispatch_batch(subscriber, deliveries[start : start + size])
+                for start in range(0, len(deliveries), size)
+            ]
+        else:
+            sends = [self._dispatch(subscriber, delivery) for delivery in deliveries]
+        tasks = []
+        for send in sends:
+            task = asyncio.create_task(send)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
+        return tasks
 
     async def _sleep(self) -> None:
         """Wait for new work: a notify (stored, or a send finished and freed a slot), the next
@@ -374,20 +403,10 @@ class Dispatcher:
                 message = self._prepare(subscriber, delivery, span.context)
                 started = self._clock()
                 result = await self._send(subscriber, message)
-                finished = self._clock()
-                decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
-                end_attempt_span(span, result, decision)
-                await record(
-                    self._store,
-                    self._metrics,
-                    subscriber,
-                    delivery,
-                    started,
-                    finished,
-                    result,
-                    decision,
-                    probe=probe,
-                )
+                answer = self._answer(subscriber, delivery, started, self._clock(), result)
+                end_attempt_span(span, result, answer.decision)
+                (applied,) = await record(self._store, subscriber, [answer], probe=probe)
+                account(self._metrics, subscriber, answer, applied)
         except StoreUnavailable as error:
             # Tried again (at least once, never lost) once its lease is given back: under a new
             # name, SILENT_SECONDS from now, rather than when the lease runs out.
@@ -401,13 +420,145 @@ class Dispatcher:
                 exc_info=True,
             )
         finally:
-            subscriber.in_flight -= 1
-            subscriber.sends_ended += 1
-            # The probe's answer has re-opened or closed the circuit (or, unrecorded, its
-            # reservation runs out): either way this process holds it no more.
-            if probe is not None:
-                subscriber.probe_held = None
-            self._wake.set()
+            self._ended(subscriber, 1, probe)
+
+    async def _dispatch_batch(
+        self, subscriber: SubscriberState, deliveries: Sequence[ClaimedDelivery]
+    ) -> None:
+        """prepare -> send -> decide -> record for a batch to a transport that batches: each
+        attempt signed and spanned as `_dispatch`'s, the messages sent together within the
+        subscriber's `timeout_seconds`, the records written together, then each attempt's
+        metrics and log line in its own span.
+
+        A batch all delivered goes straight on: the subscriber's next batch is claimed in the
+        same store write as its records (`_next_claim`), and sent before this one's metrics and
+        log lines are done. Anything else (a failure, which may change the circuit; a pause;
+        `stop`; nothing more due) ends the run, and the dispatch loop claims as ever."""
+        spans = [
+            start_attempt_span(
+                self._tracing,
+                subscriber.transport,
+                subscriber.config.name,
+                subscriber.config.kind,
+                delivery,
+            )
+            for delivery in deliveries
+        ]
+        open_spans = list(spans)
+        try:
+            messages = [
+                self._prepare(subscriber, delivery, span.context)
+                for delivery, span in zip(deliveries, spans, strict=True)
+            ]
+            started = self._clock()
+            results = await self._send_batch(subscriber, messages)
+            finished = self._clock()
+            answers = [
+                self._answer(subscriber, delivery, started, finished, result)
+                for delivery, result in zip(deliveries, results, strict=True)
+            ]
+            for span, answer in zip(spans, answers, strict=True):
+                end_attempt_span(span, answer.result, answer.decision)
+            request = self._next_claim(subscriber, answers)
+            if request is None:
+                applied = await record(self._store, subscriber, answers, probe=None)
+            else:
+                applied, claim = await record_then_claim(self._store, subscriber, answers, request)
+                self._go_on(subscriber, claim, request.owner)
+            open_spans = []
+            for span, answer, ok in zip(spans, answers, applied, strict=True):
+                with span:
+                    account(self._metrics, subscriber, answer, ok)
+        except StoreUnavailable as error:
+            # As `_dispatch`: tried again once its lease is given back under a new name (a
+            # claim made with the records, its answer lost, is given back with it).
+            _end_failed(open_spans, deliveries, error, "record_failed", str(error))
+            open_spans = []
+            self._take_new_name(f"an attempt record failed: {error}")
+        except Exception as error:  # a bug: logged; the leases run out and they are tried again
+            _end_failed(open_spans, deliveries, error, "dispatch_failed", type(error).__name__)
+            open_spans = []
+        finally:
+            for span in open_spans:  # cancelled (`stop`): ended, unrecorded
+                span.__exit__(None, None, None)
+            self._ended(subscriber, len(deliveries), None)
+
+    def _go_on(self, subscriber: SubscriberState, claim: Claim, owner: str) -> None:
+        """Send the batch claimed with the last one's records, at once."""
+        if self._stopping or not claim.deliveries:
+            return  # claimed while stopping: not started; stop() gives them back
+        started = self._start(subscriber, claim.deliveries)
+        if owner != self._owner and owner in self._retiring:
+            # Claimed under a name given up meanwhile: its leases go back once these are over.
+            self._retiring[owner].update(started)
+
+    def _next_claim(
+        self, subscriber: SubscriberState, answers: Sequence[Answer]
+    ) -> ClaimRequest | None:
+        """The claim to make with a batch's records: the slots it frees and any free already,
+        when the subscriber may have more sent now and the batch changed nothing that could
+        stop it (every attempt delivered: a failure may open the circuit). None otherwise."""
+        now = self._clock()
+        if (
+            self._stopping
+            or subscriber.paused
+            or subscriber.probe_held
+            or may_send(subscriber.circuit, now) != "yes"
+            or not all(isinstance(answer.decision, Delivered) for answer in answers)
+            # A send under way when the dispatcher took a new name: the old name's leases go
+            # back once it ends (`_retire_names`), so it must end.
+            or any(asyncio.current_task() in sends for sends in self._retiring.values())
+        ):
+            return None
+        slots = subscriber.config.max_in_flight - subscriber.in_flight + len(answers)
+        self._owner_unused = False
+        return ClaimRequest(
+            subscriber=subscriber.config.name,
+            limit=min(slots, _batch_size(subscriber)),
+            max_in_flight=subscriber.config.max_in_flight,
+            lease_seconds=subscriber.lease_seconds,
+            owner=self._owner,
+        )
+
+    def _ended(self, subscriber: SubscriberState, sends: int, probe: str | None) -> None:
+        """`sends` to `subscriber` are over: their slots are free, the loop looks again."""
+        subscriber.in_flight -= sends
+        subscriber.sends_ended += sends
+        # The probe's answer has re-opened or closed the circuit (or, unrecorded, its
+        # reservation runs out): either way this process holds it no more.
+        if probe is not None:
+            subscriber.probe_held = None
+        self._wake.set()
+
+    def _answer(
+        self,
+        subscriber: SubscriberState,
+        delivery: ClaimedDelivery,
+        started: float,
+        finished: float,
+        result: SendResult,
+    ) -> Answer:
+        decision = decide(result, delivery.attempts + 1, subscriber.policy, finished)
+        return Answer(
+            delivery=delivery, started=started, finished=finished, result=result, decision=decision
+        )
+
+    async def _send_batch(
+        self, subscriber: SubscriberState, messages: Sequence[OutboundMessage]
+    ) -> list[SendResult]:
+        """The transport's answers within the subscriber's `timeout_seconds`, as `_send`: the
+        deadline is the batch's, so when it is hit no message has its answer, and each is a
+        timeout; any exception is each message's failed attempt. All retried."""
+        try:
+            async with asyncio.timeout(subscriber.config.timeout_seconds):
+                results = await subscriber.transport.send_batch(messages)
+        except TimeoutError:
+            return [SendResult(outcome="retry", error="timeout")] * len(messages)
+        except Exception as error:
+            return [unexpected_error(error)] * len(messages)
+        if len(results) != len(messages):  # a transport's bug: whose answer is whose?
+            return [unexpected_error(IndexError())] * len(messages)
+        return results
 
     async def _send(self, subscriber: SubscriberState, message: OutboundMessage) -> SendResult:
         """The transport's answer within the subscriber's `timeout_seconds`, the whole attempt
@@ -419,8 +570,7 @@ class Dispatcher:
         except TimeoutError:
             return SendResult(outcome="retry", error="timeout")
         except Exception as error:
-            # Its type only: a message may quote a URL's credentials or the subscriber's answer.
-            return SendResult(outcome="retry", error=f"unexpected error: {type(error).__name__}")
+            return unexpected_error(error)
 
     def _prepare(
         self, subscriber: SubscriberState, delivery: ClaimedDelivery, trace: TraceContext | None
@@ -468,3 +618,30 @@ def _new_owner() -> str:
     # Unique even among processes with one hostname and one pid (containers): an id, never
     # something to judge liveness by (the heartbeat does that).
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def _batch_size(subscriber: SubscriberState) -> int:
+    """The most deliveries one batch to `subscriber` carries (BATCHES_IN_FLIGHT)."""
+    return -(-subscriber.config.max_in_flight // BATCHES_IN_FLIGHT)
+
+
+def _end_failed(
+    open_spans: Sequence[Span],
+    deliveries: Sequence[ClaimedDelivery],
+    failure: Exception,
+    event: str,
+    detail: str,
+) -> None:
+    """A batch that failed: one line per delivery, in its attempt's span while that is still
+    open (then ended as failed); the traceback of a bug once, on the first line."""
+    for index, delivery in enumerate(deliveries):
+        fields: dict[str, object] = {"event_id": delivery.event_id, "error": detail}
+        if index == 0 and not isinstance(failure, StoreUnavailable):
+            fields["exc_info"] = failure
+        if not open_spans:
+            log.error(event, **fields)
+            continue
+        span = open_spans[index]
+        span.fail(type(failure).__name__)
+        with span:
+            log.error(event, **fields)

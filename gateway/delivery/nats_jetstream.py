@@ -8,14 +8,18 @@ The stream's PubAck, a duplicate's included, is success; no stream capturing the
 responders) is a failed attempt with that said, retried like a 5xx.
 
 One connection per subscriber, made on the first send: JetStream publishes are requests whose
-answers are matched by inbox, so `max_in_flight` of them share it. nats-py reconnects by itself
-once connected; a first connection that fails is tried again by the next send.
+answers are matched by inbox, so `max_in_flight` of them share it, and a batch's PubAcks are
+awaited together (`publish_async`: one future per message, not a request and a task each).
+nats-py reconnects by itself once connected; a first connection that fails is tried again by the
+next send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import ClassVar
 
 import nats
@@ -24,6 +28,7 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 from gateway.delivery.connecting import SharedConnect
 from gateway.delivery.settings.nats_jetstream import NatsSubscriber
@@ -51,6 +56,7 @@ logging.getLogger("nats").setLevel(logging.CRITICAL)
 
 class NatsJetStreamTransport(Transport):
     span_kind: ClassVar[SpanKindName] = "producer"
+    batches: ClassVar[bool] = True
 
     def __init__(self, config: NatsSubscriber) -> None:
         self.name = config.name
@@ -87,36 +93,43 @@ class NatsJetStreamTransport(Transport):
         return self._jetstream
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        headers = {
-            "webhook-id": message.webhook_id,
-            "webhook-timestamp": str(message.webhook_timestamp),
-            "content-type": CONTENT_TYPE,
-            "Nats-Msg-Id": message.webhook_id,
-        }
-        if message.webhook_signature is not None:
-            headers["webhook-signature"] = message.webhook_signature
-        # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
-        if message.traceparent is not None:
-            headers["traceparent"] = message.traceparent
-            if message.tracestate:
-                headers["tracestate"] = message.tracestate
-        subject = render_template(self.subject, message.event_type, message.source)
+        (result,) = await self.send_batch([message])
+        return result
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Publish every message, then wait for their PubAcks together (within the subscriber's
+        timeout): one future each, matched by its reply inbox, and no task per message."""
         try:
             jetstream = self._connected() or await self._connect.get(self._connected, self._open)
         except (OSError, TimeoutError, nats.errors.Error) as error:
-            return SendResult(outcome="retry", error=f"NATS unreachable: {type(error).__name__}")
+            return [_unreachable(error)] * len(messages)
+        subjects = [
+            render_template(self.subject, message.event_type, message.source)
+            for message in messages
+        ]
+        acks: list[asyncio.Future[PubAck] | SendResult] = []
         try:
-            await jetstream.publish(subject, message.body, timeout=self._timeout, headers=headers)
-        except nats.js.errors.NoStreamResponseError:
-            return SendResult(outcome="retry", error=f"no JetStream stream captures {subject!r}")
-        except nats.js.errors.APIError as error:
-            # The stream's own refusal (full, sealed, wrong expected stream...).
-            return SendResult(outcome="retry", error=f"JetStream refused: {error.description}")
-        except (nats.errors.TimeoutError, TimeoutError):
-            return SendResult(outcome="retry", error="NATS timeout: no PubAck")
-        except (OSError, nats.errors.Error) as error:
-            return SendResult(outcome="retry", error=f"NATS unreachable: {type(error).__name__}")
-        return SendResult(outcome="delivered")
+            for message, subject in zip(messages, subjects, strict=True):
+                try:
+                    acks.append(
+                        await jetstream.publish_async(
+                            subject, message.body, headers=_headers(message)
+                        )
+                    )
+                except (OSError, nats.errors.Error) as error:
+                    acks.append(_unreachable(error))
+            waiting = [ack for ack in acks if isinstance(ack, asyncio.Future)]
+            if waiting:
+                await asyncio.wait(waiting, timeout=self._timeout)
+        finally:
+            # Unanswered (the deadline, ours or the dispatcher's): nats-py forgets the inbox.
+            for ack in acks:
+                if isinstance(ack, asyncio.Future):
+                    ack.cancel()
+        return [
+            ack if isinstance(ack, SendResult) else _acknowledged(ack, subject)
+            for ack, subject in zip(acks, subjects, strict=True)
+        ]
 
     def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
         subject = render_template(self.subject, event_type, source)
@@ -146,3 +159,42 @@ class NatsJetStreamTransport(Transport):
             # Already gone: nothing held to release.
             with contextlib.suppress(OSError, TimeoutError, nats.errors.Error):
                 await self._client.close()
+
+
+def _headers(message: OutboundMessage) -> dict[str, str]:
+    headers = {
+        "webhook-id": message.webhook_id,
+        "webhook-timestamp": str(message.webhook_timestamp),
+        "content-type": CONTENT_TYPE,
+        "Nats-Msg-Id": message.webhook_id,
+    }
+    if message.webhook_signature is not None:
+        headers["webhook-signature"] = message.webhook_signature
+    # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
+    if message.traceparent is not None:
+        headers["traceparent"] = message.traceparent
+        if message.tracestate:
+            headers["tracestate"] = message.tracestate
+    return headers
+
+
+def _acknowledged(ack: asyncio.Future[PubAck], subject: str) -> SendResult:
+    """What became of one publish: the stream's PubAck (a duplicate's included), its refusal,
+    nobody capturing the subject, or no answer in time."""
+    if ack.cancelled():
+        return SendResult(outcome="retry", error="NATS timeout: no PubAck")
+    error = ack.exception()
+    if error is None:
+        return SendResult(outcome="delivered")
+    if isinstance(error, nats.js.errors.NoStreamResponseError):
+        return SendResult(outcome="retry", error=f"no JetStream stream captures {subject!r}")
+    if isinstance(error, nats.js.errors.APIError):
+        # The stream's own refusal (full, sealed, wrong expected stream...).
+        return SendResult(outcome="retry", error=f"JetStream refused: {error.description}")
+    if isinstance(error, nats.errors.TimeoutError | TimeoutError):
+        return SendResult(outcome="retry", error="NATS timeout: no PubAck")
+    return _unreachable(error)
+
+
+def _unreachable(error: BaseException) -> SendResult:
+    return SendResult(outcome="retry", error=f"NATS unreachable: {type(error).__name__}")

@@ -4,16 +4,18 @@ Each entry has the fields `webhook-id`, `webhook-timestamp`, `webhook-signature`
 `content-type` and `body` (the event bytes). XADD answering an entry id is the broker's
 acknowledgement.
 
-One connection per subscriber, pipelined: the sends waiting while a pipeline is on the wire go
-out together in the next one (as the file subscriber's lines share an fsync), so `max_in_flight`
-concurrent sends cost one round trip, not `max_in_flight` connections. redis-py connects on the
-first command and again after a connection is lost; a broker that is down, restarting or
-refusing us is a retryable outcome, never an exception.
+One connection per subscriber, pipelined: a batch's entries are one pipeline of XADDs (each
+answered with its own entry id or error), and the sends and batches waiting while a pipeline is
+on the wire go out together in the next one (as the file subscriber's lines share an fsync), so
+`max_in_flight` concurrent sends cost one round trip, not `max_in_flight` connections. redis-py
+connects on the first command and again after a connection is lost; a broker that is down,
+restarting or refusing us is a retryable outcome, never an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import ClassVar
 
 from redis import exceptions as redis_errors
@@ -33,6 +35,7 @@ from gateway.delivery.transport import (
 __all__ = ["RedisStreamsTransport"]
 
 CONTENT_TYPE = b"application/cloudevents+json"
+_INTERRUPTED = SendResult(outcome="retry", error="interrupted before Redis answered")
 
 
 class _Pending:
@@ -47,6 +50,7 @@ class _Pending:
 
 class RedisStreamsTransport(Transport):
     span_kind: ClassVar[SpanKindName] = "producer"
+    batches: ClassVar[bool] = True
 
     def __init__(self, config: RedisSubscriber) -> None:
         self.stream = config.stream
@@ -64,33 +68,26 @@ class RedisStreamsTransport(Transport):
         self._pipeline_lock = asyncio.Lock()
 
     async def send(self, message: OutboundMessage) -> SendResult:
-        fields = {
-            b"webhook-id": message.webhook_id.encode(),
-            b"webhook-timestamp": str(message.webhook_timestamp).encode(),
-            b"content-type": CONTENT_TYPE,
-            b"body": message.body,
-        }
-        if message.webhook_signature is not None:
-            fields[b"webhook-signature"] = message.webhook_signature.encode()
-        # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
-        if message.traceparent is not None:
-            fields[b"traceparent"] = message.traceparent.encode()
-            if message.tracestate:
-                fields[b"tracestate"] = message.tracestate.encode()
-        pending = _Pending(fields)
-        self._waiting.append(pending)
+        (result,) = await self.send_batch([message])
+        return result
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        if not messages:
+            return []
+        pendings = [_Pending(_fields(message)) for message in messages]
+        self._waiting.extend(pendings)
         try:
             async with self._pipeline_lock:
-                if pending.result is None:  # no earlier pipeline took it: this one takes all
+                if pendings[-1].result is None:  # no earlier pipeline took them: this takes all
                     batch, self._waiting = self._waiting, []
                     await self._xadd(batch)
         except asyncio.CancelledError:
             # The dispatcher's deadline while waiting for the pipeline: not sent at all.
-            if pending in self._waiting:
-                self._waiting.remove(pending)
+            mine = set(pendings)
+            self._waiting = [pending for pending in self._waiting if pending not in mine]
             raise
-        assert pending.result is not None  # every pipeline sets its whole batch's results
-        return pending.result
+        # Every pipeline sets its whole batch's results, and takes a batch's entries together.
+        return [pending.result or _INTERRUPTED for pending in pendings]
 
     async def _xadd(self, batch: list[_Pending]) -> None:
         """XADD every entry of `batch` in one pipeline and set each one's result, whatever
@@ -112,10 +109,9 @@ class RedisStreamsTransport(Transport):
             for pending in batch:
                 pending.result = failed
         finally:
-            interrupted = SendResult(outcome="retry", error="interrupted before Redis answered")
             for pending in batch:
                 if pending.result is None:
-                    pending.result = interrupted
+                    pending.result = _INTERRUPTED
 
     def attempt_span(self, event_type: str, source: str, attempt: int) -> AttemptSpan:
         return AttemptSpan(
@@ -130,6 +126,23 @@ class RedisStreamsTransport(Transport):
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _fields(message: OutboundMessage) -> dict[bytes, bytes]:
+    fields = {
+        b"webhook-id": message.webhook_id.encode(),
+        b"webhook-timestamp": str(message.webhook_timestamp).encode(),
+        b"content-type": CONTENT_TYPE,
+        b"body": message.body,
+    }
+    if message.webhook_signature is not None:
+        fields[b"webhook-signature"] = message.webhook_signature.encode()
+    # W3C Trace Context (docs/reference/traces.md): a consumer continues the attempt's trace.
+    if message.traceparent is not None:
+        fields[b"traceparent"] = message.traceparent.encode()
+        if message.tracestate:
+            fields[b"tracestate"] = message.tracestate.encode()
+    return fields
 
 
 def _outcome(reply: object) -> SendResult:

@@ -4,7 +4,7 @@ writes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 
@@ -19,7 +19,7 @@ from gateway.delivery.subscriber_state import SubscriberState
 from gateway.delivery.transport import SendResult
 from gateway.store.base import Store
 
-__all__ = ["read_circuit", "update_after_attempt", "update_circuit"]
+__all__ = ["read_circuit", "update_after_attempts", "update_circuit"]
 
 log = structlog.get_logger("gateway.delivery")
 
@@ -61,27 +61,36 @@ async def update_circuit(
     return version, circuit
 
 
-async def update_after_attempt(
-    store: Store, subscriber: SubscriberState, result: SendResult, now: float, probe: str | None
+async def update_after_attempts(
+    store: Store,
+    subscriber: SubscriberState,
+    answers: Sequence[tuple[SendResult, float]],
+    probe: str | None,
 ) -> None:
-    """The subscriber's circuit after an attempt's answer (`after_attempt`), written to the store
-    by compare-and-set and adopted; a change of state logged. `probe`: the mark of the circuit's
-    probe when this attempt was it."""
+    """The subscriber's circuit after attempts' answers (each a result and when it came, in
+    order: `after_attempt` over them), written to the store by compare-and-set and adopted, once
+    for a whole batch; a change of state logged. `probe`: the mark of the circuit's probe when
+    these attempts were it (a probe is a batch of one). Nothing changed (a closed circuit's
+    deliveries, the usual case): no store write (`update_circuit`)."""
     # The states `change` was applied to: the last is the store's, the one this update
     # changed (this process's own may be stale: another opened the circuit meanwhile).
     seen: list[CircuitState] = []
 
     def change(circuit: CircuitState) -> CircuitState:
         seen.append(circuit)
-        return after_attempt(
-            circuit,
-            result,
-            now,
-            probe=probe,
-            failure_threshold=subscriber.config.circuit_breaker_failures,
-            open_seconds=subscriber.config.circuit_breaker_seconds,
-        )
+        for result, now in answers:
+            circuit = after_attempt(
+                circuit,
+                result,
+                now,
+                probe=probe,
+                failure_threshold=subscriber.config.circuit_breaker_failures,
+                open_seconds=subscriber.config.circuit_breaker_seconds,
+            )
+        return circuit
 
+    if not answers:
+        return
     async with subscriber.circuit_lock:
         version, after = await update_circuit(
             store,

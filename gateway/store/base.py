@@ -36,8 +36,10 @@ from gateway.store.decisions import Decision
 __all__ = [
     "AcceptOutcome",
     "Attempt",
+    "AttemptRecord",
     "Backlog",
     "Claim",
+    "ClaimRequest",
     "ClaimedDelivery",
     "DeadLetter",
     "DeliveryRecord",
@@ -125,6 +127,17 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     full: bool
 
 
+class ClaimRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A `claim_due` to make, as a value: what `record_attempts_then_claim` claims after
+    recording."""
+
+    subscriber: str
+    limit: int
+    max_in_flight: int
+    lease_seconds: float
+    owner: str
+
+
 class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     """One try at sending a delivery, as recorded for operators."""
 
@@ -135,6 +148,14 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     status_code: int | None = None
     error: str | None = None
     response_excerpt: str | None = None
+
+
+class AttemptRecord(msgspec.Struct, frozen=True):
+    """An attempt to record, the decision taken on it, and the lease it was made under."""
+
+    attempt: Attempt
+    decision: Decision
+    lease_token: int
 
 
 class Backlog(msgspec.Struct, frozen=True, kw_only=True):
@@ -330,6 +351,28 @@ class Store(ABC):
         delivery is still pending. Otherwise change nothing and return False (a stale worker).
         A delivered or dead one releases the next held delivery of its ordering key, due now,
         in the same transaction."""
+
+    @abstractmethod
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[bool]:
+        """`record_attempt` for each of `records` (the answers of one batch of sends), written
+        together; for each, in order, whether it applied. Each is fenced by its own lease
+        token: a stale one changes nothing and takes nothing from the others."""
+
+    async def record_attempts_then_claim(
+        self, records: Sequence[AttemptRecord], claim: ClaimRequest
+    ) -> tuple[list[bool], Claim]:
+        """`record_attempts`, then `claim_due` as `claim` asks: a worker whose batch of sends
+        is over takes the next batch with the same write where the store can (the leases the
+        records gave back are free for the claim, and the next of an ordering key a record
+        released is claimable). Here two writes; a backend overrides it with one."""
+        applied = await self.record_attempts(records)
+        return applied, await self.claim_due(
+            subscriber=claim.subscriber,
+            limit=claim.limit,
+            max_in_flight=claim.max_in_flight,
+            lease_seconds=claim.lease_seconds,
+            owner=claim.owner,
+        )
 
     @abstractmethod
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:

@@ -1,32 +1,42 @@
-"""Group commit on the event loop: many callers' writes, one transaction, one WAL flush.
+"""Group commit in a writer thread: many callers' writes, one transaction, one WAL flush.
 
-A database commit costs a flush of its write-ahead log whatever it carries. `GroupCommit` lets
-callers hand it writes and await their answers, while one task drains everything waiting at
-that moment (up to `max_batch`) and applies it with one call of `apply` (one transaction):
-under load a commit carries hundreds of writes, idle a lone write commits at once. Each caller
-still gets its own answer (`apply` returns one result per write, in order); a batch that fails
-answers every one of its callers with the error.
+A database commit costs a flush of its write-ahead log whatever it carries. Callers hand their
+writes to a writer thread and await their answers; the thread drains everything waiting at that
+moment (up to a batch's limit) and applies it in one transaction: under load a commit carries
+hundreds of writes, idle a lone write commits at once. Each caller still gets its own answer,
+on its own event loop (`hand_back`); a batch that fails answers every one of its callers with
+the error.
 
-Writes wait in two rooms, as in SQLite's writer: ingest's is bounded (full: StoreUnavailable at
-once, a 503, rather than memory growing while the database cannot keep up); the dispatcher's
-attempt records have one of their own, which ingest cannot fill (refusing an attempt record
-would send its delivery again). A batch takes from both, so neither starves the other
-(`take_batch`, which SQLite's writer thread takes its batches by too).
+The writer is a thread, not a task on the callers' loop, because a batch is a series of waits
+(the disk's fsync for SQLite, round trips for PostgreSQL): on a loop busy with webhooks each
+of them would wait for a turn of that loop, with the transaction open meanwhile (PostgreSQL
+sessions sat `idle in transaction` for most of each batch). SQLite's writer
+(gateway/store/sqlite/writer.py) runs its statements in the thread; PostgreSQL's (`GroupCommit`)
+runs the store's async statements on an event loop of the thread's own, on a connection of its
+own.
+
+Writes wait in two rooms (`Rooms`). Ingest's is bounded: full, StoreUnavailable at once (a
+503) rather than memory growing while the database cannot keep up. The dispatcher's writes
+(attempt records) have one of their own, which ingest cannot fill: refusing an attempt record
+would leave its delivery leased, and send it again once the lease ran out. A batch takes from
+both, so neither starves the other (`take_batch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
 from gateway.store.base import StoreUnavailable
 
-__all__ = ["GroupCommit", "take_batch"]
+__all__ = ["Answered", "GroupCommit", "Rooms", "hand_back", "take_batch"]
 
 log = structlog.get_logger("gateway.store")
 
@@ -43,22 +53,163 @@ def take_batch(other: deque[T], ingest: deque[T], limit: int) -> list[T]:
     return batch
 
 
-class _Waiting(Generic[W]):
-    __slots__ = ("future", "write")
+class Answered(Protocol):
+    """A write waiting for a writer thread: the future its caller awaits, on the caller's
+    loop."""
 
-    def __init__(self, write: W, future: asyncio.Future[object]) -> None:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+P = TypeVar("P", bound=Answered)
+
+
+class Rooms(Generic[P]):
+    """The writes waiting for a writer thread, in two rooms: ingest's, bounded by
+    `ingest_limit`, and everyone else's, which ingest cannot fill (that room needs no bound of
+    its own: the dispatcher has at most `max_in_flight` sends per subscriber, each waiting for
+    its record). Every method is safe on an event loop: the lock is never held for long."""
+
+    def __init__(self, ingest_limit: int, *, batch_limit: int, full: str) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._ingest: deque[P] = deque()
+        self._other: deque[P] = deque()
+        self._ingest_limit = ingest_limit
+        self._batch_limit = batch_limit
+        # What a caller hears when ingest's room is full ("too many writes waiting for ...").
+        self._full = full
+        self._closed: str | None = None
+        # Since when writes have waited with none taken by the writer (None: nothing waits).
+        self._waiting_since: float | None = None
+
+    def put(self, pending: P, *, ingest: bool) -> None:
+        """Queue a write (never blocks); StoreUnavailable when its room is full or closed."""
+        with self._ready:
+            if self._closed is not None:
+                raise StoreUnavailable(self._closed)
+            if not ingest:
+                self._other.append(pending)
+            elif len(self._ingest) < self._ingest_limit:
+                self._ingest.append(pending)
+            else:
+                raise StoreUnavailable(self._full)
+            if self._waiting_since is None:
+                self._waiting_since = time.monotonic()
+            # The writer waits for a first write, or gathers more until a time it keeps by
+            # itself: waking it (and handing it the GIL) for every write would cost more than
+            # the write.
+            waiting = len(self._other) + len(self._ingest)
+            if waiting == 1 or waiting >= self._batch_limit:
+                self._ready.notify()
+
+    def take(self, limit: int, not_before: float = 0.0) -> list[P] | None:
+        """The next batch, waiting for one; None once closed and empty. Once a write waits,
+        more may join it until `not_before` (time.monotonic()), unless `limit` wait already."""
+        with self._ready:
+            while not self._other and not self._ingest:
+                if self._closed is not None:
+                    return None
+                self._ready.wait()
+            while (
+                self._closed is None
+                and len(self._other) + len(self._ingest) < limit
+                and (left := not_before - time.monotonic()) > 0
+            ):
+                self._ready.wait(left)
+            batch = take_batch(self._other, self._ingest, limit)
+            self._waiting_since = time.monotonic() if self._other or self._ingest else None
+            return batch
+
+    def take_all(self) -> list[P]:
+        """Every waiting write, leaving the rooms open (their callers are answered at once)."""
+        with self._ready:
+            waiting = [*self._other, *self._ingest]
+            self._other.clear()
+            self._ingest.clear()
+            self._waiting_since = None
+        return waiting
+
+    def stalled_for(self) -> float:
+        """Seconds the writer has taken no write while some wait (0 when none waits)."""
+        with self._ready:
+            since = self._waiting_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def close(self, reason: str) -> None:
+        """Refuse new writes from now on; the writer still takes what is waiting."""
+        with self._ready:
+            if self._closed is None:
+                self._closed = reason
+            self._ready.notify()
+
+    def abandon(self, reason: str) -> list[P]:
+        """Close and hand back every waiting write: nobody will take them."""
+        with self._ready:
+            if self._closed is None:
+                self._closed = reason
+            waiting = [*self._other, *self._ingest]
+            self._other.clear()
+            self._ingest.clear()
+            self._ready.notify()
+        return waiting
+
+
+def hand_back(results: Sequence[tuple[Answered, Any, BaseException | None]]) -> None:
+    """Answer each write's caller on its own event loop: one wake-up per loop, not per write."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Answered, Any, BaseException | None]]]
+    by_loop = {}
+    for entry in results:
+        by_loop.setdefault(entry[0].loop, []).append(entry)
+    running = _running_loop()  # the writer thread's own loop, or None
+    for loop, entries in by_loop.items():
+        if loop is running:  # a caller on the writer's own loop: no wake-up needed
+            _resolve(entries)
+            continue
+        # A closed loop has nobody waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_resolve, entries)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _resolve(entries: list[tuple[Answered, Any, BaseException | None]]) -> None:
+    for pending, result, error in entries:
+        if pending.future.done():
+            continue  # the caller gave up (cancelled); the write stands regardless
+        if error is None:
+            pending.future.set_result(result)
+        else:
+            pending.future.set_exception(error)
+
+
+class _Waiting(Generic[W]):
+    __slots__ = ("future", "loop", "write")
+
+    def __init__(self, write: W, loop: asyncio.AbstractEventLoop) -> None:
         self.write = write
-        self.future = future
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
 
 
 class GroupCommit(Generic[W]):
-    """One writer task applying batches of writes of type `W`.
+    """A writer thread with an event loop of its own, applying batches of writes of type `W`.
 
-    `apply(writes)` runs one transaction and returns one result per write; whatever it raises
+    `apply(writes)` runs on that loop (so does whatever connection it keeps: made, used and
+    closed there, by `finish` at the end) and returns one result per write; whatever it raises
     answers the whole batch (a StoreUnavailable as it is, anything else logged and turned into
-    one). When `abandon_waiting(error)` says the error means the database is out of reach, the
-    writes still waiting get it as well, at once: each would otherwise wait for a batch of its
-    own to time out in turn.
+    one), and the writer goes on. When `abandon_waiting(error)` says the error means the
+    database is out of reach, the writes still waiting get it as well, at once: each would
+    otherwise wait for a batch of its own to time out in turn. Should the thread itself stop
+    (anything escaping a batch), `failure` says why and every caller, waiting or to come, gets
+    StoreUnavailable: nobody waits for an answer that will never come.
+
+    `on_commit(writes)` is called in the thread after each commit (it must be thread-safe, as
+    SQLite's is).
     """
 
     def __init__(
@@ -69,93 +220,91 @@ class GroupCommit(Generic[W]):
         max_batch: int,
         on_commit: Callable[[int], None],
         abandon_waiting: Callable[[StoreUnavailable], bool],
+        finish: Callable[[], Awaitable[None]],
+        name: str = "store-writer",
     ) -> None:
         self._apply = apply
-        self._ingest_limit = ingest_limit
         self._max_batch = max_batch
         self._on_commit = on_commit
         self._abandon_waiting = abandon_waiting
-        self._ingest: deque[_Waiting[W]] = deque()
-        self._other: deque[_Waiting[W]] = deque()
-        self._ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed: str | None = "the store is not open"
+        self._finish = finish
+        self._name = name
+        self._rooms: Rooms[_Waiting[W]] = Rooms(
+            ingest_limit, batch_limit=max_batch, full="too many writes waiting for the database"
+        )
+        self._thread: threading.Thread | None = None
+        self._started = False
+        self.failure: str | None = None
 
     def start(self) -> None:
-        self._closed = None
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="store-writer")
+        self._started = True
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done() and self._closed is None
+        return self._thread is not None and self._thread.is_alive() and self.failure is None
 
     async def submit(self, write: W, *, ingest: bool) -> object:
         """Queue a write and wait for its answer (StoreUnavailable at once when its room is
-        full or the writer closed). A caller that gives up (cancelled) leaves the write to go
-        on: it may still commit."""
-        if self._closed is not None:
-            raise StoreUnavailable(self._closed)
-        if ingest and len(self._ingest) >= self._ingest_limit:
-            raise StoreUnavailable("too many writes waiting for the database")
-        waiting = _Waiting(write, asyncio.get_running_loop().create_future())
-        (self._ingest if ingest else self._other).append(waiting)
-        self._ready.set()
+        full, or the writer closed or stopped). A caller that gives up (cancelled) leaves the
+        write to go on: it may still commit."""
+        if not self._started:
+            raise StoreUnavailable("the store is not open")
+        waiting = _Waiting(write, asyncio.get_running_loop())
+        self._rooms.put(waiting, ingest=ingest)
         return await waiting.future
 
     async def close(self) -> None:
-        """Refuse new writes, apply those waiting, stop the task."""
-        if self._closed is None:
-            self._closed = "the store is closed"
-        self._ready.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        """Refuse new writes, apply those waiting, stop the thread (without blocking the
+        loop)."""
+        if self._thread is None:
+            return
+        self._rooms.close("the store is closed")
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
 
-    async def _run(self) -> None:
+    # The thread.
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        batch: list[_Waiting[W]] = []
         try:
-            while True:
-                if not self._ingest and not self._other:
-                    if self._closed is not None:
-                        return
-                    self._ready.clear()
-                    await self._ready.wait()
-                    continue
-                await self._run_batch(take_batch(self._other, self._ingest, self._max_batch))
+            while (taken := self._rooms.take(self._max_batch)) is not None:
+                batch = taken
+                loop.run_until_complete(self._run_batch(batch))
+                batch = []
+        except BaseException as error:  # whatever it is, nobody may be left waiting
+            log.exception("store_writer_stopped")
+            self.failure = f"the store's writer stopped: {error!r}"
+            failed = StoreUnavailable(self.failure)
+            waiting = batch + self._rooms.abandon(self.failure)
+            hand_back([(pending, None, failed) for pending in waiting])
         finally:
-            # Cancelled or broken: nobody may be left waiting for an answer.
-            self._closed = self._closed or "the store's writer stopped"
-            self._fail([*self._other, *self._ingest], StoreUnavailable(self._closed))
-            self._other.clear()
-            self._ingest.clear()
+            try:
+                loop.run_until_complete(self._finish())
+            except Exception:
+                log.exception("store_writer_finish_failed")
+            finally:
+                loop.close()
 
     async def _run_batch(self, batch: list[_Waiting[W]]) -> None:
         try:
             results = await self._apply([waiting.write for waiting in batch])
         except StoreUnavailable as error:
-            self._fail(batch, error)
+            failed = batch
             if self._abandon_waiting(error):
-                self._fail([*self._other, *self._ingest], error)
-                self._other.clear()
-                self._ingest.clear()
+                failed = failed + self._rooms.take_all()
+            hand_back([(pending, None, error) for pending in failed])
             return
         except Exception as error:  # a bug: its callers hear of it, the writer goes on
             log.exception("store_batch_failed", writes=len(batch))
-            self._fail(batch, StoreUnavailable(f"database write failed: {type(error).__name__}"))
+            unavailable = StoreUnavailable(f"database write failed: {type(error).__name__}")
+            hand_back([(pending, None, unavailable) for pending in batch])
             return
         # The batch is committed whatever a watcher does.
         try:
             self._on_commit(len(batch))
         except Exception:
             log.exception("commit_watcher_failed")
-        for waiting, result in zip(batch, results, strict=True):
-            if not waiting.future.done():
-                waiting.future.set_result(result)
-
-    @staticmethod
-    def _fail(batch: Sequence[_Waiting[W]], error: BaseException) -> None:
-        for waiting in batch:
-            if not waiting.future.done():
-                waiting.future.set_exception(error)
-                # Nobody may await it any more (a caller that gave up): no "never retrieved".
-                with contextlib.suppress(BaseException):
-                    waiting.future.exception()
+        hand_back([(p, result, None) for p, result in zip(batch, results, strict=True)])

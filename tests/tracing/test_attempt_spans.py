@@ -20,6 +20,7 @@ from gateway.delivery.decide import Delivered, RetryAt
 from gateway.delivery.file import FileTransport
 from gateway.delivery.http import HttpTransport, url_for_traces
 from gateway.delivery.transport import SendResult, Transport
+from gateway.span_recording import SpanRecorder
 from gateway.store.base import ClaimedDelivery
 from gateway.tracing import Tracing, event_trace
 
@@ -59,8 +60,10 @@ def delivery(
 def exported() -> Iterator[tuple[Tracing, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield Tracing(enabled=True, provider=provider), exporter
+    yield (
+        Tracing(enabled=True, recorder=SpanRecorder.of(provider, SimpleSpanProcessor(exporter))),
+        exporter,
+    )
     provider.shutdown()
 
 
@@ -164,7 +167,7 @@ def test_an_event_stored_without_a_trace_starts_one(
 def test_without_an_endpoint_the_attempt_still_gets_a_span_id_in_the_events_trace(
     http: Transport,
 ) -> None:
-    tracing = Tracing(enabled=True, provider=None)
+    tracing = Tracing(enabled=True)
     claimed = delivery(body(traceparent=EVENT_PARENT, tracestate="vendor=1"))
     with start_attempt_span(tracing, http, "ledger", "http", claimed) as span:
         assert not span.recording
@@ -176,7 +179,7 @@ def test_without_an_endpoint_the_attempt_still_gets_a_span_id_in_the_events_trac
 
 
 def test_disabled_tracing_gives_no_context(http: Transport) -> None:
-    tracing = Tracing(enabled=False, provider=None)
+    tracing = Tracing(enabled=False)
     claimed = delivery(body(traceparent=EVENT_PARENT))
     with start_attempt_span(tracing, http, "ledger", "http", claimed) as span:
         assert span.context is None

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from gateway.span_recording import SpanRecorder
 from gateway.tracing import (
     TRACESTATE_MAX_LENGTH,
     SpanKind,
@@ -43,12 +44,14 @@ REFERENCE = TraceContextTextMapPropagator()
 def exported() -> Iterator[tuple[Tracing, InMemorySpanExporter]]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield Tracing(enabled=True, provider=provider), exporter
+    yield (
+        Tracing(enabled=True, recorder=SpanRecorder.of(provider, SimpleSpanProcessor(exporter))),
+        exporter,
+    )
     provider.shutdown()
 
 
-PROPAGATING = Tracing(enabled=True, provider=None)
+PROPAGATING = Tracing(enabled=True)
 
 
 def reference_parent(headers: dict[str, str]) -> trace.SpanContext | None:
@@ -170,8 +173,9 @@ def test_any_header_gives_the_sdk_the_parent_the_api_would(
 ) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing = Tracing(enabled=True, provider=provider)
+    tracing = Tracing(
+        enabled=True, recorder=SpanRecorder.of(provider, SimpleSpanProcessor(exporter))
+    )
     headers = {"traceparent": traceparent}
     if tracestate is not None:
         headers["tracestate"] = tracestate

@@ -7,8 +7,11 @@ interface (gateway/store/base.py) over the modules that do the work, each a set 
 of a connection, each saying how its rule holds across nodes:
 
 - schema.py: versioned migrations, run under a lock by nodes starting together;
-- connection.py: the pool, bounded waits, errors and the secrets no message may carry;
-- ingest.py: the group commit's transaction (accepts and attempt records), quarantine;
+- connection.py: the pool, the writer's own connection, bounded waits, errors and the secrets
+  no message may carry;
+- ingest.py: the group commit's transaction (accepts and attempt records), quarantine; the
+  group commit runs in a writer thread with an event loop of its own (gateway/store/
+  group_commit.py), so a batch's round trips never wait for a turn of the webhooks' loop;
 - queue.py: claims under a per-subscriber lock, leases, heartbeats, attempt records, the
   clock (`finrelay_now`), redrive and replay;
 - ordering.py: per-key advisory locks, held deliveries and their release (the rule:
@@ -45,7 +48,12 @@ from gateway.store.base import (
 from gateway.store.decisions import Decision
 from gateway.store.group_commit import GroupCommit
 from gateway.store.postgres import ingest, queue, reads, retention, subscribers
-from gateway.store.postgres.connection import Connection, Database, Unreachable
+from gateway.store.postgres.connection import (
+    Connection,
+    Database,
+    Unreachable,
+    WriterConnection,
+)
 from gateway.store.postgres.glob import glob_to_regex
 from gateway.store.postgres.queue import AttemptRecord
 from gateway.store.postgres.schema import SCHEMA_VERSION, migrate
@@ -69,6 +77,8 @@ class PostgresStore(Store):
         self._database = Database(url)
         # None: the database server's clock (finrelay_now); tests pass their own.
         self._clock = clock
+        # The writer thread's: made, used and closed on that thread's loop only.
+        self._writer_connection = WriterConnection(self._database)
         self._writer: GroupCommit[NewEvent | AttemptRecord] = self._new_writer()
         self._commit_watchers: list[Callable[[int], None]] = []
         self._delivery_watchers: list[Callable[[], None]] = []
@@ -84,6 +94,8 @@ class PostgresStore(Store):
             max_batch=MAX_BATCH,
             on_commit=self._tell_commit_watchers,
             abandon_waiting=lambda error: isinstance(error, Unreachable),
+            finish=self._writer_connection.close,
+            name="postgres-writer",
         )
 
     def watch_commits(self, callback: Callable[[int], None]) -> None:
@@ -127,6 +139,8 @@ class PostgresStore(Store):
         await self._database.close()
 
     async def ping(self) -> None:
+        if self._writer.failure is not None:
+            raise StoreUnavailable(self._writer.failure)
         if not self._writer.running:
             raise StoreUnavailable("the store's writer is not running")
         async with self._database.connection(timeout=PING_SECONDS) as db:
@@ -156,10 +170,11 @@ class PostgresStore(Store):
     async def _apply_batch(
         self, writes: Sequence[NewEvent | AttemptRecord]
     ) -> Sequence[AcceptOutcome | bool]:
+        """One batch, on the writer thread's loop and connection."""
         events = [write for write in writes if isinstance(write, NewEvent)]
         records = [write for write in writes if isinstance(write, AttemptRecord)]
-        async with self._transaction() as db:
-            outcomes, applied = await ingest.write_batch(db, events, records, self._now())
+        async with self._writer_connection.session() as db:
+            outcomes, applied = await ingest.apply_batch(db, events, records, self._now())
         answers = iter(outcomes)
         recorded = iter(applied)
         return [
@@ -265,6 +280,16 @@ class PostgresStore(Store):
             AttemptRecord(attempt, decision, lease_token), ingest=False
         )
         assert isinstance(applied, bool)
+        return applied
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[bool]:
+        if not records:
+            return []
+        # A transaction of its own, as `accept_many`'s: a batch of sends is already a batch of
+        # records, and waiting for the group commit would only add its gap to the batch's.
+        async with self._transaction() as db:
+            _, applied = await ingest.write_batch(db, [], records, self._now())
+        self._tell_commit_watchers(1)
         return applied
 
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:

@@ -4,6 +4,10 @@ the secrets no message may carry.
 - **Bounded.** A small pool, connect, pool-wait and statement timeouts, TCP keepalives: with
   PostgreSQL down every call raises StoreUnavailable within seconds, and the pool reconnects
   by itself when it is back (a connection is checked when taken).
+- **The writer's own.** The group commit (gateway/store/group_commit.py) runs in a thread on
+  an event loop of its own, so its connection is outside the pool (`WriterConnection`): made
+  there, checked before a batch when it idled (a restart of PostgreSQL meanwhile replaces it
+  instead of failing the batch), replaced once lost.
 - **Secrets.** The URL goes to libpq as it is (sslmode, percent-encoded passwords, PGPASSWORD);
   no error, log line or repr of the store carries it: they name host:port/database, and any
   password text that ever shows in a driver's message is blotted out.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -26,14 +31,15 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.store.base import StoreUnavailable
 
-__all__ = ["Connection", "Database", "Unreachable"]
+__all__ = ["Connection", "Database", "Unreachable", "WriterConnection"]
 
 log = structlog.get_logger("gateway.store")
 
 Connection = psycopg.AsyncConnection[TupleRow]
 
-# Connections per store: the writer, claims, heartbeats and operators' reads share them, and
-# none is held during a send. Several nodes times this must fit the server's max_connections.
+# Connections per store: claims, heartbeats and operators' reads share them, and none is held
+# during a send. Several nodes times this (plus the writer's and the listener's connections)
+# must fit the server's max_connections.
 POOL_SIZE = 10
 # How long a call waits for a connection (PostgreSQL down: the pool cannot make one).
 POOL_WAIT_SECONDS = 3.0
@@ -50,6 +56,9 @@ CONNECTION_DEFAULTS = {
     "tcp_user_timeout": "15000",
     "application_name": "finrelay",
 }
+# The writer's connection, idle at least this long, is checked (one round trip) before a batch:
+# under load batches follow each other and pay nothing.
+CHECK_AFTER_IDLE_SECONDS = 1.0
 # A statement that runs longer is cancelled (a lock nobody lets go, a disk that does not
 # answer): the caller gets StoreUnavailable instead of waiting. Key locks are held for one
 # short transaction, so a wait this long means something is wrong.
@@ -86,10 +95,17 @@ class Database:
     def is_open(self) -> bool:
         return self._pool is not None
 
-    async def connect(self) -> Connection:
+    async def connect(self, *, bounded: bool = False) -> Connection:
         """A connection of its own, outside the pool, in autocommit mode (the schema lock's
-        holder, the listener)."""
-        return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        holder, the listener; `bounded`: the writer's, with the pool's time limits)."""
+        connection = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        if bounded:
+            try:
+                await _configure(connection)
+            except BaseException:
+                await connection.close()
+                raise
+        return connection
 
     async def open(self) -> None:
         """Open the pool, waiting for its first connection (StoreUnavailable when none)."""
@@ -151,6 +167,47 @@ class Database:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+class WriterConnection:
+    """The group commit's connection, on the writer thread's event loop (never another's):
+    made when first needed, checked when it idled, replaced once lost. `session()` hands it
+    out, driver errors turned into StoreUnavailable."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._connection: Connection | None = None
+        self._used_at = 0.0
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Connection]:
+        try:
+            yield await self._usable()
+        except psycopg.Error as error:
+            raise self._database.unavailable(error) from None
+        finally:
+            self._used_at = time.monotonic()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+
+    async def _usable(self) -> Connection:
+        connection = self._connection
+        if connection is not None and (connection.closed or connection.broken):
+            await self.close()
+        elif connection is not None and (
+            time.monotonic() - self._used_at > CHECK_AFTER_IDLE_SECONDS
+        ):
+            try:
+                await connection.execute("")
+            except psycopg.Error:
+                await self.close()
+        if self._connection is None:
+            self._connection = await self._database.connect(bounded=True)
+        return self._connection
 
 
 async def _configure(connection: Connection) -> None:

@@ -1,17 +1,24 @@
 """What comes in, on PostgreSQL: events with their deliveries, and quarantined payloads.
 
 **Group commit.** `accept` and `record_attempt` go to a `GroupCommit` (gateway/store/
-group_commit.py): one task per node drains what is waiting into one transaction and one WAL
-flush (`write_batch`). `INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id` decides accepted or
-duplicate, also between nodes (the primary key waits for the other's commit); a second copy in
-one batch is a duplicate of the first. Events are inserted in id order, so two nodes' batches
+group_commit.py): one writer thread per node drains what is waiting into one transaction and one
+WAL flush (`apply_batch`). `INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id` decides accepted
+or duplicate, also between nodes (the primary key waits for the other's commit); a second copy
+in one batch is a duplicate of the first. Events are inserted in id order, so two nodes' batches
 never wait on each other's rows crosswise (no deadlock).
+
+**Round trips.** A transaction's locks and its session are held from its first statement to
+its commit, so a batch costs as few round trips as it can: events none of whose subscribers is
+ordered need no key lock and nothing read first, and go in as one statement (`_ACCEPT`: the
+events, their deliveries and the wake-up); a batch of such events alone is that statement in
+autocommit, its own transaction: one round trip in all. Ordered events and attempt records
+take the general way (`write_batch`): key locks first, then reads and writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, LiteralString
 
 from gateway.store import rows as as_struct
 from gateway.store.base import AcceptOutcome, NewEvent, QuarantinedPayload, released_as
@@ -22,6 +29,7 @@ from gateway.store.postgres.queue import AttemptRecord, record_attempts
 from gateway.store.postgres.wakeups import NOTIFY
 
 __all__ = [
+    "apply_batch",
     "drop_quarantined",
     "insert_events",
     "note_quarantine_error",
@@ -30,6 +38,40 @@ __all__ = [
     "release_quarantined",
     "write_batch",
 ]
+
+
+# Events of no ordered subscriber, with their deliveries (pending, due at once, ids in the
+# arrays' order) and the wake-up, in one statement: the events in id order (see above), the
+# deliveries of those inserted only (not of duplicates), NOTIFY (wakeups.py) only if one was
+# made; the last SELECT reads `woken`, or PostgreSQL would skip it. The deliveries' foreign key
+# is checked at the statement's end, when its events are in.
+_ACCEPT: LiteralString = (
+    "WITH inserted AS (INSERT INTO events (id, source, type, received_at, body, subject,"
+    " status) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[],"
+    " %s::bytea[], %s::text[], %s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id),"
+    " made AS (INSERT INTO deliveries (event_id, subscriber, created_at, next_attempt_at,"
+    " state) SELECT r.e, r.s, r.c, r.c, 'pending' FROM unnest(%s::text[], %s::text[],"
+    " %s::float8[]) WITH ORDINALITY AS r(e, s, c, n) WHERE r.e IN (SELECT id FROM inserted)"
+    " ORDER BY r.n RETURNING 1),"
+    " woken AS (SELECT pg_notify('finrelay_deliveries', '') WHERE EXISTS (SELECT FROM made))"
+    " SELECT array(SELECT id FROM inserted)"
+    " FROM (SELECT count(*) FROM woken) AS notified"
+)
+
+
+async def apply_batch(
+    db: Connection,
+    events: Sequence[NewEvent],
+    records: Sequence[AttemptRecord],
+    now: float | None,
+) -> tuple[list[AcceptOutcome], list[bool]]:
+    """One group commit's writes in one transaction of their own, on an autocommit connection:
+    events alone, none of them ordered, as one statement (its own transaction); anything else
+    between BEGIN and COMMIT (`write_batch`)."""
+    if not records and not any(ordering_pairs(event) for event in events):
+        return await _accept(db, events, _firsts(events)), []
+    async with db.transaction():
+        return await write_batch(db, events, records, now)
 
 
 async def write_batch(
@@ -41,10 +83,9 @@ async def write_batch(
     """One group commit's writes, in the caller's transaction: every key lock first (those of
     the events to insert, and of the deliveries whose attempts settle), then the attempts'
     rows, then the events (gateway/store/postgres/ordering.py: the locking order)."""
-    firsts: dict[str, NewEvent] = {}
-    for event in events:
-        firsts.setdefault(event.id, event)
-    pairs = [pair for event in firsts.values() for pair in ordering_pairs(event)]
+    firsts = _firsts(events)
+    ordered = [pair for event in firsts.values() for pair in ordering_pairs(event)]
+    pairs = list(ordered)
     if records:
         cursor = await db.execute(
             "SELECT subscriber, ordering_key FROM deliveries"
@@ -58,12 +99,65 @@ async def write_batch(
     if records:
         applied, made_pending = await record_attempts(db, records, now, locked)
     outcomes: list[AcceptOutcome] = []
-    if events:
+    if events and not ordered:
+        outcomes = await _accept(db, events, firsts)  # with its own wake-up
+    elif events:
         outcomes, accepted_pending = await insert_events(db, events, firsts)
         made_pending = made_pending or accepted_pending
     if made_pending:
         await db.execute(NOTIFY)
     return outcomes, applied
+
+
+def _firsts(events: Sequence[NewEvent]) -> dict[str, NewEvent]:
+    """The first copy of each event id, in arrival order."""
+    firsts: dict[str, NewEvent] = {}
+    for event in events:
+        firsts.setdefault(event.id, event)
+    return firsts
+
+
+def _outcomes(events: Sequence[NewEvent], inserted: set[str]) -> list[AcceptOutcome]:
+    """Accepted for the first copy of each inserted event; duplicate for the others (of a
+    stored event, or of an earlier copy in this batch)."""
+    outcomes: list[AcceptOutcome] = []
+    answered: set[str] = set()
+    for event in events:
+        first_copy = event.id not in answered
+        answered.add(event.id)
+        outcomes.append("accepted" if first_copy and event.id in inserted else "duplicate")
+    return outcomes
+
+
+async def _accept(
+    db: Connection, events: Sequence[NewEvent], firsts: dict[str, NewEvent]
+) -> list[AcceptOutcome]:
+    """Events none of whose subscribers is ordered, with their deliveries: one statement
+    (`_ACCEPT`)."""
+    ordered = sorted(firsts.values(), key=lambda event: event.id)
+    deliveries: tuple[list[Any], ...] = ([], [], [])
+    for event in firsts.values():
+        for subscriber in event.subscribers:
+            for column, value in zip(
+                deliveries, (event.id, subscriber, event.received_at), strict=True
+            ):
+                column.append(value)
+    cursor = await db.execute(
+        _ACCEPT,
+        (
+            [event.id for event in ordered],
+            [event.source for event in ordered],
+            [event.type for event in ordered],
+            [event.received_at for event in ordered],
+            [event.body for event in ordered],
+            [event.subject for event in ordered],
+            [event.status for event in ordered],
+            *deliveries,
+        ),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return _outcomes(events, {str(event_id) for event_id in row[0]})
 
 
 async def insert_events(
@@ -87,12 +181,7 @@ async def insert_events(
         ),
     )
     inserted = {str(row[0]) for row in await cursor.fetchall()}
-    outcomes: list[AcceptOutcome] = []
-    answered: set[str] = set()
-    for event in events:
-        first_copy = event.id not in answered
-        answered.add(event.id)
-        outcomes.append("accepted" if first_copy and event.id in inserted else "duplicate")
+    outcomes = _outcomes(events, inserted)
     # Arrival order is commit order: of two events of one key in this batch, the first goes
     # out, the second is held behind it. Read after the key locks (READ COMMITTED).
     accepted = [event for event in firsts.values() if event.id in inserted]

@@ -22,11 +22,9 @@ import hashlib
 from collections.abc import Collection, Sequence
 from typing import Any, LiteralString
 
-import msgspec
-
 from gateway.store import rows as as_struct
-from gateway.store.base import Attempt, Claim
-from gateway.store.decisions import Decision, state_after
+from gateway.store.base import AttemptRecord, Claim
+from gateway.store.decisions import state_after
 from gateway.store.ordering import Key, ordering_key, place, released_keys
 from gateway.store.postgres.connection import Connection
 from gateway.store.postgres.ordering import busy_keys, key_pairs, lock_keys, release_next
@@ -77,14 +75,6 @@ _CLAIM: LiteralString = (
 # class of keys of its own, one per subscriber, apart from the ordering keys' bigints.
 # 0x636c6169: "clai".
 CLAIM_LOCK_CLASS = 0x636C6169
-
-
-class AttemptRecord(msgspec.Struct, frozen=True):
-    """An attempt to record, the decision taken on it, and the lease it was made under."""
-
-    attempt: Attempt
-    decision: Decision
-    lease_token: int
 
 
 async def claim_due(

@@ -1,7 +1,9 @@
 """Wake-ups across nodes: a transaction that makes a delivery pending notifies
-`finrelay_deliveries` (`NOTIFY`; PostgreSQL folds a transaction's identical notifications into
-one); one LISTEN connection per store, outside the pool, calls the `watch_new_deliveries`
-callbacks, and reconnects with a bounded backoff. The dispatcher's poll is the fallback."""
+`finrelay_deliveries` (`NOTIFY`, or pg_notify inside the statement that made it pending:
+gateway/store/postgres/ingest.py); the notification goes out at commit, and PostgreSQL folds a
+transaction's identical notifications into one. One LISTEN connection per store, outside the
+pool, calls the `watch_new_deliveries` callbacks, and reconnects with a bounded backoff. The
+dispatcher's poll is the fallback."""
 
 from __future__ import annotations
 

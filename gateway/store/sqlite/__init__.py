@@ -32,8 +32,10 @@ import structlog
 from gateway.store.base import (
     AcceptOutcome,
     Attempt,
+    AttemptRecord,
     Backlog,
     Claim,
+    ClaimRequest,
     DeadLetter,
     EventFilter,
     EventRecord,
@@ -282,6 +284,32 @@ class SQLiteStore(Store):
         )
         applied: bool = await self._writer.submit(pending)
         return applied
+
+    async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[bool]:
+        batch = [(record.attempt, record.decision, record.lease_token) for record in records]
+        # A batch's records are one write: one job carrying them all, in one savepoint.
+        return await self._write(lambda db: queue.record_attempts(db, batch, self._clock()))
+
+    async def record_attempts_then_claim(
+        self, records: Sequence[AttemptRecord], claim: ClaimRequest
+    ) -> tuple[list[bool], Claim]:
+        batch = [(record.attempt, record.decision, record.lease_token) for record in records]
+
+        def job(db: sqlite3.Connection) -> tuple[list[bool], Claim]:
+            now = self._clock()
+            applied = queue.record_attempts(db, batch, now)
+            return applied, queue.claim_due(
+                db,
+                now=now,
+                subscriber=claim.subscriber,
+                limit=claim.limit,
+                max_in_flight=claim.max_in_flight,
+                lease_seconds=claim.lease_seconds,
+                owner=claim.owner,
+            )
+
+        # One write, one commit: the next batch's leases go with the last one's records.
+        return await self._write(job)
 
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:
         return await self._read(lambda db: queue.next_due_at(db, subscribers))

@@ -7,17 +7,18 @@ price of one fsync; idle, a lone request commits at once. Each request still get
 answer: the hot path's two writes (accepting events, recording attempts) are applied set-based
 with one answer each, and anything else is a job in its own savepoint.
 
-Writes wait in two rooms (`Rooms`). Ingest's is bounded: when the disk cannot keep up, `accept`
+Writes wait in two rooms (`Rooms`, gateway/store/group_commit.py, shared with PostgreSQL's
+writer). Ingest's (`accept`, `quarantine`) is bounded: when the disk cannot keep up, `accept`
 raises StoreUnavailable (503) instead of letting memory grow. The dispatcher's claims and
-attempt records have their own, which ingest cannot fill. Nothing a batch raises stops the
-writer: its callers get StoreUnavailable and the next batch goes on; a writer that cannot go on
-(its connection unusable) marks the store unavailable (`Writer.failure`), so every caller and
-/readyz hear it at once rather than wait for an answer that will never come.
+attempt records (and circuits, operators' commands) have their own, which ingest cannot fill.
+Nothing a batch raises stops the writer: its callers get StoreUnavailable and the next batch
+goes on; a writer that cannot go on (its connection unusable) marks the store unavailable
+(`Writer.failure`), so every caller and /readyz hear it at once rather than wait for an answer
+that will never come.
 
 Several processes may open one database (`serve --workers N`, and the CLI next to a running
 gateway): their writers take turns through a lock file (`WriterLock`), and WAL lets everyone
-read meanwhile. PostgreSQL's group commit (gateway/store/group_commit.py) runs on the event loop
-instead and takes its batches by the same rule (`take_batch`).
+read meanwhile.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import sqlite3
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from gateway.store.base import StoreSchemaError, StoreUnavailable
-from gateway.store.group_commit import take_batch
+from gateway.store.group_commit import Rooms, hand_back
 from gateway.store.sqlite.ingest import insert_events
 from gateway.store.sqlite.queue import record_attempts
 from gateway.store.sqlite.schema import bring_up_to_date
@@ -89,97 +89,6 @@ class Pending:
         self.future: asyncio.Future[Any] = loop.create_future()
 
 
-class Rooms:
-    """The writes waiting for the writer thread, in two rooms.
-
-    Ingest (`accept`, `quarantine`) is bounded (the store's MAX_PENDING_WRITES). Everything
-    else (the dispatcher's claims and attempt records, circuits, operators' commands) has a
-    room of its own that ingest cannot fill: refusing an attempt record because webhooks filled
-    the queue would leave its delivery leased, and sent again when the lease runs out, turning
-    overload into duplicate sends. That room needs no bound of its own: the dispatcher has at most
-    `max_in_flight` sends per subscriber, each waiting for its record.
-
-    A batch takes the other room's writes first, up to half of it, then ingest's, then more of
-    either: neither room starves the other (`take_batch`).
-    """
-
-    def __init__(self, ingest_limit: int) -> None:
-        self._ready = threading.Condition(threading.Lock())
-        self._ingest: deque[Pending] = deque()
-        self._other: deque[Pending] = deque()
-        self._ingest_limit = ingest_limit
-        self._batch_limit = MAX_BATCH
-        self._closed: str | None = None
-        # Since when writes have waited with none taken by the writer (None: nothing waits).
-        self._waiting_since: float | None = None
-
-    def put(self, pending: Pending, *, ingest: bool) -> None:
-        """Queue a write (never blocks); StoreUnavailable when its room is full or closed."""
-        with self._ready:
-            if self._closed is not None:
-                raise StoreUnavailable(self._closed)
-            if not ingest:
-                self._other.append(pending)
-            elif len(self._ingest) < self._ingest_limit:
-                self._ingest.append(pending)
-            else:
-                raise StoreUnavailable("too many writes waiting for the disk")
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
-            # The writer waits for a first write, or gathers more until a time it keeps by
-            # itself: waking it (and handing it the GIL) for every write would cost more than
-            # the write.
-            waiting = len(self._other) + len(self._ingest)
-            if waiting == 1 or waiting >= self._batch_limit:
-                self._notify()
-
-    def _notify(self) -> None:
-        self._ready.notify()
-
-    def take(self, limit: int, not_before: float = 0.0) -> list[Pending] | None:
-        """The next batch, waiting for one; None once closed and empty. Once a write waits,
-        more may join it until `not_before` (time.monotonic()), unless `limit` wait already."""
-        with self._ready:
-            while not self._other and not self._ingest:
-                if self._closed is not None:
-                    return None
-                self._ready.wait()
-            while (
-                self._closed is None
-                and len(self._other) + len(self._ingest) < limit
-                and (left := not_before - time.monotonic()) > 0
-            ):
-                self._ready.wait(left)
-            batch = take_batch(self._other, self._ingest, limit)
-            self._waiting_since = time.monotonic() if self._other or self._ingest else None
-            return batch
-
-    def stalled_for(self) -> float:
-        """Seconds the writer has taken no write while some wait (0 when none waits)."""
-        with self._ready:
-            since = self._waiting_since
-        return 0.0 if since is None else time.monotonic() - since
-
-    def close(self, reason: str) -> None:
-        """Refuse new writes from now on; the writer still takes what is waiting. The lock is
-        never held for long, so this is safe on the event loop."""
-        with self._ready:
-            if self._closed is None:
-                self._closed = reason
-            self._notify()
-
-    def abandon(self, reason: str) -> list[Pending]:
-        """Close and hand back every waiting write: nobody will take them."""
-        with self._ready:
-            if self._closed is None:
-                self._closed = reason
-            waiting = [*self._other, *self._ingest]
-            self._other.clear()
-            self._ingest.clear()
-            self._notify()
-        return waiting
-
-
 class WriterLock:
     """An exclusive flock(2) on `<database>-writer.lock`, held for each write transaction.
 
@@ -224,7 +133,9 @@ class Writer:
         # "Now" of the attempt records a batch applies (releases of held deliveries).
         self._clock = clock
         self._on_commit = on_commit
-        self._rooms = Rooms(ingest_limit)
+        self._rooms: Rooms[Pending] = Rooms(
+            ingest_limit, batch_limit=MAX_BATCH, full="too many writes waiting for the disk"
+        )
         self._thread: threading.Thread | None = None
         self.failure: str | None = None
         self._opened = threading.Event()
@@ -316,13 +227,13 @@ class Writer:
         if self.failure is None:
             self.failure = f"the store's writer stopped: {error!r}"
         failed = StoreUnavailable(self.failure)
-        _hand_back([(pending, None, failed) for pending in batch])
+        hand_back([(pending, None, failed) for pending in batch])
 
     def _stopped(self, connection: sqlite3.Connection, lock: WriterLock) -> None:
         if self.failure is not None:
             failed = StoreUnavailable(self.failure)
             waiting = self._rooms.abandon(self.failure)
-            _hand_back([(pending, None, failed) for pending in waiting])
+            hand_back([(pending, None, failed) for pending in waiting])
         with contextlib.suppress(sqlite3.Error):
             connection.close()
         lock.close()
@@ -360,7 +271,7 @@ class Writer:
             # (/readyz included) must find the store unavailable, not a writer about to stop.
             self.failure = "the store's writer stopped: its connection cannot roll back"
             self._rooms.close(self.failure)
-        _hand_back(results)
+        hand_back(results)
         if not usable:
             raise RuntimeError(self.failure)
 
@@ -428,36 +339,3 @@ def _open_failure(path: Path, error: BaseException) -> Exception:
     if isinstance(error, StoreSchemaError):
         return error
     return StoreUnavailable(f"cannot open {path}: {error}")
-
-
-def _hand_back(results: list[tuple[Pending, Any, BaseException | None]]) -> None:
-    """Answer each write's caller on its own event loop: one wake-up per loop, not per write."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Pending, Any, BaseException | None]]]
-    by_loop = {}
-    for entry in results:
-        by_loop.setdefault(entry[0].loop, []).append(entry)
-    running = _running_loop()  # None on the writer thread
-    for loop, entries in by_loop.items():
-        if loop is running:  # a writer on the event loop: no wake-up needed
-            _resolve(entries)
-            continue
-        # A closed loop has nobody waiting any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_resolve, entries)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _resolve(entries: list[tuple[Pending, Any, BaseException | None]]) -> None:
-    for pending, result, error in entries:
-        if pending.future.done():
-            continue  # the caller gave up (cancelled); the write stands regardless
-        if error is None:
-            pending.future.set_result(result)
-        else:
-            pending.future.set_exception(error)
