@@ -140,7 +140,9 @@ class Ingress:
                 "http.route": _ROUTE,
                 "url.scheme": scope.get("scheme", "http"),
             }
-        return self._tracing.span(name, SpanKind.SERVER, parent=headers, attributes=attributes)
+        return self._tracing.span(
+            name, SpanKind.SERVER, parent=_trace_carrier(scope, headers), attributes=attributes
+        )
 
     async def _handle(
         self,
@@ -424,6 +426,23 @@ class Ingress:
             quarantine_id=str(quarantine_id),
             detail=error.detail,
         )
+
+
+def _trace_carrier(scope: Scope, headers: Mapping[str, str]) -> Mapping[str, str]:
+    """The request's W3C Trace Context headers as one value each. `headers` keeps the last of
+    a repeated header; here several `tracestate` lines are one list, joined with commas (as
+    W3C Trace Context and HTTP combine field lines), and of several `traceparent` the first
+    counts, as OpenTelemetry's propagator reads them. Looked at only when one is there."""
+    if "tracestate" not in headers and "traceparent" not in headers:
+        return headers
+    parents = [value for name, value in scope["headers"] if name == b"traceparent"]
+    states = [value for name, value in scope["headers"] if name == b"tracestate"]
+    carrier = {}
+    if parents:
+        carrier["traceparent"] = parents[0].decode("latin-1")
+    if states:
+        carrier["tracestate"] = ",".join(state.decode("latin-1") for state in states)
+    return carrier
 
 
 def _describe(

@@ -252,6 +252,29 @@ def test_an_invalid_tracestate_is_dropped_and_the_traceparent_kept(
     assert "tracestate" not in event
 
 
+def test_several_tracestate_lines_are_one_list_and_the_first_traceparent_counts(
+    gateway: GatewayProcess, receiver: OtlpReceiver
+) -> None:
+    trace_id, other = new_trace_id(), new_trace_id()
+    body = sample_body("finfusion", "payment.succeeded", datetime.now(UTC))
+    signed = finfusion.sign_finfusion(body, SECRET, datetime.now(UTC))
+    answer = gateway.post(
+        "finfusion-main",
+        body,
+        headers=[
+            *signed.items(),
+            ("traceparent", traceparent(trace_id)),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("traceparent", traceparent(other)),
+            ("tracestate", "rojo=00f067aa0ba902b7, vendor@x=1"),
+        ],
+    )
+    span = server_span(receiver, trace_id)
+    event = stored(gateway, answer.json()["id"])
+    assert event["traceparent"] == f"00-{trace_id}-{span.span_id}-01"
+    assert event["tracestate"] == "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,vendor@x=1"
+
+
 def test_a_long_tracestate_is_cut_to_512_characters_the_w3c_way(
     gateway: GatewayProcess, receiver: OtlpReceiver
 ) -> None:
