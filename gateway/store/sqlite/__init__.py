@@ -280,20 +280,22 @@ class SQLiteStore(Store):
         self, attempt: Attempt, decision: Decision, *, lease_token: int
     ) -> bool:
         pending = Pending(
-            asyncio.get_running_loop(), kind="attempt", payload=(attempt, decision, lease_token)
+            asyncio.get_running_loop(),
+            kind="attempt",
+            payload=AttemptRecord(attempt, decision, lease_token),
         )
         applied: bool = await self._writer.submit(pending)
         return applied
 
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[bool]:
-        batch = [(record.attempt, record.decision, record.lease_token) for record in records]
+        batch = list(records)
         # A batch's records are one write: one job carrying them all, in one savepoint.
         return await self._write(lambda db: queue.record_attempts(db, batch, self._clock()))
 
     async def record_attempts_then_claim(
         self, records: Sequence[AttemptRecord], claim: ClaimRequest
     ) -> tuple[list[bool], Claim]:
-        batch = [(record.attempt, record.decision, record.lease_token) for record in records]
+        batch = list(records)
 
         def job(db: sqlite3.Connection) -> tuple[list[bool], Claim]:
             now = self._clock()

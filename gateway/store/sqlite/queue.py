@@ -11,8 +11,8 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from gateway.store import rows as as_struct
-from gateway.store.base import Attempt, Claim
-from gateway.store.decisions import Decision, state_after
+from gateway.store.base import AttemptRecord, Claim
+from gateway.store.decisions import state_after
 from gateway.store.ordering import Key, ordering_key, place, released_keys
 from gateway.store.sqlite.ordering import busy_keys, release_next
 from gateway.store.sqlite.statements import chunks, insert_rows
@@ -111,7 +111,7 @@ def release_leases_of_silent_owners(
 
 
 def record_attempts(
-    db: sqlite3.Connection, records: list[tuple[Attempt, Decision, int]], now: float
+    db: sqlite3.Connection, records: Sequence[AttemptRecord], now: float
 ) -> list[bool]:
     """Record attempts and move their deliveries on as decided: delivered, pending a retry, or
     dead; for each record, whether it applied. Set-based, as `insert_events` and for the same
@@ -126,7 +126,7 @@ def record_attempts(
     """
     held: set[tuple[int, int]] = set()
     keys: dict[int, Key] = {}
-    for chunk in chunks(db, [(attempt.delivery_id,) for attempt, _, _ in records]):
+    for chunk in chunks(db, [(record.attempt.delivery_id,) for record in records]):
         marks = ",".join("?" * len(chunk))
         for row in db.execute(
             "SELECT id, lease_token, subscriber, ordering_key FROM deliveries"  # noqa: S608
@@ -137,11 +137,11 @@ def record_attempts(
             if row[3] is not None:
                 keys[int(row[0])] = (str(row[2]), str(row[3]))
     applied: list[bool] = []
-    for attempt, _, lease_token in records:
-        key = (attempt.delivery_id, lease_token)
+    for record in records:
+        key = (record.attempt.delivery_id, record.lease_token)
         applied.append(key in held)
         held.discard(key)  # one record per lease
-    records = [record for record, ok in zip(records, applied, strict=True) if ok]
+    kept = [record for record, ok in zip(records, applied, strict=True) if ok]
     insert_rows(
         db,
         "attempts (delivery_id, started_at, duration, outcome, status_code, error,"
@@ -156,14 +156,17 @@ def record_attempts(
                 attempt.error,
                 attempt.response_excerpt,
             )
-            for attempt, _, _ in records
+            for attempt in (record.attempt for record in kept)
         ],
     )
     updates: list[tuple[Any, ...]] = []
-    for attempt, decision, lease_token in records:
-        state, next_at, finished_at = state_after(decision, attempt.started_at + attempt.duration)
+    for record in kept:
+        attempt = record.attempt
+        state, next_at, finished_at = state_after(
+            record.decision, attempt.started_at + attempt.duration
+        )
         updates.append(
-            (attempt.delivery_id, lease_token, state, next_at, attempt.error, finished_at)
+            (attempt.delivery_id, record.lease_token, state, next_at, attempt.error, finished_at)
         )
     for chunk in chunks(db, updates):
         rows = ",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
@@ -180,7 +183,7 @@ def record_attempts(
             " AND deliveries.lease_until IS NOT NULL",
             [value for row in chunk for value in row],
         )
-    settled = [(attempt.delivery_id, decision) for attempt, decision, _ in records]
+    settled = [(record.attempt.delivery_id, record.decision) for record in kept]
     release_next(db, released_keys(settled, keys), now)
     return applied
 
