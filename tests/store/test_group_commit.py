@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import pytest
 
 from gateway.store.base import StoreUnavailable
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, Rooms
 
 # Every wait is bounded: a writer that strands its callers fails the test, never hangs it.
 ANSWER_SECONDS = 10.0
@@ -207,3 +207,22 @@ def test_a_writer_never_started_is_unavailable() -> None:
             await writer(Database()).submit(1, ingest=True)
 
     asyncio.run(scenario())
+
+
+def test_ingest_writes_gather_until_the_gap_and_the_dispatchers_go_at_once() -> None:
+    # SQLite's writer takes its batches this way: webhooks arriving together share a commit,
+    # while a delivery batch's records and next claim (the other room) do not wait for company.
+    rooms: Rooms[str] = Rooms(100, batch_limit=100, full="full")
+    rooms.put("record", ingest=False)
+    started = time.monotonic()
+    assert rooms.take(100, not_before=started + 5.0) == ["record"]
+    assert time.monotonic() - started < 1.0, "a dispatcher's write waited for the gap"
+
+    rooms.put("webhook 1", ingest=True)
+    late = threading.Timer(0.2, rooms.put, ("webhook 2",), {"ingest": True})
+    late.start()
+    started = time.monotonic()
+    taken = rooms.take(100, not_before=started + 1.0)
+    late.join()
+    assert taken == ["webhook 1", "webhook 2"], "an ingest write did not wait for the gap"
+    assert time.monotonic() - started >= 0.9

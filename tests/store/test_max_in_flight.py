@@ -147,3 +147,19 @@ def test_each_subscriber_has_a_bound_of_its_own(open_test_store: OpenStore, run:
         assert (len(to_b.deliveries), to_b.full) == (BOUND, True)
 
     run(scenario())
+
+
+def test_a_claim_asked_for_fewer_than_none_leases_nothing(
+    open_test_store: OpenStore, run: Run
+) -> None:
+    """A caller's miscount (free slots counted twice) must not turn into no limit: SQLite reads
+    a negative LIMIT as none, and PostgreSQL refuses one."""
+    clock = Clock(START + 1)
+
+    async def scenario() -> None:
+        store = await open_test_store(clock)
+        await asyncio.gather(*(store.accept(event(n)) for n in range(10)))
+        assert (await claim(store, "w", limit=-3, bound=100)).deliveries == ()
+        assert len((await claim(store, "w", limit=5, bound=100)).deliveries) == 5
+
+    run(scenario())

@@ -33,9 +33,22 @@ RESOURCE = Resource.create({"service.name": "finrelay-test"})
 SCOPE = InstrumentationScope("finrelay", "9.9")
 
 KEYS = st.sampled_from(
-    ["http.response.status_code", "finrelay.source", "url.path", "error.type", "a", "b", "c"]
+    ["http.response.status_code", "finrelay.source", "url.path", "error.type", "a", "b", "c", ""]
 )
-VALUES = st.one_of(st.text(max_size=40), st.integers(-(2**63), 2**63 - 1), st.booleans())
+# Single values take the recorder's plain path; sequences, bytes and the empty key the SDK's
+# cleaning (and both meet the span limits' string length).
+SINGLE = st.one_of(
+    st.text(max_size=40),
+    st.integers(-(2**63), 2**63 - 1),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
+VALUES = st.one_of(
+    SINGLE,
+    st.lists(st.text(max_size=12), max_size=3),
+    st.tuples(st.integers(0, 9), st.integers(0, 9)),
+    st.binary(max_size=4),
+)
 ATTRIBUTES = st.dictionaries(KEYS, VALUES, max_size=5)
 
 

@@ -35,6 +35,7 @@ from gateway.store.base import (
     Attempt,
     Backlog,
     Claim,
+    ClaimRequest,
     DeadLetter,
     EventFilter,
     EventRecord,
@@ -57,7 +58,7 @@ from gateway.store.postgres.connection import (
 from gateway.store.postgres.glob import glob_to_regex
 from gateway.store.postgres.queue import AttemptRecord
 from gateway.store.postgres.schema import SCHEMA_VERSION, migrate
-from gateway.store.postgres.wakeups import Listener
+from gateway.store.postgres.wakeups import NOTIFY, Listener
 
 __all__ = ["PostgresStore", "glob_to_regex"]
 
@@ -174,7 +175,10 @@ class PostgresStore(Store):
         events = [write for write in writes if isinstance(write, NewEvent)]
         records = [write for write in writes if isinstance(write, AttemptRecord)]
         async with self._writer_connection.session() as db:
-            outcomes, applied = await ingest.apply_batch(db, events, records, self._now())
+            if events:
+                outcomes, applied = await ingest.apply_batch(db, events, records, self._now())
+            else:
+                outcomes, applied = [], await self._record(db, records)
         answers = iter(outcomes)
         recorded = iter(applied)
         return [
@@ -285,11 +289,48 @@ class PostgresStore(Store):
     async def record_attempts(self, records: Sequence[AttemptRecord]) -> list[bool]:
         if not records:
             return []
-        # A transaction of its own, as `accept_many`'s: a batch of sends is already a batch of
+        # Not the group commit's, as `accept_many`: a batch of sends is already a batch of
         # records, and waiting for the group commit would only add its gap to the batch's.
-        async with self._transaction() as db:
-            _, applied = await ingest.write_batch(db, [], records, self._now())
+        async with self._connection() as db:
+            applied = await self._record(db, records)
         self._tell_commit_watchers(1)
+        return applied
+
+    async def record_attempts_then_claim(
+        self, records: Sequence[AttemptRecord], claim: ClaimRequest
+    ) -> tuple[list[bool], Claim]:
+        now = self._now()
+        # One transaction, one commit: the records' leases given back are free for the claim
+        # (its count of live leases comes after them), as is what they released.
+        async with self._transaction() as db:
+            first = await queue.record_unordered(db, records, keys_locked=False)
+            applied, released = await queue.record_ordered(db, records, now, first)
+            if released:
+                await db.execute(NOTIFY)
+            claimed = await queue.claim_due(
+                db,
+                now=now,
+                subscriber=claim.subscriber,
+                limit=claim.limit,
+                max_in_flight=claim.max_in_flight,
+                lease_seconds=claim.lease_seconds,
+                owner=claim.owner,
+            )
+        self._tell_commit_watchers(1)
+        return applied, claimed
+
+    async def _record(self, db: Connection, records: Sequence[AttemptRecord]) -> list[bool]:
+        """A batch of attempt records on an autocommit connection: the unordered alone are one
+        statement, its own transaction; ordered ones make it a transaction of key locks first
+        (queue.record_unordered settled nothing then)."""
+        now = self._now()
+        first = await queue.record_unordered(db, records, keys_locked=False)
+        if not first.ordered:
+            return first.applied
+        async with db.transaction():
+            applied, released = await queue.record_ordered(db, records, now, first)
+            if released:
+                await db.execute(NOTIFY)
         return applied
 
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:

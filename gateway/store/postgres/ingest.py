@@ -11,8 +11,13 @@ never wait on each other's rows crosswise (no deadlock).
 its commit, so a batch costs as few round trips as it can: events none of whose subscribers is
 ordered need no key lock and nothing read first, and go in as one statement (`_ACCEPT`: the
 events, their deliveries and the wake-up); a batch of such events alone is that statement in
-autocommit, its own transaction: one round trip in all. Ordered events and attempt records
-take the general way (`write_batch`): key locks first, then reads and writes.
+autocommit, its own transaction: one round trip in all. Attempt records beside such events
+come first, recorded as queue.py records them anywhere: those of unordered deliveries in one
+statement (`record_unordered`), nothing read first; only if an ordered delivery's record could
+apply, its key locked and it recorded the general way (`record_ordered`). Unordered events and
+unordered deliveries' records are then four round trips: BEGIN, the records, the events,
+COMMIT. Ordered events take the general way (`write_batch`): every key lock in one ascending
+sweep, the events' and the records' deliveries' alike, then reads and writes.
 """
 
 from __future__ import annotations
@@ -25,7 +30,12 @@ from gateway.store.base import AcceptOutcome, NewEvent, QuarantinedPayload, rele
 from gateway.store.ordering import ordering_pairs, place, wanted_keys
 from gateway.store.postgres.connection import Connection
 from gateway.store.postgres.ordering import busy_keys, lock_keys
-from gateway.store.postgres.queue import AttemptRecord, record_attempts
+from gateway.store.postgres.queue import (
+    AttemptRecord,
+    record_attempts,
+    record_ordered,
+    record_unordered,
+)
 from gateway.store.postgres.wakeups import NOTIFY
 
 __all__ = [
@@ -80,24 +90,32 @@ async def write_batch(
     records: Sequence[AttemptRecord],
     now: float | None,
 ) -> tuple[list[AcceptOutcome], list[bool]]:
-    """One group commit's writes, in the caller's transaction: every key lock first (those of
-    the events to insert, and of the deliveries whose attempts settle), then the attempts'
-    rows, then the events (gateway/store/postgres/ordering.py: the locking order)."""
+    """One group commit's writes, in the caller's transaction: key locks first, then the
+    attempts' rows, then the events (gateway/store/postgres/ordering.py: the locking order).
+    With an ordered event among them, every key is locked in one sweep (the events' and those
+    of the deliveries whose attempts settle): a second sweep after the first would not be in
+    ascending order, and could wait for a key while holding another, or a row. Without one,
+    the events lock no key, and the records lock what they need as queue.py does
+    (`record_unordered`, then `record_ordered`): nothing read first for them."""
     firsts = _firsts(events)
     ordered = [pair for event in firsts.values() for pair in ordering_pairs(event)]
-    pairs = list(ordered)
-    if records:
-        cursor = await db.execute(
-            "SELECT subscriber, ordering_key FROM deliveries"
-            " WHERE id = ANY(%s) AND ordering_key IS NOT NULL",
-            ([record.attempt.delivery_id for record in records],),
-        )
-        pairs += [(str(row[0]), str(row[1])) for row in await cursor.fetchall()]
-    locked = await lock_keys(db, pairs)
     made_pending = False
     applied: list[bool] = []
-    if records:
-        applied, made_pending = await record_attempts(db, records, now, locked)
+    if ordered:
+        pairs = list(ordered)
+        if records:
+            cursor = await db.execute(
+                "SELECT subscriber, ordering_key FROM deliveries"
+                " WHERE id = ANY(%s) AND ordering_key IS NOT NULL",
+                ([record.attempt.delivery_id for record in records],),
+            )
+            pairs += [(str(row[0]), str(row[1])) for row in await cursor.fetchall()]
+        locked = await lock_keys(db, pairs)
+        if records:
+            applied, made_pending = await record_attempts(db, records, now, locked)
+    elif records:
+        first = await record_unordered(db, records, keys_locked=False)
+        applied, made_pending = await record_ordered(db, records, now, first)
     outcomes: list[AcceptOutcome] = []
     if events and not ordered:
         outcomes = await _accept(db, events, firsts)  # with its own wake-up

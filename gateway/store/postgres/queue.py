@@ -7,8 +7,14 @@ key of its name), its live leases counted (`max_in_flight` bounds them for every
 two nodes must not both see the same free slots), then one statement: `FOR NO KEY UPDATE SKIP
 LOCKED` picks due, unleased rows nobody else is claiming, `lease_token + 1` is the new fencing
 token, and the event's body comes back in the same round trip. Nothing else takes a claim lock,
-and a claim waits for no row, so claims never deadlock. No connection is held between calls: a
-send holds none.
+and a claim waits for no row, so claims never deadlock; a batch's attempt records may come first
+in the claim's transaction (`record_attempts_then_claim`), holding their rows while the claim
+waits for its lock, for the same reason. No connection is held between calls: a send holds none.
+
+**Attempt records** of unordered deliveries are one statement per batch (`_RECORD_UNORDERED`):
+no key to lock and nothing to release, so nothing to read first. Those of ordered deliveries go
+the general way (`record_under_key_locks`), after their keys' locks (gateway/store/postgres/
+ordering.py), and release the next held delivery of a key they end.
 
 **Clock.** "Now" is the database server's clock (`finrelay_now`, the statement's timestamp), the
 one clock every node shares, read in the statement that uses it: no offset to measure or drift.
@@ -22,6 +28,8 @@ import hashlib
 from collections.abc import Collection, Sequence
 from typing import Any, LiteralString
 
+import msgspec
+
 from gateway.store import rows as as_struct
 from gateway.store.base import AttemptRecord, Claim
 from gateway.store.decisions import state_after
@@ -32,10 +40,14 @@ from gateway.store.postgres.wakeups import NOTIFY
 
 __all__ = [
     "AttemptRecord",
+    "FirstPass",
     "claim_due",
     "heartbeat",
     "next_due_at",
     "record_attempts",
+    "record_ordered",
+    "record_under_key_locks",
+    "record_unordered",
     "redrive",
     "release_leases",
     "release_leases_of_silent_owners",
@@ -108,7 +120,7 @@ async def claim_due(
     # wants a few rows walks deliveries_pending for them, whatever the backlog.
     cursor = await db.execute(
         _CLAIM,
-        {**params, "limit": min(limit, room)},
+        {**params, "limit": min(max(limit, 0), room)},  # PostgreSQL refuses a negative LIMIT
         # Bodies as they are stored, not hex text to decode.
         binary=True,
     )
@@ -151,13 +163,157 @@ async def release_leases_of_silent_owners(
     return silent
 
 
+# Attempt records of unordered deliveries, a batch in one statement: nothing to release and no
+# key to lock, so nothing to read first. The first record of each (delivery, lease token) counts
+# (a second one of the same lease is stale by then); `live`: those whose delivery is still
+# pending under that lease. The unordered ones' rows are locked in id order, as every
+# transaction locks rows; the update keeps the guard (fencing: a stale token never settles);
+# the attempts written are those of the records that settled, in the batch's order. Ordered
+# deliveries need their key locked before their row (ordering.py): unless the caller holds
+# their keys already (`keys_locked`), one of them among the live settles nothing here, and
+# `record_ordered` takes the keys, then comes back. Answered: the records settled, whether
+# unordered ones are live, and the live ordered ones with their (subscriber, key).
+_RECORD_UNORDERED: LiteralString = (
+    "WITH r AS (SELECT * FROM unnest(%(id)s::bigint[], %(token)s::bigint[], %(state)s::text[],"
+    " %(next_at)s::float8[], %(finished_at)s::float8[], %(started_at)s::float8[],"
+    " %(duration)s::float8[], %(outcome)s::text[], %(status_code)s::int[], %(error)s::text[],"
+    " %(excerpt)s::text[]) WITH ORDINALITY AS r(id, token, state, next_at, finished_at,"
+    " started_at, duration, outcome, status_code, error, excerpt, n)),"
+    " first AS (SELECT DISTINCT ON (id, token) * FROM r ORDER BY id, token, n),"
+    " live AS (SELECT f.n, d.subscriber, d.ordering_key FROM first f JOIN deliveries d"
+    " ON d.id = f.id AND d.lease_token = f.token"
+    " WHERE d.state = 'pending' AND d.lease_until IS NOT NULL),"
+    " locked AS (SELECT d.id FROM deliveries d JOIN first f ON d.id = f.id"
+    " AND d.lease_token = f.token WHERE d.state = 'pending' AND d.lease_until IS NOT NULL"
+    " AND d.ordering_key IS NULL AND (%(keys_locked)s"
+    " OR NOT EXISTS (SELECT FROM live WHERE ordering_key IS NOT NULL))"
+    " ORDER BY d.id FOR NO KEY UPDATE OF d),"
+    " settled AS (UPDATE deliveries d SET state = f.state, attempts = d.attempts + 1,"
+    " next_attempt_at = coalesce(f.next_at, d.next_attempt_at), lease_until = NULL,"
+    " lease_owner = NULL, last_error = f.error, finished_at = f.finished_at"
+    " FROM first f JOIN locked USING (id) WHERE d.id = f.id AND d.lease_token = f.token"
+    " AND d.state = 'pending' AND d.lease_until IS NOT NULL RETURNING f.n),"
+    " written AS (INSERT INTO attempts (delivery_id, started_at, duration, outcome,"
+    " status_code, error, response_excerpt) SELECT id, started_at, duration, outcome,"
+    " status_code, error, excerpt FROM first WHERE n IN (SELECT n FROM settled) ORDER BY n)"
+    " SELECT array(SELECT n FROM settled),"
+    " EXISTS (SELECT FROM live WHERE ordering_key IS NULL),"
+    " array(SELECT n FROM live WHERE ordering_key IS NOT NULL ORDER BY n),"
+    " array(SELECT subscriber FROM live WHERE ordering_key IS NOT NULL ORDER BY n),"
+    " array(SELECT ordering_key FROM live WHERE ordering_key IS NOT NULL ORDER BY n)"
+)
+# Its arrays, in the order of `unnest`'s.
+_RECORD_COLUMNS = (
+    "id",
+    "token",
+    "state",
+    "next_at",
+    "finished_at",
+    "started_at",
+    "duration",
+    "outcome",
+    "status_code",
+    "error",
+    "excerpt",
+)
+
+
+class FirstPass(msgspec.Struct, frozen=True):
+    """What `record_unordered` did with a batch: for each record whether it applied; the
+    records (by index) whose deliveries are ordered and which could apply, with their keys;
+    and whether records of unordered deliveries were left for `record_ordered` too."""
+
+    applied: list[bool]
+    ordered: list[int]
+    keys: list[Key]
+    waiting: bool
+
+
 async def record_attempts(
     db: Connection, records: Sequence[AttemptRecord], now: float | None, locked: set[int]
 ) -> tuple[list[bool], bool]:
-    """Record attempts and move their deliveries on as decided; for each record whether it
-    applied (fencing: only under the token that holds a pending delivery's lease), and whether
-    a held delivery was made pending. The rows are locked (in id order) before they are read,
-    so nothing changes between that read and the writes."""
+    """Record attempts and move their deliveries on as decided, in the caller's transaction,
+    the caller holding the key locks (`locked`) of the records' ordered deliveries; for each
+    record whether it applied (fencing: only under the token that holds a pending delivery's
+    lease, once per lease), and whether a held delivery was made pending."""
+    first = await record_unordered(db, records, keys_locked=True)
+    return await record_ordered(db, records, now, first, locked)
+
+
+async def record_unordered(
+    db: Connection, records: Sequence[AttemptRecord], *, keys_locked: bool
+) -> FirstPass:
+    """The records of a batch whose deliveries are unordered, in one statement
+    (`_RECORD_UNORDERED`), settled unless ordered ones could apply too and their keys are not
+    locked (`keys_locked`). On an autocommit connection the statement is its own transaction:
+    when it leaves nothing (`ordered` empty), that is the batch recorded."""
+    columns: dict[str, list[Any]] = {name: [] for name in _RECORD_COLUMNS}
+    for record in records:
+        attempt = record.attempt
+        state, next_at, finished_at = state_after(
+            record.decision, attempt.started_at + attempt.duration
+        )
+        values = (
+            attempt.delivery_id,
+            record.lease_token,
+            state,
+            next_at,
+            finished_at,
+            attempt.started_at,
+            attempt.duration,
+            attempt.outcome,
+            attempt.status_code,
+            attempt.error,
+            attempt.response_excerpt,
+        )
+        for name, value in zip(_RECORD_COLUMNS, values, strict=True):
+            columns[name].append(value)
+    cursor = await db.execute(_RECORD_UNORDERED, {**columns, "keys_locked": keys_locked})
+    answer = await cursor.fetchone()
+    assert answer is not None
+    settled_at, unordered_live, ordered_at, subscribers, keys = answer
+    settled = {int(n) - 1 for n in settled_at}
+    ordered = [int(n) - 1 for n in ordered_at]
+    return FirstPass(
+        applied=[index in settled for index in range(len(records))],
+        ordered=ordered,
+        keys=list(dict.fromkeys(zip(subscribers, keys, strict=True))),
+        waiting=bool(ordered) and not keys_locked and bool(unordered_live),
+    )
+
+
+async def record_ordered(
+    db: Connection,
+    records: Sequence[AttemptRecord],
+    now: float | None,
+    first: FirstPass,
+    locked: set[int] | None = None,
+) -> tuple[list[bool], bool]:
+    """What `record_unordered` left of a batch, in the caller's transaction: the ordered
+    deliveries' keys locked (those not in `locked` yet), then the unordered records it held
+    back, then the ordered ones (`record_under_key_locks`); for each record whether it
+    applied, and whether a held delivery was made pending."""
+    if not first.ordered:
+        return first.applied, False
+    locked = await lock_keys(db, first.keys, locked)
+    if first.waiting:
+        first = await record_unordered(db, records, keys_locked=True)
+    applied = list(first.applied)
+    done, released = await record_under_key_locks(
+        db, [records[index] for index in first.ordered], now, locked
+    )
+    for index, ok in zip(first.ordered, done, strict=True):
+        applied[index] = ok
+    return applied, released
+
+
+async def record_under_key_locks(
+    db: Connection, records: Sequence[AttemptRecord], now: float | None, locked: set[int]
+) -> tuple[list[bool], bool]:
+    """`record_attempts` the general way, for ordered deliveries (it releases the next held
+    one of a key): the rows locked (in id order) and read, then written, the keys in `locked`
+    already. The rows are locked before they are read, so nothing changes between that read
+    and the writes."""
     cursor = await db.execute(
         "SELECT id, lease_token, subscriber, ordering_key FROM deliveries"
         " WHERE id = ANY(%s) AND state = 'pending' AND lease_until IS NOT NULL"

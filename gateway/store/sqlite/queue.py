@@ -59,7 +59,8 @@ def claim_due(
         " WHERE d.state = 'pending' AND d.subscriber = ? AND d.next_attempt_at <= ?"
         " AND (d.lease_until IS NULL OR d.lease_until < ?)"
         " ORDER BY d.next_attempt_at, d.id LIMIT ?",
-        (subscriber, now, now, min(limit, room)),
+        # A negative LIMIT is no limit to SQLite: a caller's miscount must not lease everything.
+        (subscriber, now, now, min(max(limit, 0), room)),
     ).fetchall()
     # Each claim increments the row's token: the new holder's is the old one + 1, and
     # every earlier holder's token is now stale (a fencing token).
