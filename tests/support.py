@@ -19,6 +19,20 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SECRET = "whsec_test_5ZKpTHxVXvSkkdrPAbK8oeLjYr9qc3Rz"
 OTHER_SECRET = "whsec_test_other_QWERTYUIOPASDFGHJKL"
 TOKEN = "test-token-7f3a9c"
+# A gateway config's start for tests that add subscribers and routes: loopback on a free port,
+# SQLite under the test's directory, one token-authenticated source (finchpay).
+FINCHPAY_GATEWAY = f"""
+[server]
+host = "127.0.0.1"
+port = 0
+
+[store]
+url = "sqlite:///./data/gateway.db"
+
+[sources.finchpay]
+adapter = "finchpay"
+token = "{TOKEN}"
+"""
 SIGNED_ADAPTERS = tuple(name for name, adapter in ADAPTERS.items() if adapter.signed)
 UNSIGNED_ADAPTERS = tuple(name for name, adapter in ADAPTERS.items() if not adapter.signed)
 

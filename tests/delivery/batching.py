@@ -21,29 +21,16 @@ from gateway.delivery.transport import Transport
 from gateway.metrics import Metrics
 from gateway.store.base import Attempt, NewEvent
 from gateway.store.sqlite import SQLiteStore
-from tests.support import TOKEN
+from tests.support import FINCHPAY_GATEWAY
 
 SOON = 30.0
-
-_HEADER = f"""
-[server]
-host = "127.0.0.1"
-port = 0
-
-[store]
-url = "sqlite:///./data/gateway.db"
-
-[sources.finchpay]
-adapter = "finchpay"
-token = "{TOKEN}"
-"""
 
 
 def subscribers_of(tmp_path: Path, toml: str) -> Mapping[str, SubscriberConfig]:
     """The subscribers a `[subscribers.*]` TOML snippet describes, as `gateway serve` reads
     them."""
     path = tmp_path / "gateway.toml"
-    path.write_text(_HEADER + toml)
+    path.write_text(FINCHPAY_GATEWAY + toml)
     return load_config(path).subscribers
 
 

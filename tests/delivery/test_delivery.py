@@ -39,7 +39,7 @@ from tests.delivery.subscriber import (
     new_hmac_secret,
 )
 from tests.service.harness import GatewayProcess, free_port
-from tests.support import TOKEN
+from tests.support import FINCHPAY_GATEWAY, TOKEN
 
 # The gateway polls its store about once a second: how long "not sent" must hold to mean it.
 QUIET_SECONDS = 1.2
@@ -48,18 +48,7 @@ SOON = 20.0
 # Clocks: the subscriber's time.monotonic() gaps vs. the gateway's time.time() schedule.
 EPSILON = 0.005
 
-HEADER = f"""
-[server]
-host = "127.0.0.1"
-port = 0
-
-[store]
-url = "sqlite:///./data/gateway.db"
-
-[sources.finchpay]
-adapter = "finchpay"
-token = "{TOKEN}"
-"""
+HEADER = FINCHPAY_GATEWAY
 
 
 # Config.

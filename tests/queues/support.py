@@ -23,23 +23,12 @@ from standardwebhooks.webhooks import Webhook
 
 from adapters.samples import sample_body
 from tests.service.harness import GatewayProcess
-from tests.support import TOKEN
+from tests.support import FINCHPAY_GATEWAY, TOKEN
 
 SOON = 30.0
 CONTENT_TYPE = "application/cloudevents+json"
 
-HEADER = f"""
-[server]
-host = "127.0.0.1"
-port = 0
-
-[store]
-url = "sqlite:///./data/gateway.db"
-
-[sources.finchpay]
-adapter = "finchpay"
-token = "{TOKEN}"
-"""
+HEADER = FINCHPAY_GATEWAY
 
 
 def queue_config(name: str, kind: str, **settings: object) -> str:

@@ -253,17 +253,16 @@ class PostgresStore(Store):
         lease_seconds: float,
         owner: str,
     ) -> Claim:
+        claim = ClaimRequest(
+            subscriber=subscriber,
+            limit=limit,
+            max_in_flight=max_in_flight,
+            lease_seconds=lease_seconds,
+            owner=owner,
+        )
         now = self._now()
         async with self._transaction() as db:
-            return await queue.claim_due(
-                db,
-                now=now,
-                subscriber=subscriber,
-                limit=limit,
-                max_in_flight=max_in_flight,
-                lease_seconds=lease_seconds,
-                owner=owner,
-            )
+            return await queue.claim_due(db, now, claim)
 
     async def release_leases(self, owner: str) -> None:
         async with self._transaction() as db:
@@ -307,15 +306,7 @@ class PostgresStore(Store):
             applied, released = await queue.record_ordered(db, records, now, first)
             if released:
                 await db.execute(NOTIFY)
-            claimed = await queue.claim_due(
-                db,
-                now=now,
-                subscriber=claim.subscriber,
-                limit=claim.limit,
-                max_in_flight=claim.max_in_flight,
-                lease_seconds=claim.lease_seconds,
-                owner=claim.owner,
-            )
+            claimed = await queue.claim_due(db, now, claim)
         self._tell_commit_watchers(1)
         return applied, claimed
 

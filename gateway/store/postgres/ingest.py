@@ -127,6 +127,20 @@ async def write_batch(
     return outcomes, applied
 
 
+def _event_columns(events: Sequence[NewEvent]) -> tuple[list[Any], ...]:
+    """The events as the arrays `unnest` takes: id, source, type, received_at, body, subject,
+    status."""
+    return (
+        [event.id for event in events],
+        [event.source for event in events],
+        [event.type for event in events],
+        [event.received_at for event in events],
+        [event.body for event in events],
+        [event.subject for event in events],
+        [event.status for event in events],
+    )
+
+
 def _firsts(events: Sequence[NewEvent]) -> dict[str, NewEvent]:
     """The first copy of each event id, in arrival order."""
     firsts: dict[str, NewEvent] = {}
@@ -162,16 +176,7 @@ async def _accept(
                 column.append(value)
     cursor = await db.execute(
         _ACCEPT,
-        (
-            [event.id for event in ordered],
-            [event.source for event in ordered],
-            [event.type for event in ordered],
-            [event.received_at for event in ordered],
-            [event.body for event in ordered],
-            [event.subject for event in ordered],
-            [event.status for event in ordered],
-            *deliveries,
-        ),
+        (*_event_columns(ordered), *deliveries),
     )
     row = await cursor.fetchone()
     assert row is not None
@@ -188,15 +193,7 @@ async def insert_events(
         "INSERT INTO events (id, source, type, received_at, body, subject, status)"
         " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[], %s::bytea[],"
         " %s::text[], %s::text[]) ON CONFLICT (id) DO NOTHING RETURNING id",
-        (
-            [event.id for event in ordered],
-            [event.source for event in ordered],
-            [event.type for event in ordered],
-            [event.received_at for event in ordered],
-            [event.body for event in ordered],
-            [event.subject for event in ordered],
-            [event.status for event in ordered],
-        ),
+        _event_columns(ordered),
     )
     inserted = {str(row[0]) for row in await cursor.fetchall()}
     outcomes = _outcomes(events, inserted)

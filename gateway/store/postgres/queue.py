@@ -31,7 +31,7 @@ from typing import Any, LiteralString
 import msgspec
 
 from gateway.store import rows as as_struct
-from gateway.store.base import AttemptRecord, Claim
+from gateway.store.base import AttemptRecord, Claim, ClaimRequest
 from gateway.store.decisions import state_after
 from gateway.store.ordering import Key, ordering_key, place, released_keys
 from gateway.store.postgres.connection import Connection
@@ -89,22 +89,14 @@ _CLAIM: LiteralString = (
 CLAIM_LOCK_CLASS = 0x636C6169
 
 
-async def claim_due(
-    db: Connection,
-    *,
-    now: float | None,
-    subscriber: str,
-    limit: int,
-    max_in_flight: int,
-    lease_seconds: float,
-    owner: str,
-) -> Claim:
+async def claim_due(db: Connection, now: float | None, claim: ClaimRequest) -> Claim:
     """Store.claim_due, in the caller's transaction."""
+    subscriber, limit, max_in_flight = claim.subscriber, claim.limit, claim.max_in_flight
     params = {
         "subscriber": subscriber,
         "now": now,
-        "lease": float(lease_seconds),
-        "owner": owner,
+        "lease": float(claim.lease_seconds),
+        "owner": claim.owner,
     }
     # One claim of this subscriber at a time, across nodes. The count is a statement of
     # its own, after the lock: in READ COMMITTED its snapshot then holds every lease the

@@ -253,17 +253,14 @@ class SQLiteStore(Store):
         lease_seconds: float,
         owner: str,
     ) -> Claim:
-        return await self._write(
-            lambda db: queue.claim_due(
-                db,
-                now=self._clock(),
-                subscriber=subscriber,
-                limit=limit,
-                max_in_flight=max_in_flight,
-                lease_seconds=lease_seconds,
-                owner=owner,
-            )
+        claim = ClaimRequest(
+            subscriber=subscriber,
+            limit=limit,
+            max_in_flight=max_in_flight,
+            lease_seconds=lease_seconds,
+            owner=owner,
         )
+        return await self._write(lambda db: queue.claim_due(db, self._clock(), claim))
 
     async def release_leases(self, owner: str) -> None:
         await self._write(lambda db: queue.release_leases(db, owner))
@@ -300,15 +297,7 @@ class SQLiteStore(Store):
         def job(db: sqlite3.Connection) -> tuple[list[bool], Claim]:
             now = self._clock()
             applied = queue.record_attempts(db, batch, now)
-            return applied, queue.claim_due(
-                db,
-                now=now,
-                subscriber=claim.subscriber,
-                limit=claim.limit,
-                max_in_flight=claim.max_in_flight,
-                lease_seconds=claim.lease_seconds,
-                owner=claim.owner,
-            )
+            return applied, queue.claim_due(db, now, claim)
 
         # One write, one commit: the next batch's leases go with the last one's records.
         return await self._write(job)

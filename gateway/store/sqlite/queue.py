@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from gateway.store import rows as as_struct
-from gateway.store.base import AttemptRecord, Claim
+from gateway.store.base import AttemptRecord, Claim, ClaimRequest
 from gateway.store.decisions import state_after
 from gateway.store.ordering import Key, ordering_key, place, released_keys
 from gateway.store.sqlite.ordering import busy_keys, release_next
@@ -29,17 +29,10 @@ __all__ = [
 ]
 
 
-def claim_due(
-    db: sqlite3.Connection,
-    *,
-    now: float,
-    subscriber: str,
-    limit: int,
-    max_in_flight: int,
-    lease_seconds: float,
-    owner: str,
-) -> Claim:
-    """Lease up to `limit` due deliveries to `subscriber` (Store.claim_due), as of `now`."""
+def claim_due(db: sqlite3.Connection, now: float, claim: ClaimRequest) -> Claim:
+    """Lease up to `claim.limit` due deliveries to its subscriber (Store.claim_due), as of
+    `now`."""
+    subscriber, limit, max_in_flight = claim.subscriber, claim.limit, claim.max_in_flight
     # Counted and claimed in the writer's transaction (BEGIN IMMEDIATE, under the writers'
     # flock): no other process claims in between, nor takes the same slots.
     ((live,),) = db.execute(
@@ -69,7 +62,7 @@ def claim_due(
         db.execute(
             "UPDATE deliveries SET lease_until = ?, lease_owner = ?,"  # noqa: S608 - "?"
             f" lease_token = lease_token + 1 WHERE id IN ({marks})",
-            [now + lease_seconds, owner, *(value for (value,) in chunk)],
+            [now + claim.lease_seconds, claim.owner, *(value for (value,) in chunk)],
         )
     return Claim(
         deliveries=tuple(as_struct.claimed_delivery(row, lease_token=row[6] + 1) for row in rows),
