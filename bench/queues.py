@@ -270,27 +270,32 @@ BROKERS = {
 }
 
 
+_PREFILL_SLICE = 5_000
+
+
 async def prefill(database: Path, events: Sequence[Event]) -> None:
     """Every event stored with one pending delivery to "sink", due now, as ingest leaves it."""
     store = SQLiteStore(database)
     await store.open()
     try:
         received = time.time()
-        await asyncio.gather(
-            *(
-                store.accept(
-                    NewEvent(
-                        id=event.id,
-                        source=event.source,
-                        type=event.type,
-                        received_at=received,
-                        body=event.body,
-                        subscribers=("sink",),
+        # In slices: the store refuses writes beyond its bounded queue, as it would webhooks.
+        for start in range(0, len(events), _PREFILL_SLICE):
+            await asyncio.gather(
+                *(
+                    store.accept(
+                        NewEvent(
+                            id=event.id,
+                            source=event.source,
+                            type=event.type,
+                            received_at=received,
+                            body=event.body,
+                            subscribers=("sink",),
+                        )
                     )
+                    for event in events[start : start + _PREFILL_SLICE]
                 )
-                for event in events
             )
-        )
     finally:
         await store.close()
 

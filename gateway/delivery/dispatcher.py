@@ -278,13 +278,7 @@ class Dispatcher:
         ended = {name: self._subscribers[name].sends_ended for name in wanted}
         claims = await asyncio.gather(
             *(
-                self._store.claim_due(
-                    subscriber=name,
-                    limit=slots,
-                    max_in_flight=self._subscribers[name].config.max_in_flight,
-                    lease_seconds=self._subscribers[name].lease_seconds,
-                    owner=self._owner,
-                )
+                self._store.claim_due(self._claim_request(self._subscribers[name], slots))
                 for name, slots in wanted.items()
             ),
             return_exceptions=True,
@@ -520,9 +514,13 @@ class Dispatcher:
             # Nothing to claim; and a claim's LIMIT below 0 is none at all to SQLite.
             return None
         self._owner_unused = False
+        return self._claim_request(subscriber, min(slots, _batch_size(subscriber)))
+
+    def _claim_request(self, subscriber: SubscriberState, limit: int) -> ClaimRequest:
+        """A claim of up to `limit` deliveries to `subscriber`, under this dispatcher's name."""
         return ClaimRequest(
             subscriber=subscriber.config.name,
-            limit=min(slots, _batch_size(subscriber)),
+            limit=limit,
             max_in_flight=subscriber.config.max_in_flight,
             lease_seconds=subscriber.lease_seconds,
             owner=self._owner,

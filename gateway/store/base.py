@@ -128,8 +128,9 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ClaimRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """A `claim_due` to make, as a value: what `record_attempts_then_claim` claims after
-    recording."""
+    """A claim to make (`claim_due`, or `record_attempts_then_claim` after its records): whose
+    deliveries, how many at most, the subscriber's bound on live leases, and the lease's
+    holder and length."""
 
     subscriber: str
     limit: int
@@ -311,21 +312,14 @@ class Store(ABC):
     # Delivery.
 
     @abstractmethod
-    async def claim_due(
-        self,
-        *,
-        subscriber: str,
-        limit: int,
-        max_in_flight: int,
-        lease_seconds: float,
-        owner: str,
-    ) -> Claim:
-        """Lease up to `limit` pending deliveries to `subscriber` that are due and whose lease
-        (if any) expired, oldest due first, each under a new lease token; but never more than
-        `max_in_flight` less the subscriber's live leases (pending deliveries whose lease has
-        not run out), whoever holds them. Counting and leasing are one step: two claims, from
-        any processes or nodes, never both take the last free slot. "Due", "expired" and "live"
-        are judged by the store's clock, the one clock every worker shares."""
+    async def claim_due(self, request: ClaimRequest) -> Claim:
+        """Lease up to `request.limit` pending deliveries to `request.subscriber` that are due
+        and whose lease (if any) expired, oldest due first, each under a new lease token held by
+        `request.owner` for `request.lease_seconds`; but never more than `request.max_in_flight`
+        less the subscriber's live leases (pending deliveries whose lease has not run out),
+        whoever holds them. Counting and leasing are one step: two claims, from any processes or
+        nodes, never both take the last free slot. "Due", "expired" and "live" are judged by the
+        store's clock, the one clock every worker shares."""
 
     @abstractmethod
     async def release_leases(self, owner: str) -> None:
@@ -359,20 +353,14 @@ class Store(ABC):
         token: a stale one changes nothing and takes nothing from the others."""
 
     async def record_attempts_then_claim(
-        self, records: Sequence[AttemptRecord], claim: ClaimRequest
+        self, records: Sequence[AttemptRecord], request: ClaimRequest
     ) -> tuple[list[bool], Claim]:
-        """`record_attempts`, then `claim_due` as `claim` asks: a worker whose batch of sends
-        is over takes the next batch with the same write where the store can (the leases the
-        records gave back are free for the claim, and the next of an ordering key a record
-        released is claimable). Here two writes; a backend overrides it with one."""
+        """`record_attempts`, then `claim_due(request)`: a worker whose batch of sends is over
+        takes the next batch with the same write where the store can (the leases the records
+        gave back are free for the claim, and the next of an ordering key a record released is
+        claimable). Here two writes; a backend overrides it with one."""
         applied = await self.record_attempts(records)
-        return applied, await self.claim_due(
-            subscriber=claim.subscriber,
-            limit=claim.limit,
-            max_in_flight=claim.max_in_flight,
-            lease_seconds=claim.lease_seconds,
-            owner=claim.owner,
-        )
+        return applied, await self.claim_due(request)
 
     @abstractmethod
     async def next_due_at(self, *, subscribers: Sequence[str]) -> float | None:

@@ -2,10 +2,11 @@
 
 A database commit costs a flush of its write-ahead log whatever it carries. Callers hand their
 writes to a writer thread and await their answers; the thread drains everything waiting at that
-moment (up to a batch's limit) and applies it in one transaction: under load a commit carries
-hundreds of writes, idle a lone write commits at once. Each caller still gets its own answer,
-on its own event loop (`hand_back`); a batch that fails answers every one of its callers with
-the error.
+moment (up to a batch's limit; while webhooks keep coming, what arrives within
+`COMMIT_GAP_SECONDS` of the last commit) and applies it in one transaction: under load a
+commit carries hundreds of writes, idle a lone write commits at once. Each caller still gets its
+own answer, on its own event loop (`hand_back`); a batch that fails answers every one of its
+callers with the error.
 
 The writer is a thread, not a task on the callers' loop, because a batch is a series of waits
 (the disk's fsync for SQLite, round trips for PostgreSQL): on a loop busy with webhooks each
@@ -42,6 +43,17 @@ log = structlog.get_logger("gateway.store")
 
 W = TypeVar("W")
 T = TypeVar("T")
+
+# While webhooks keep coming, a commit starts at least this long after the last one ended, so
+# that the webhooks arriving meanwhile share it (`Rooms.take`: the dispatcher's writes alone do
+# not wait). A commit costs about as much whatever it carries: on SQLite an fsync (about 0.45
+# ms of CPU here, fsync included: committing each trickling write on its own spent 370-550 us
+# of the writer's CPU per webhook at 1,000-2,300 webhooks/s, 2 cores; with this gap about
+# 200 us), on PostgreSQL a transaction and a WAL flush of the server's (webhooks per commit
+# 15 -> 23 under wrk, PostgreSQL's CPU per accepted event -16%). A write that finds the writer
+# idle for longer commits at once: an unloaded gateway answers as fast as before, and a loaded
+# one waits at most this much more.
+COMMIT_GAP_SECONDS = 0.002
 
 
 def take_batch(other: deque[T], ingest: deque[T], limit: int) -> list[T]:
@@ -214,7 +226,8 @@ class GroupCommit(Generic[W]):
     StoreUnavailable: nobody waits for an answer that will never come.
 
     `on_commit(writes)` is called in the thread after each commit (it must be thread-safe, as
-    SQLite's is).
+    SQLite's is). While webhooks keep coming, a batch starts `commit_gap` seconds after the
+    last commit at the earliest, as SQLite's writer's do (`COMMIT_GAP_SECONDS`).
     """
 
     def __init__(
@@ -227,8 +240,10 @@ class GroupCommit(Generic[W]):
         abandon_waiting: Callable[[StoreUnavailable], bool],
         finish: Callable[[], Awaitable[None]],
         name: str = "store-writer",
+        commit_gap: float = COMMIT_GAP_SECONDS,
     ) -> None:
         self._apply = apply
+        self._commit_gap = commit_gap
         self._max_batch = max_batch
         self._on_commit = on_commit
         self._abandon_waiting = abandon_waiting
@@ -274,10 +289,14 @@ class GroupCommit(Generic[W]):
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         batch: list[_Waiting[W]] = []
+        committed_at = 0.0
         try:
-            while (taken := self._rooms.take(self._max_batch)) is not None:
+            while (
+                taken := self._rooms.take(self._max_batch, committed_at + self._commit_gap)
+            ) is not None:
                 batch = taken
                 loop.run_until_complete(self._run_batch(batch))
+                committed_at = time.monotonic()
                 batch = []
         except BaseException as error:  # whatever it is, nobody may be left waiting
             log.exception("store_writer_stopped")

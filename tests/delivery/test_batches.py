@@ -283,9 +283,7 @@ def test_the_next_claim_goes_with_the_records_and_finds_their_slots_and_successo
             request = ClaimRequest(
                 subscriber="a", limit=2, max_in_flight=2, lease_seconds=30, owner="w"
             )
-            leased = await store.claim_due(
-                subscriber="a", limit=2, max_in_flight=2, lease_seconds=30, owner="w"
-            )
+            leased = await store.claim_due(request)
             assert leased.full
             assert [d.event_id for d in leased.deliveries] == [event(1).id, event(2).id]
             records = [

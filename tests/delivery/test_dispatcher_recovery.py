@@ -23,7 +23,7 @@ from adapters.samples import sample_body
 from gateway.app import build_app
 from gateway.config import load_config
 from gateway.delivery.dispatcher import SILENT_SECONDS
-from gateway.store.base import Claim, StoreUnavailable
+from gateway.store.base import Claim, ClaimRequest, StoreUnavailable
 from gateway.store.sqlite import SQLiteStore
 from tests.delivery.subscriber import Subscriber, new_hmac_secret
 from tests.delivery.test_delivery import SOON, config, subscriber_toml
@@ -38,19 +38,11 @@ class FaultyStore(SQLiteStore):
 
     faults = 0
 
-    async def claim_due(
-        self, *, subscriber: str, limit: int, max_in_flight: int, lease_seconds: float, owner: str
-    ) -> Claim:
+    async def claim_due(self, request: ClaimRequest) -> Claim:
         if self.faults > 0:
             self.faults -= 1
             raise RuntimeError("injected fault")
-        return await super().claim_due(
-            subscriber=subscriber,
-            limit=limit,
-            max_in_flight=max_in_flight,
-            lease_seconds=lease_seconds,
-            owner=owner,
-        )
+        return await super().claim_due(request)
 
 
 @pytest.fixture
@@ -126,16 +118,8 @@ class LostAnswerStore(SQLiteStore):
 
     lost_answers = 0
 
-    async def claim_due(
-        self, *, subscriber: str, limit: int, max_in_flight: int, lease_seconds: float, owner: str
-    ) -> Claim:
-        claimed = await super().claim_due(
-            subscriber=subscriber,
-            limit=limit,
-            max_in_flight=max_in_flight,
-            lease_seconds=lease_seconds,
-            owner=owner,
-        )
+    async def claim_due(self, request: ClaimRequest) -> Claim:
+        claimed = await super().claim_due(request)
         if claimed.deliveries and self.lost_answers > 0:
             self.lost_answers -= 1
             raise StoreUnavailable("the store's writer process closed the connection")

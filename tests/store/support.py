@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.delivery.decide import Decision, attempt_outcome
-from gateway.store.base import Attempt, ClaimedDelivery, DeliveryState, NewEvent, Store
+from gateway.store.base import (
+    Attempt,
+    ClaimedDelivery,
+    ClaimRequest,
+    DeliveryState,
+    NewEvent,
+    Store,
+)
 
 START = 1_700_000_000.0
 
@@ -69,11 +76,13 @@ async def claim(
     max_in_flight: int = UNBOUNDED,
 ) -> list[ClaimedDelivery]:
     claimed = await store.claim_due(
-        subscriber=subscriber,
-        limit=limit,
-        max_in_flight=max_in_flight,
-        lease_seconds=lease,
-        owner=owner,
+        ClaimRequest(
+            subscriber=subscriber,
+            limit=limit,
+            max_in_flight=max_in_flight,
+            lease_seconds=lease,
+            owner=owner,
+        ),
     )
     return list(claimed.deliveries)
 

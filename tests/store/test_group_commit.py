@@ -1,8 +1,9 @@
 """PostgreSQL's group commit (gateway/store/group_commit.py) on its own, with a fake `apply`: a
 writer thread with an event loop of its own that answers its callers on theirs, a full ingest
 room refused at once while the dispatcher's writes still get in, close applying what waits
-without blocking the callers' loop, and a writer thread that dies making every caller, waiting
-or to come, hear StoreUnavailable. (What the PostgreSQL store does with it, on a real database:
+without blocking the callers' loop, webhooks arriving within the gap after a commit sharing the
+next one, and a writer thread that dies making every caller, waiting or to come, hear
+StoreUnavailable. (What the PostgreSQL store does with it, on a real database:
 tests/store/test_postgres_writer.py.)"""
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class Database:
         self.finished = True
 
 
-def writer(database: Database, *, ingest_limit: int = 100) -> GroupCommit[int]:
+def writer(
+    database: Database, *, ingest_limit: int = 100, commit_gap: float = 0.0
+) -> GroupCommit[int]:
     return GroupCommit(
         database.apply,
         ingest_limit=ingest_limit,
@@ -60,6 +63,7 @@ def writer(database: Database, *, ingest_limit: int = 100) -> GroupCommit[int]:
         abandon_waiting=lambda error: False,
         finish=database.finish,
         name="test-writer",
+        commit_gap=commit_gap,
     )
 
 
@@ -226,3 +230,31 @@ def test_ingest_writes_gather_until_the_gap_and_the_dispatchers_go_at_once() -> 
     late.join()
     assert taken == ["webhook 1", "webhook 2"], "an ingest write did not wait for the gap"
     assert time.monotonic() - started >= 0.9
+
+
+def test_webhooks_arriving_within_the_gap_after_a_commit_share_the_next_one() -> None:
+    # As SQLite's writer: a webhook that finds the writer idle commits at once; after a commit,
+    # webhooks gather until the gap since it has passed, so a trickle shares one commit (on
+    # PostgreSQL, one transaction and one WAL flush); the dispatcher's writes alone go at once.
+    database = Database()
+    group = writer(database, commit_gap=1.0)
+
+    async def scenario() -> None:
+        group.start()
+        try:
+            started = time.monotonic()
+            assert await asyncio.wait_for(group.submit(1, ingest=True), ANSWER_SECONDS) == 2
+            assert time.monotonic() - started < 0.9, "a webhook to an idle writer waited"
+            first = asyncio.ensure_future(group.submit(2, ingest=True))
+            await asyncio.sleep(0.2)
+            second = asyncio.ensure_future(group.submit(3, ingest=True))
+            answers = await asyncio.wait_for(asyncio.gather(first, second), ANSWER_SECONDS)
+            assert answers == [4, 6]
+            started = time.monotonic()
+            assert await asyncio.wait_for(group.submit(4, ingest=False), ANSWER_SECONDS) == 8
+            assert time.monotonic() - started < 0.9, "a dispatcher's write waited for the gap"
+        finally:
+            await group.close()
+
+    asyncio.run(scenario())
+    assert database.batches == [[1], [2, 3], [4]]

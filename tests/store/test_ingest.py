@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gateway.delivery.decide import Delivered
-from gateway.store.base import NewEvent, Store, StoreUnavailable
+from gateway.store.base import ClaimRequest, NewEvent, Store, StoreUnavailable
 from tests.store import support
 from tests.store.conftest import OpenStore, Run, TestDatabase
 from tests.store.support import attempt_of
@@ -294,7 +294,9 @@ def test_a_full_ingest_queue_is_unavailable_at_once_and_attempt_records_still_ge
         assert await store.accept(event(0)) == "accepted"
         (sending,) = (
             await store.claim_due(
-                subscriber="a", limit=1, max_in_flight=1, lease_seconds=60, owner="dispatcher"
+                ClaimRequest(
+                    subscriber="a", limit=1, max_in_flight=1, lease_seconds=60, owner="dispatcher"
+                )
             )
         ).deliveries
         async with test_database.holding_writes():

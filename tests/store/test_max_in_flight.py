@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.delivery.decide import Delivered, RetryAt
-from gateway.store.base import Claim, Store
+from gateway.store.base import Claim, ClaimRequest, Store
 from tests.store.conftest import OpenStore, Run
 from tests.store.support import START, Clock, event, number, settle
 
@@ -21,7 +21,13 @@ async def claim(
     store: Store, owner: str, *, limit: int = 100, subscriber: str = "a", bound: int = BOUND
 ) -> Claim:
     return await store.claim_due(
-        subscriber=subscriber, limit=limit, max_in_flight=bound, lease_seconds=LEASE, owner=owner
+        ClaimRequest(
+            subscriber=subscriber,
+            limit=limit,
+            max_in_flight=bound,
+            lease_seconds=LEASE,
+            owner=owner,
+        )
     )
 
 

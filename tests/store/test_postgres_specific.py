@@ -22,7 +22,7 @@ import structlog
 
 from gateway.delivery.decide import Dead, Delivered
 from gateway.store import open_store
-from gateway.store.base import NewEvent, StoreSchemaError, StoreUnavailable
+from gateway.store.base import ClaimRequest, NewEvent, StoreSchemaError, StoreUnavailable
 from gateway.store.postgres import PostgresStore, glob_to_regex
 from gateway.store.postgres import schema as postgres_schema
 from gateway.store.postgres.queue import _LIVE_LEASES
@@ -147,7 +147,7 @@ def test_a_version_1_database_is_migrated_to_the_live_lease_index(
             await store.accept(event(1))
             # The old node's lease is live: it holds the one slot.
             full = await store.claim_due(
-                subscriber="a", limit=10, max_in_flight=1, lease_seconds=30, owner="w"
+                ClaimRequest(subscriber="a", limit=10, max_in_flight=1, lease_seconds=30, owner="w")
             )
             assert (full.deliveries, full.full) == ((), True)
         async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as db:

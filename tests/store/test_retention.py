@@ -11,7 +11,7 @@ import pytest
 
 from gateway import retention
 from gateway.delivery.decide import Dead, Decision, Delivered
-from gateway.store.base import NewEvent, Purged, Store
+from gateway.store.base import ClaimRequest, NewEvent, Purged, Store
 from tests.store.conftest import OpenStore, Run
 from tests.store.support import Clock, attempt_of
 
@@ -32,7 +32,9 @@ def new_event(name: str, received_at: float, subscribers: tuple[str, ...]) -> Ne
 async def settle(store: Store, subscriber: str, decision: Decision) -> None:
     """Claim the subscriber's due deliveries and record one attempt each with `decision`."""
     claim = await store.claim_due(
-        subscriber=subscriber, limit=100, max_in_flight=100, lease_seconds=30, owner="test"
+        ClaimRequest(
+            subscriber=subscriber, limit=100, max_in_flight=100, lease_seconds=30, owner="test"
+        )
     )
     for claimed in claim.deliveries:
         attempt = attempt_of(decision, claimed, NEW)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gateway.delivery.decide import Delivered
-from gateway.store.base import EventFilter, StoreSchemaError, StoreUnavailable
+from gateway.store.base import ClaimRequest, EventFilter, StoreSchemaError, StoreUnavailable
 from gateway.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from tests.store.support import START, Clock, claim, event, event_id, number, settle
 
@@ -159,7 +159,7 @@ def test_a_schema_4_database_gets_the_live_lease_index(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with opened(path, Clock(START + 1)) as store:
             claimed = await store.claim_due(
-                subscriber="a", limit=10, max_in_flight=1, lease_seconds=30, owner="w"
+                ClaimRequest(subscriber="a", limit=10, max_in_flight=1, lease_seconds=30, owner="w")
             )
             assert [number(d) for d in claimed.deliveries] == [1]
 

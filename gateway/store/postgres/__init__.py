@@ -244,25 +244,10 @@ class PostgresStore(Store):
 
     # Delivery.
 
-    async def claim_due(
-        self,
-        *,
-        subscriber: str,
-        limit: int,
-        max_in_flight: int,
-        lease_seconds: float,
-        owner: str,
-    ) -> Claim:
-        claim = ClaimRequest(
-            subscriber=subscriber,
-            limit=limit,
-            max_in_flight=max_in_flight,
-            lease_seconds=lease_seconds,
-            owner=owner,
-        )
+    async def claim_due(self, request: ClaimRequest) -> Claim:
         now = self._now()
         async with self._transaction() as db:
-            return await queue.claim_due(db, now, claim)
+            return await queue.claim_due(db, now, request)
 
     async def release_leases(self, owner: str) -> None:
         async with self._transaction() as db:
@@ -296,7 +281,7 @@ class PostgresStore(Store):
         return applied
 
     async def record_attempts_then_claim(
-        self, records: Sequence[AttemptRecord], claim: ClaimRequest
+        self, records: Sequence[AttemptRecord], request: ClaimRequest
     ) -> tuple[list[bool], Claim]:
         now = self._now()
         # One transaction, one commit: the records' leases given back are free for the claim
@@ -306,7 +291,7 @@ class PostgresStore(Store):
             applied, released = await queue.record_ordered(db, records, now, first)
             if released:
                 await db.execute(NOTIFY)
-            claimed = await queue.claim_due(db, now, claim)
+            claimed = await queue.claim_due(db, now, request)
         self._tell_commit_watchers(1)
         return applied, claimed
 

@@ -244,23 +244,8 @@ class SQLiteStore(Store):
 
     # Delivery.
 
-    async def claim_due(
-        self,
-        *,
-        subscriber: str,
-        limit: int,
-        max_in_flight: int,
-        lease_seconds: float,
-        owner: str,
-    ) -> Claim:
-        claim = ClaimRequest(
-            subscriber=subscriber,
-            limit=limit,
-            max_in_flight=max_in_flight,
-            lease_seconds=lease_seconds,
-            owner=owner,
-        )
-        return await self._write(lambda db: queue.claim_due(db, self._clock(), claim))
+    async def claim_due(self, request: ClaimRequest) -> Claim:
+        return await self._write(lambda db: queue.claim_due(db, self._clock(), request))
 
     async def release_leases(self, owner: str) -> None:
         await self._write(lambda db: queue.release_leases(db, owner))
@@ -290,14 +275,14 @@ class SQLiteStore(Store):
         return await self._write(lambda db: queue.record_attempts(db, batch, self._clock()))
 
     async def record_attempts_then_claim(
-        self, records: Sequence[AttemptRecord], claim: ClaimRequest
+        self, records: Sequence[AttemptRecord], request: ClaimRequest
     ) -> tuple[list[bool], Claim]:
         batch = list(records)
 
         def job(db: sqlite3.Connection) -> tuple[list[bool], Claim]:
             now = self._clock()
             applied = queue.record_attempts(db, batch, now)
-            return applied, queue.claim_due(db, now, claim)
+            return applied, queue.claim_due(db, now, request)
 
         # One write, one commit: the next batch's leases go with the last one's records.
         return await self._write(job)

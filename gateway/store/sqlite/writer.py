@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 
 from gateway.store.base import StoreSchemaError, StoreUnavailable
-from gateway.store.group_commit import Rooms, hand_back
+from gateway.store.group_commit import COMMIT_GAP_SECONDS, Rooms, hand_back
 from gateway.store.sqlite.ingest import insert_events
 from gateway.store.sqlite.queue import record_attempts
 from gateway.store.sqlite.schema import bring_up_to_date
@@ -51,15 +51,6 @@ Job = Callable[[sqlite3.Connection], Any]
 
 # Jobs per transaction: large enough to amortize the fsync, small enough to answer promptly.
 MAX_BATCH = 1_000
-# While writes keep coming, a commit starts at least this long after the last one ended, so
-# that the writes arriving meanwhile share it. A commit (an fsync) costs the machine about as
-# much CPU however few writes it carries (about 0.45 ms here, fsync included): committing each
-# trickling write on its own spent 370-550 us of the writer's CPU per webhook at 1,000-2,300
-# webhooks/s (2 cores, measured in a process that only wrote), CPU the serving processes
-# needed; with this gap,
-# about 200 us. A write that finds the writer idle for longer commits at once: an unloaded
-# gateway answers as fast as before, and a loaded one waits at most this much more.
-COMMIT_GAP_SECONDS = 0.002
 # The interpreter's switch interval in a process whose store has a writer thread (`open`).
 WRITER_SWITCH_INTERVAL_SECONDS = 0.0005
 
