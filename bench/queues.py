@@ -75,6 +75,9 @@ from schemas.event import encode_event
 from tests.queues.brokers import BrokerProcess, NatsServer, RabbitServer, RedisServer
 
 CONTENT_TYPE = "application/cloudevents+json"
+# Events stored at a time before the gateway starts: the store refuses writes beyond its bounded
+# room (20,000), as it would refuse webhooks.
+PREFILL_SLICE = 5_000
 
 
 class Event:
@@ -270,17 +273,13 @@ BROKERS = {
 }
 
 
-_PREFILL_SLICE = 5_000
-
-
 async def prefill(database: Path, events: Sequence[Event]) -> None:
     """Every event stored with one pending delivery to "sink", due now, as ingest leaves it."""
     store = SQLiteStore(database)
     await store.open()
     try:
         received = time.time()
-        # In slices: the store refuses writes beyond its bounded queue, as it would webhooks.
-        for start in range(0, len(events), _PREFILL_SLICE):
+        for start in range(0, len(events), PREFILL_SLICE):
             await asyncio.gather(
                 *(
                     store.accept(
@@ -293,7 +292,7 @@ async def prefill(database: Path, events: Sequence[Event]) -> None:
                             subscribers=("sink",),
                         )
                     )
-                    for event in events[start : start + _PREFILL_SLICE]
+                    for event in events[start : start + PREFILL_SLICE]
                 )
             )
     finally:
