@@ -117,7 +117,9 @@ class GatewayProcess:
         self.config_path = workdir / "gateway.toml"
         self.config_path.write_text(config)
         self.log_path = workdir / "gateway.log"
-        self.env = {**os.environ, **(env or {})}
+        # TMPDIR: the run directory `gateway serve` makes (gateway/processes.py) lands in the
+        # test's own directory, so a test that kills it with SIGKILL leaves nothing in /tmp.
+        self.env = {**os.environ, "TMPDIR": str(workdir), **(env or {})}
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 

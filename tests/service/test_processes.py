@@ -715,7 +715,8 @@ def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
             cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            # TMPDIR: its run directory here, where the test can see that it is gone at the end.
+            env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp_path)},
             start_new_session=True,  # its own group, which the test signals as systemd would
         )
     try:
@@ -732,6 +733,8 @@ def test_signals_to_the_whole_process_group_stop_every_process_with_exit_0(
         assert parent.wait(timeout=45) == 0
         assert wait_gone(family, 10.0) == set()
         assert processes_in(tmp_path) == set()
+        # Nor its run directory (the workers' number locks and metrics).
+        assert list(tmp_path.glob("finrelay-*")) == []
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
