@@ -11,12 +11,13 @@ what they do wrong is the point."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from gateway.config import SubscriberConfig
 from gateway.delivery.decide import Decision, Delivered, RetryAt
 from gateway.delivery.transport import OutboundMessage, SendResult, Transport
-from gateway.store.base import AttemptRecord, ClaimedDelivery, ClaimRequest
+from gateway.store.base import AttemptRecord, ClaimedDelivery, ClaimRequest, NewEvent
 from gateway.store.sqlite import SQLiteStore
 from tests.delivery.batching import (
     all_attempted,
@@ -155,6 +156,30 @@ def test_batches_count_their_size_in_flight_and_go_on_until_the_backlog_is_sent(
     assert transport.most_in_flight <= 8
 
 
+def send_all(
+    tmp_path: Path,
+    subscribers: Mapping[str, SubscriberConfig],
+    events: Sequence[NewEvent],
+    transport: Transport,
+) -> None:
+    """Store `events`, then run a dispatcher sending to "sink" through `transport` until each
+    has an attempt on record."""
+
+    async def scenario() -> None:
+        store = await open_store(tmp_path, events)
+        try:
+            await dispatch_until(
+                store,
+                subscribers,
+                all_attempted(store, [event.id for event in events]),
+                transports={"sink": transport},
+            )
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
 class UnevenTransport(BatchingTransport):
     """As BatchingTransport, but its batches take 0, 2 or 4 ms in turn: they end, and are
     recorded, in another order than they left."""
@@ -174,19 +199,7 @@ def test_batches_going_on_from_each_other_never_exceed_max_in_flight(tmp_path: P
     events = [new_event(n, "sink") for n in range(120)]
     transport = UnevenTransport()
 
-    async def scenario() -> None:
-        store = await open_store(tmp_path, events)
-        try:
-            await dispatch_until(
-                store,
-                subscribers,
-                all_attempted(store, [event.id for event in events]),
-                transports={"sink": transport},
-            )
-        finally:
-            await store.close()
-
-    asyncio.run(scenario())
+    send_all(tmp_path, subscribers, events, transport)
     sent = [message.webhook_id for batch in transport.sent for message in batch]
     assert sorted(sent) == sorted(event.id for event in events)
     assert max(len(batch) for batch in transport.sent) <= 4
@@ -202,19 +215,7 @@ def test_an_ordered_subscriber_s_batch_holds_one_delivery_per_key_and_keeps_thei
     events = [new_event(n, "sink", subject=f"cus_{n % 3}", ordered=("sink",)) for n in range(15)]
     transport = BatchingTransport()
 
-    async def scenario() -> None:
-        store = await open_store(tmp_path, events)
-        try:
-            await dispatch_until(
-                store,
-                subscribers,
-                all_attempted(store, [event.id for event in events]),
-                transports={"sink": transport},
-            )
-        finally:
-            await store.close()
-
-    asyncio.run(scenario())
+    send_all(tmp_path, subscribers, events, transport)
     subject_of = {event.id: event.subject for event in events}
     for batch in transport.sent:
         subjects = [subject_of[message.webhook_id] for message in batch]

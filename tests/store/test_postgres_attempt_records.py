@@ -125,6 +125,23 @@ def beside(*, ordered: bool = True) -> NewEvent:
     return event(next(_beside), ("elsewhere",), subject="beside", ordered=("elsewhere",))
 
 
+# `delivery_row` after one attempt made with `record_of` at START (it ends 0.1 s later, and a
+# failed one's error is "HTTP 503", as `attempt_of` makes them), and after a release.
+FINISHED = START + 0.1
+DELIVERED_ROW = ("delivered", 1, START, False, None, FINISHED)
+DEAD_ROW = ("dead", 1, START, False, "HTTP 503", FINISHED)
+
+
+def retried_row(at: float) -> tuple[Any, ...]:
+    """A delivery whose failed attempt was recorded with a retry due `at`."""
+    return ("pending", 1, at, False, "HTTP 503", None)
+
+
+def released_row(due: float) -> tuple[Any, ...]:
+    """An ordered delivery its predecessor's record released: never tried, due `due`."""
+    return ("pending", 0, due, False, None, None)
+
+
 async def delivery_row(url: str, n: int, subscriber: str = "a") -> tuple[Any, ...]:
     """(state, attempts, next_attempt_at, leased, last_error, finished_at) of a delivery."""
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
@@ -174,48 +191,12 @@ def test_a_batch_of_ordered_and_unordered_records_settles_each_and_releases_the_
                 record_of(to_a[2], Dead()),
             ]
             assert await record(path, store, postgres_url, records, clock.now) == [True] * 4
-            finished = START + 0.1
-            assert await delivery_row(postgres_url, 1) == (
-                "delivered",
-                1,
-                START,
-                False,
-                None,
-                finished,
-            )
-            assert await delivery_row(postgres_url, 1, "o") == (
-                "delivered",
-                1,
-                START,
-                False,
-                None,
-                finished,
-            )
-            assert await delivery_row(postgres_url, 2) == (
-                "pending",
-                1,
-                retry_at,
-                False,
-                "HTTP 503",
-                None,
-            )
-            assert await delivery_row(postgres_url, 3) == (
-                "dead",
-                1,
-                START,
-                False,
-                "HTTP 503",
-                finished,
-            )
+            assert await delivery_row(postgres_url, 1) == DELIVERED_ROW
+            assert await delivery_row(postgres_url, 1, "o") == DELIVERED_ROW
+            assert await delivery_row(postgres_url, 2) == retried_row(retry_at)
+            assert await delivery_row(postgres_url, 3) == DEAD_ROW
             # Event 2's ordered delivery: released, due at the record's "now".
-            assert await delivery_row(postgres_url, 2, "o") == (
-                "pending",
-                0,
-                clock.now,
-                False,
-                None,
-                None,
-            )
+            assert await delivery_row(postgres_url, 2, "o") == released_row(clock.now)
             assert await attempt_rows(postgres_url, 2) == [("retry", START, 503, "HTTP 503")]
             assert await attempt_rows(postgres_url, 1, "o") == [("delivered", START, 200, None)]
 
@@ -667,31 +648,9 @@ def test_a_group_commit_batch_of_unordered_events_and_records_is_four_round_trip
             assert statements.queries == [_RECORD_UNORDERED, ingest._ACCEPT]
             assert statements.transactions == 1
             assert statements.round_trips == 4
-            finished = START + 0.1
-            assert await delivery_row(postgres_url, 1) == (
-                "delivered",
-                1,
-                START,
-                False,
-                None,
-                finished,
-            )
-            assert await delivery_row(postgres_url, 2) == (
-                "pending",
-                1,
-                retry_at,
-                False,
-                "HTTP 503",
-                None,
-            )
-            assert await delivery_row(postgres_url, 3) == (
-                "dead",
-                1,
-                START,
-                False,
-                "HTTP 503",
-                finished,
-            )
+            assert await delivery_row(postgres_url, 1) == DELIVERED_ROW
+            assert await delivery_row(postgres_url, 2) == retried_row(retry_at)
+            assert await delivery_row(postgres_url, 3) == DEAD_ROW
             assert await attempt_rows(postgres_url, 1) == [("delivered", START, 200, None)]
             assert await attempt_rows(postgres_url, 2) == [("retry", START, 503, "HTTP 503")]
             assert await attempt_rows(postgres_url, 3) == [("failed", START, 503, "HTTP 503")]
@@ -710,26 +669,12 @@ def test_a_group_commit_batch_of_unordered_events_and_records_is_four_round_trip
             assert ingest._ACCEPT in statements.queries
             assert statements.transactions == 1
             assert statements.round_trips == 11
-            assert await delivery_row(postgres_url, 1, "o") == (
-                "delivered",
-                1,
-                START,
-                False,
-                None,
-                finished,
-            )
+            assert await delivery_row(postgres_url, 1, "o") == DELIVERED_ROW
             assert (await delivery_row(postgres_url, 4))[:2] == ("delivered", 1)
             assert await attempt_rows(postgres_url, 1, "o") == [("delivered", START, 200, None)]
             assert await attempt_rows(postgres_url, 4) == [("delivered", START, 200, None)]
             # Event 2's ordered delivery: released, due at the batch's "now".
-            assert await delivery_row(postgres_url, 2, "o") == (
-                "pending",
-                0,
-                clock.now,
-                False,
-                None,
-                None,
-            )
+            assert await delivery_row(postgres_url, 2, "o") == released_row(clock.now)
             assert [number(d) for d in await claim(store, subscriber="o")] == [2]
 
     run(scenario())
