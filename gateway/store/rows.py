@@ -1,6 +1,7 @@
-"""Rows into the interface's structs, for both SQL backends: each struct is read from one column
-order, which both backends' SELECTs follow (their drivers return numbers and bytes in their own
-types: SQLite's memoryview, psycopg's Decimal-free floats; these make them the struct's)."""
+"""Rows into the interface's structs, and an attempt into its row, for both SQL backends: each
+struct is read from one column order, which both backends' SELECTs (and INSERTs) follow (their
+drivers return numbers and bytes in their own types: SQLite's memoryview, psycopg's
+Decimal-free floats; these make them the struct's)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from gateway.store.base import (
 )
 
 __all__ = [
+    "attempt_values",
     "claimed_delivery",
     "dead_letter",
     "event_record",
@@ -109,6 +111,20 @@ def event_record(
             )
             for row in delivery_rows
         ),
+    )
+
+
+def attempt_values(attempt: Attempt) -> tuple[Any, ...]:
+    """`attempt` as a row of the attempts table, in `event_record`'s order: delivery_id,
+    started_at, duration, outcome, status_code, error, response_excerpt."""
+    return (
+        attempt.delivery_id,
+        attempt.started_at,
+        attempt.duration,
+        attempt.outcome,
+        attempt.status_code,
+        attempt.error,
+        attempt.response_excerpt,
     )
 
 

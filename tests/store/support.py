@@ -3,7 +3,11 @@ delivery back through the interface (never the backend's tables)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
+
+import psycopg
 
 from gateway.delivery.decide import Decision, attempt_outcome
 from gateway.store.base import (
@@ -16,6 +20,8 @@ from gateway.store.base import (
 )
 
 START = 1_700_000_000.0
+# How long a PostgreSQL store's listener may take to LISTEN (`listening`).
+LISTEN_WAIT_SECONDS = 15.0
 
 
 class Clock:
@@ -129,3 +135,20 @@ async def attempts_on_record(store: Store, numbers: Sequence[int]) -> int:
         assert record is not None, f"no event {n}"
         total += sum(len(delivery.attempts) for delivery in record.deliveries)
     return total
+
+
+async def listening(url: str, count: int = 1) -> None:
+    """Wait until `count` PostgreSQL stores' listeners LISTEN on the store's channel (each is a
+    task of its own: a notification sent before it listens is not heard, by design)."""
+    deadline = time.monotonic() + LISTEN_WAIT_SECONDS
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        while True:
+            cursor = await db.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query = 'LISTEN finrelay_deliveries'"
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            assert time.monotonic() < deadline, "the store's listener never listened"
+            await asyncio.sleep(0.05)

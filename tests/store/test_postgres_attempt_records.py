@@ -44,7 +44,16 @@ from gateway.store.postgres.queue import (
     record_under_key_locks,
     record_unordered,
 )
-from tests.store.support import START, Clock, attempt_of, claim, event, event_id, number
+from tests.store.support import (
+    START,
+    Clock,
+    attempt_of,
+    claim,
+    event,
+    event_id,
+    listening,
+    number,
+)
 
 T = TypeVar("T")
 # Every wait is bounded: a store that hangs fails the test.
@@ -356,22 +365,6 @@ def test_a_record_that_releases_a_held_delivery_wakes_the_other_nodes(postgres_u
             assert not woken.is_set(), "a retry keeps its key: nothing released"
 
     run(scenario())
-
-
-async def listening(url: str) -> None:
-    """Wait until a store's listener LISTENs (a notification before that is not heard)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
-        while True:
-            cursor = await db.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND query = 'LISTEN finrelay_deliveries'"
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0] >= 1:
-                return
-            assert time.monotonic() < deadline, "the store's listener never listened"
-            await asyncio.sleep(0.05)
 
 
 # Key locks before row locks.

@@ -29,7 +29,7 @@ from gateway.store.postgres.queue import _LIVE_LEASES
 from gateway.store.postgres.schema import SCHEMA_VERSION
 from tests.postgres_server import PostgresServer
 from tests.service.harness import free_port
-from tests.store.support import START, Clock, claim, event, settle
+from tests.store.support import START, Clock, claim, event, listening, settle
 
 T = TypeVar("T")
 # Every wait is bounded: a store that hangs fails the test.
@@ -63,23 +63,6 @@ def secrets_of(server: PostgresServer) -> list[str]:
 def assert_no_secret(text: str, server: PostgresServer) -> None:
     for secret in secrets_of(server):
         assert secret not in text, "the password shows"
-
-
-async def listening(url: str, count: int) -> None:
-    """Wait until `count` sessions LISTEN on the store's channel (the listener is a task of
-    its own: a notification sent before it listens is not heard, by design)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
-        while True:
-            cursor = await db.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND query = 'LISTEN finrelay_deliveries'"
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0] >= count:
-                return
-            assert time.monotonic() < deadline, "the store's listener never listened"
-            await asyncio.sleep(0.05)
 
 
 # Migrations.

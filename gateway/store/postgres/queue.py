@@ -328,20 +328,12 @@ async def record_under_key_locks(
     settling = [record for record, ok in zip(records, applied, strict=True) if ok]
     if not settling:
         return applied, False
-    attempts = [record.attempt for record in settling]
+    attempts = [as_struct.attempt_values(record.attempt) for record in settling]
     await db.execute(
         "INSERT INTO attempts (delivery_id, started_at, duration, outcome, status_code, error,"
         " response_excerpt) SELECT * FROM unnest(%s::bigint[], %s::float8[], %s::float8[],"
         " %s::text[], %s::int[], %s::text[], %s::text[])",
-        (
-            [attempt.delivery_id for attempt in attempts],
-            [attempt.started_at for attempt in attempts],
-            [attempt.duration for attempt in attempts],
-            [attempt.outcome for attempt in attempts],
-            [attempt.status_code for attempt in attempts],
-            [attempt.error for attempt in attempts],
-            [attempt.response_excerpt for attempt in attempts],
-        ),
+        [list(column) for column in zip(*attempts, strict=True)],
     )
     columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
     for record in settling:

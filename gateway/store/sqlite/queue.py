@@ -140,18 +140,7 @@ def record_attempts(
         db,
         "attempts (delivery_id, started_at, duration, outcome, status_code, error,"
         " response_excerpt)",
-        [
-            (
-                attempt.delivery_id,
-                attempt.started_at,
-                attempt.duration,
-                attempt.outcome,
-                attempt.status_code,
-                attempt.error,
-                attempt.response_excerpt,
-            )
-            for attempt in (record.attempt for record in kept)
-        ],
+        [as_struct.attempt_values(record.attempt) for record in kept],
     )
     updates: list[tuple[Any, ...]] = []
     for record in kept:
