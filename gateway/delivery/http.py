@@ -114,8 +114,8 @@ class HttpTransport(Transport):
         }
         if credentials is not None:
             self._headers["authorization"] = credentials
-        every = {"connect": timeout_seconds, "read": timeout_seconds}
-        self._extensions = {"timeout": {**every, "write": timeout_seconds, "pool": timeout_seconds}}
+        every = dict.fromkeys(("connect", "read", "write", "pool"), timeout_seconds)
+        self._extensions = {"timeout": every}
         self._transport = AiohttpTransport(
             limits=httpx.Limits(
                 max_connections=max_in_flight, max_keepalive_connections=max_in_flight
